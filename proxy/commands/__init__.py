@@ -1,0 +1,1 @@
+"""Subcommands of the `spiffe-sidecar` CLI (see proxy/cli.py)."""

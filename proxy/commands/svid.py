@@ -1,0 +1,10 @@
+"""`spiffe-sidecar svid`: (being built)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p = sub.add_parser("svid", help="(not built yet)")
+    p.set_defaults(func=lambda args: (print("spiffe-sidecar svid: not built yet") or 1))

@@ -1,0 +1,224 @@
+"""One exception tree for the whole sidecar, and the reason enums.
+
+Every error carries the context a person needs to act on it (the input, the
+rule, the file/line/field). Runtime drivers map their own exceptions
+(trio.BrokenResourceError, OSError, ssl errors...) into this tree at one
+place, so the core and the logs only ever see these types.
+
+The reason enums double as metric label values: their values are short,
+stable, lowercase strings, and no unbounded input ever becomes a label.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class SidecarError(Exception):
+    """Base of every error raised by spiffe-sidecar."""
+
+
+# --- SPIFFE values --------------------------------------------------------
+
+
+class SpiffeError(SidecarError):
+    """A SPIFFE value (ID, SVID, bundle, token) violates the SPIFFE standards."""
+
+
+class InvalidSpiffeIdError(SpiffeError, ValueError):
+    """A string is not a valid SPIFFE ID or trust domain.
+
+    Attributes:
+        value: the rejected input, verbatim.
+        rule: which rule of the SPIFFE-ID spec it breaks.
+    """
+
+    def __init__(self, value: str, rule: str) -> None:
+        self.value = value
+        self.rule = rule
+        super().__init__(f"Invalid SPIFFE ID {value!r}: {rule}")
+
+
+class InvalidTrustDomainError(InvalidSpiffeIdError):
+    """A string is not a valid trust domain name."""
+
+    def __init__(self, value: str, rule: str) -> None:
+        self.value = value
+        self.rule = rule
+        SpiffeError.__init__(self, f"Invalid trust domain {value!r}: {rule}")
+
+
+class InvalidSvidError(SpiffeError):
+    """An X.509-SVID or JWT-SVID breaks a rule of its profile.
+
+    Attributes:
+        rule: the rule broken, in words (e.g. "leaf must not be a CA").
+        spiffe_id: the claimed SPIFFE ID when one could be read, else None.
+    """
+
+    def __init__(self, rule: str, spiffe_id: str | None = None) -> None:
+        self.rule = rule
+        self.spiffe_id = spiffe_id
+        where = f" (claimed {spiffe_id})" if spiffe_id else ""
+        super().__init__(f"Invalid SVID{where}: {rule}")
+
+
+class InvalidBundleError(SpiffeError):
+    """A trust bundle (X.509 or JWKS) cannot be parsed or breaks the bundle format."""
+
+
+class VerificationError(SpiffeError):
+    """A peer's certificate chain or token did not verify.
+
+    Attributes:
+        reason: a VerifyFailure, usable as a metric label.
+        detail: human detail (which check, which trust domain).
+    """
+
+    def __init__(self, reason: "VerifyFailure", detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail}")
+
+
+class VerifyFailure(enum.Enum):
+    """Why a peer X.509-SVID (or JWT-SVID) was rejected."""
+
+    NO_CERTIFICATE = "no_certificate"
+    BAD_CERTIFICATE = "bad_certificate"
+    NO_URI_SAN = "no_uri_san"
+    MULTIPLE_URI_SANS = "multiple_uri_sans"
+    INVALID_SPIFFE_ID = "invalid_spiffe_id"
+    ROOT_PATH = "root_path"
+    LEAF_IS_CA = "leaf_is_ca"
+    BAD_KEY_USAGE = "bad_key_usage"
+    BAD_EXTENDED_KEY_USAGE = "bad_extended_key_usage"
+    UNKNOWN_TRUST_DOMAIN = "unknown_trust_domain"
+    UNTRUSTED_CHAIN = "untrusted_chain"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    BAD_TOKEN = "bad_token"
+
+
+# --- Configuration ----------------------------------------------------------
+
+
+class ConfigError(SidecarError):
+    """A configuration or policy file is invalid.
+
+    Attributes:
+        file: path of the file (or "<string>").
+        line: 1-based line number, or None when unknown.
+        field: dotted path of the offending field (e.g. "inbound[0].listen").
+        detail: what is wrong and what is expected.
+    """
+
+    def __init__(self, file: str, line: int | None, field: str, detail: str) -> None:
+        self.file = file
+        self.line = line
+        self.field = field
+        self.detail = detail
+        where = f"{file}:{line}" if line is not None else file
+        super().__init__(f"{where}: {field}: {detail}" if field else f"{where}: {detail}")
+
+
+# --- Workload API -------------------------------------------------------------
+
+
+class WorkloadApiError(SidecarError):
+    """A Workload API call failed.
+
+    Attributes:
+        code: the gRPC status code name (e.g. "PERMISSION_DENIED").
+        message: the grpc-message sent by the server, if any.
+    """
+
+    def __init__(self, code: str, message: str = "") -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"Workload API {code}: {message}" if message else f"Workload API {code}")
+
+
+class NoIdentityError(SidecarError):
+    """No X.509-SVID is available (yet, or any more): fail closed."""
+
+
+class AttestationError(SidecarError):
+    """The agent could not attest a caller (process gone, /proc unreadable...)."""
+
+
+# --- Data plane ---------------------------------------------------------------
+
+
+class TlsError(SidecarError):
+    """A TLS operation failed.
+
+    Attributes:
+        reason: a HandshakeFailure value.
+        detail: OpenSSL's error string or our own explanation.
+    """
+
+    def __init__(self, reason: "HandshakeFailure", detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"TLS {reason.value}: {detail}")
+
+
+class HandshakeFailure(enum.Enum):
+    """Why a TLS handshake did not complete (metric label)."""
+
+    TIMEOUT = "timeout"
+    PEER_CLOSED = "peer_closed"
+    NOT_TLS = "not_tls"
+    PROTOCOL = "protocol"
+    VERIFY = "verify"
+    NO_CLIENT_CERT = "no_client_cert"
+    INTERNAL = "internal"
+
+
+class DenyReason(enum.Enum):
+    """Why the policy refused a peer (metric label)."""
+
+    NO_POLICY = "no_policy"
+    NO_MATCHING_RULE = "no_matching_rule"
+    DENY_RULE = "deny_rule"
+    UNEXPECTED_PEER = "unexpected_peer"
+    NOT_READY = "not_ready"
+
+
+class CloseReason(enum.Enum):
+    """Why a connection ended (metric label)."""
+
+    COMPLETED = "completed"
+    HANDSHAKE_FAILED = "handshake_failed"
+    VERIFY_FAILED = "verify_failed"
+    DENIED = "denied"
+    UPSTREAM_CONNECT_FAILED = "upstream_connect_failed"
+    IDLE_TIMEOUT = "idle_timeout"
+    PEER_CERT_EXPIRED = "peer_cert_expired"
+    MAX_LIFETIME = "max_lifetime"
+    RESET = "reset"
+    NOT_READY = "not_ready"
+    OVERLOADED = "overloaded"
+    DRAINED = "drained"
+    INTERNAL = "internal"
+
+
+class PolicyDenied(SidecarError):
+    """A peer was refused by the authorization policy.
+
+    Attributes:
+        reason: a DenyReason.
+        rule: the name of the rule that decided, or None for default deny.
+        peer: the peer's SPIFFE ID as a string.
+    """
+
+    def __init__(self, reason: DenyReason, rule: str | None, peer: str) -> None:
+        self.reason = reason
+        self.rule = rule
+        self.peer = peer
+        super().__init__(f"denied {peer}: {reason.value}" + (f" by rule {rule!r}" if rule else ""))
+
+
+class UpstreamError(SidecarError):
+    """Connecting to or talking with the upstream (app or remote sidecar) failed."""

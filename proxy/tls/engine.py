@@ -1,0 +1,98 @@
+"""Engine selection, and the contract every TLS engine implements.
+
+Two engines implement the same API:
+
+- ``proxy._fastpath`` (Cython, compiled against OpenSSL): the default.
+- ``proxy.tls.engine_py`` (pyOpenSSL): the readable reference and fallback,
+  selected by ``SPIFFE_SIDECAR_NO_EXTENSIONS=1`` or when the extension is
+  not built (the aiohttp/PyYAML convention).
+
+Both work directly on a connected, non-blocking socket file descriptor: the
+runtime only waits for readiness and calls one engine method per readiness
+event, so no Python object is created per TLS record or per chunk in the
+compiled engine. The engine never closes the fd; the runtime owns sockets.
+
+The API (names are the contract; see engine_py.py for the reference code):
+
+``NAME``: "fastpath" or "python".
+
+Step results (ints): ``DONE = 0``, ``WANT_READ = 1`` (wait for the TLS fd
+to be readable), ``WANT_WRITE = 2`` (wait for the TLS fd to be writable).
+
+``ServerContext(material: TlsMaterial)`` / ``ClientContext(material)``:
+    Built once per identity snapshot and never mutated (a rotation builds a
+    new pair and swaps one reference). TLS 1.3 by default, 1.2 minimum with
+    AEAD ciphers only, no renegotiation, no compression. Server contexts
+    require a client certificate. Peer verification is SPIFFE's, not
+    WebPKI's: the leaf must carry exactly one URI SAN holding a valid
+    SPIFFE ID with a non-root path, must not be a CA, must have
+    digitalSignature and neither keyCertSign nor cRLSign, an EKU (if
+    present) with both serverAuth and clientAuth, and must chain (RFC 5280)
+    to the authorities of the trust domain it claims, and only those. No
+    hostname verification.
+    ``.generation`` echoes material.generation.
+    ``new_connection(fd: int) -> TlsConnection`` (server), and
+    ``new_connection(fd: int, session_key: str | None = None)`` (client:
+    when given, a cached TLS session for that key, made by this same
+    context, is offered for resumption).
+
+``TlsConnection``:
+    ``handshake() -> int``: one step; DONE, WANT_READ or WANT_WRITE. Raises
+        ``proxy.errors.TlsError`` (reason: HandshakeFailure) or
+        ``proxy.errors.VerificationError`` (reason: VerifyFailure) when the
+        peer's SVID fails SPIFFE verification.
+    After DONE: ``peer_spiffe_id: str``, ``peer_not_after: float`` (Unix
+        seconds), ``version: str`` ("TLSv1.3"), ``cipher: str``,
+        ``resumed: bool``.
+    ``shutdown() -> int``: send close_notify (DONE or WANT_WRITE).
+    ``close()``: free the TLS state (idempotent; the fd stays open).
+
+``Relay(conn: TlsConnection, plain_fd: int, buffer_size: int = 65536)``:
+    Moves bytes between the TLS connection and a plaintext socket, each
+    direction with one bounded buffer (backpressure: a slow reader stops
+    the reads on the other side instead of growing memory).
+    ``tls_to_plain() -> int`` and ``plain_to_tls() -> int``: pump one
+        direction until it would block; return a ``RelayStatus`` int:
+        ``WANT_TLS_READ``, ``WANT_TLS_WRITE``, ``WANT_PLAIN_READ``,
+        ``WANT_PLAIN_WRITE`` (what to wait for before calling again), or
+        ``EOF`` (that direction is finished: on tls_to_plain the peer sent
+        close_notify or closed, and the relay has shut down the plain
+        socket's write side; on plain_to_tls the app closed its write side
+        and the relay has sent close_notify).
+    ``bytes_tls_to_plain``, ``bytes_plain_to_tls``: counters.
+    Raises ``TlsError`` on a TLS protocol error and ``OSError`` on socket
+    errors (the runtime maps them at its edge).
+
+Twins used by tests and by the SPIFFE core: ``parse_spiffe_id(s) -> (trust_domain, path)``
+(raises InvalidSpiffeIdError) and ``spiffe_id_from_der(der) -> str``
+(raises InvalidSvidError / InvalidSpiffeIdError).
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+DONE = 0
+WANT_READ = 1
+WANT_WRITE = 2
+
+
+def extensions_disabled() -> bool:
+    """True when SPIFFE_SIDECAR_NO_EXTENSIONS asks for the pure-Python engine."""
+    return os.environ.get("SPIFFE_SIDECAR_NO_EXTENSIONS", "") not in ("", "0")
+
+
+def load_engine() -> ModuleType:
+    """Return the engine module this process uses (compiled unless disabled or absent)."""
+    if not extensions_disabled():
+        try:
+            from proxy import _fastpath  # type: ignore[attr-defined]
+
+            return _fastpath
+        except ImportError:
+            if os.environ.get("SPIFFE_SIDECAR_REQUIRE_EXTENSIONS"):
+                raise
+    from proxy.tls import engine_py
+
+    return engine_py

@@ -1,0 +1,163 @@
+"""A test PKI that can mint valid SVIDs and every kind of broken one.
+
+Tests use it to make real certificates (never canned PEM blobs) so that a
+rule is exercised by a certificate that breaks exactly that rule.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+UTC = dt.timezone.utc
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(UTC)
+
+
+def new_key(kind: str = "ec") -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_pkcs8_der(key: object) -> bytes:
+    return key.private_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass
+class Ca:
+    """A signing certificate and its key, for one trust domain."""
+
+    trust_domain: str
+    key: object
+    cert: x509.Certificate
+    parent: "Ca | None" = None
+
+    @property
+    def der(self) -> bytes:
+        return der(self.cert)
+
+    def chain_above(self) -> list[x509.Certificate]:
+        """Intermediates from this CA up to (excluding) the root."""
+        out: list[x509.Certificate] = []
+        ca: Ca | None = self
+        while ca is not None and ca.parent is not None:
+            out.append(ca.cert)
+            ca = ca.parent
+        return out
+
+
+def make_ca(trust_domain: str, *, parent: Ca | None = None, key_kind: str = "ec",
+            lifetime: dt.timedelta = dt.timedelta(days=1), not_before: dt.datetime | None = None,
+            key_cert_sign: bool = True) -> Ca:
+    """A root CA (or an intermediate when parent is given) for trust_domain."""
+    key = new_key(key_kind)
+    start = not_before or (_now() - dt.timedelta(minutes=5))
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "spiffe-sidecar tests"),
+                         x509.NameAttribute(NameOID.COMMON_NAME, f"{trust_domain} CA {id(key) & 0xffff:x}")])
+    issuer_name = parent.cert.subject if parent else subject
+    signer = parent.key if parent else key
+    b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name)
+         .public_key(key.public_key()).serial_number(x509.random_serial_number())  # type: ignore[attr-defined]
+         .not_valid_before(start).not_valid_after(start + lifetime)
+         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+         .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                      data_encipherment=False, key_agreement=False, key_cert_sign=key_cert_sign,
+                                      crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+         .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]),
+                        critical=False)
+         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))  # type: ignore[attr-defined]
+    if parent:
+        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()), critical=False)  # type: ignore[attr-defined]
+    cert = b.sign(signer, hashes.SHA256())  # type: ignore[arg-type]
+    return Ca(trust_domain=trust_domain, key=key, cert=cert, parent=parent)
+
+
+@dataclass
+class Leaf:
+    """An X.509-SVID (possibly deliberately broken) with its key and chain."""
+
+    cert: x509.Certificate
+    key: object
+    chain: list[x509.Certificate] = field(default_factory=list)  # leaf first
+
+    @property
+    def chain_der(self) -> list[bytes]:
+        return [der(c) for c in self.chain]
+
+    @property
+    def key_der(self) -> bytes:
+        return key_pkcs8_der(self.key)
+
+    def write_pem(self, directory: "object", name: str = "svid") -> tuple[str, str]:
+        """Write <name>.pem (chain) and <name>.key.pem; return their paths."""
+        import pathlib
+
+        d = pathlib.Path(str(directory))
+        cert_path, key_path = d / f"{name}.pem", d / f"{name}.key.pem"
+        cert_path.write_bytes(b"".join(pem(c) for c in self.chain))
+        key_path.write_bytes(self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,  # type: ignore[attr-defined]
+                                                    serialization.NoEncryption()))
+        key_path.chmod(0o600)
+        return str(cert_path), str(key_path)
+
+
+def make_svid(ca: Ca, spiffe_id: str | None = "/workload", *, uris: list[str] | None = None,
+              is_ca: bool = False, digital_signature: bool = True, key_cert_sign: bool = False,
+              crl_sign: bool = False, eku: list[x509.ObjectIdentifier] | None = None, no_eku: bool = False,
+              no_key_usage: bool = False, lifetime: dt.timedelta = dt.timedelta(hours=1),
+              not_before: dt.datetime | None = None, key_kind: str = "ec", dns_names: list[str] | None = None,
+              signer: Ca | None = None) -> Leaf:
+    """Mint a leaf under `ca`.
+
+    spiffe_id: a path ("/workload", joined to ca's trust domain), a full
+    URI, or None for no URI SAN; `uris` overrides it with a raw list.
+    `signer` signs with a different CA's key while naming `ca` as issuer
+    (a forged chain).
+    """
+    key = new_key(key_kind)
+    if uris is None:
+        if spiffe_id is None:
+            uris = []
+        elif spiffe_id.startswith("/") or spiffe_id == "":
+            uris = [f"spiffe://{ca.trust_domain}{spiffe_id}"]
+        else:
+            uris = [spiffe_id]
+    start = not_before or (_now() - dt.timedelta(minutes=1))
+    b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIRE")]))
+         .issuer_name(ca.cert.subject).public_key(key.public_key())  # type: ignore[attr-defined]
+         .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(start + lifetime)
+         .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False))  # type: ignore[attr-defined]
+    if not no_key_usage:
+        b = b.add_extension(x509.KeyUsage(digital_signature=digital_signature, content_commitment=False,
+                                          key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                          key_cert_sign=key_cert_sign, crl_sign=crl_sign, encipher_only=False,
+                                          decipher_only=False), critical=True)
+    if not no_eku:
+        b = b.add_extension(x509.ExtendedKeyUsage(eku if eku is not None else
+                                                  [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                            critical=False)
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
+    names += [x509.DNSName(d) for d in dns_names or []]
+    if names:
+        b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    cert = b.sign((signer or ca).key, hashes.SHA256())  # type: ignore[arg-type]
+    return Leaf(cert=cert, key=key, chain=[cert, *ca.chain_above()])
