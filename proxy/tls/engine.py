@@ -63,9 +63,27 @@ to be readable), ``WANT_WRITE = 2`` (wait for the TLS fd to be writable).
     Raises ``TlsError`` on a TLS protocol error and ``OSError`` on socket
     errors (the runtime maps them at its edge).
 
-Twins used by tests and by the SPIFFE core: ``parse_spiffe_id(s) -> (trust_domain, path)``
-(raises InvalidSpiffeIdError) and ``spiffe_id_from_der(der) -> str``
-(raises InvalidSvidError / InvalidSpiffeIdError).
+Twins of the SPIFFE core, each with a parity test over the same cases:
+
+- ``parse_spiffe_id(s: str) -> tuple[str, str]``: (trust domain name, path);
+  raises ``InvalidSpiffeIdError`` (twin of ``proxy.spiffe.id.SpiffeId.parse``).
+- ``spiffe_id_from_der(der: bytes) -> str``: the one URI SAN of a DER
+  certificate, strictly parsed; raises ``VerificationError`` with
+  NO_URI_SAN / MULTIPLE_URI_SANS / INVALID_SPIFFE_ID / BAD_CERTIFICATE.
+- ``verify_x509_svid_chain(chain_der: Sequence[bytes], bundles:
+  Mapping[str, Sequence[bytes]], now: float | None = None) -> str``: the
+  SPIFFE peer verification used in the handshake, exposed for tests;
+  returns the peer's SPIFFE ID or raises ``VerificationError`` whose
+  ``reason`` (a VerifyFailure) is the same in both engines. Checks run in
+  this order, so both engines report the same first failure: parse the
+  leaf (BAD_CERTIFICATE), exactly one URI SAN (NO_URI_SAN,
+  MULTIPLE_URI_SANS), strict SPIFFE ID parse (INVALID_SPIFFE_ID), non-root
+  path (ROOT_PATH), leaf not CA (LEAF_IS_CA), key usage: digitalSignature
+  set, keyCertSign/cRLSign clear (BAD_KEY_USAGE), EKU if present has
+  serverAuth and clientAuth (BAD_EXTENDED_KEY_USAGE), a bundle exists for
+  the claimed trust domain (UNKNOWN_TRUST_DOMAIN), RFC 5280 path
+  validation against only that bundle, intermediates from chain_der[1:]
+  (EXPIRED / NOT_YET_VALID for the leaf's validity, else UNTRUSTED_CHAIN).
 """
 
 from __future__ import annotations
