@@ -1,0 +1,71 @@
+"""What the runtime driver must do next: the outputs of the state machine.
+
+Actions are imperative and carry absolute deadlines in the clock the
+events' ``now`` came from (Unix seconds); the driver converts them to its own
+timers. A driver executes actions and reports the outcome as events; it
+never decides anything itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from proxy.connection.close import ConnectionRecord
+from proxy.connection.events import DeadlineKind
+from proxy.errors import CloseReason
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """Base class of every action."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartHandshake(Action):
+    """Run the TLS handshake (server or client per the listener) until ``deadline``.
+
+    Report HandshakeCompleted, HandshakeFailed or DeadlineExpired(HANDSHAKE).
+    """
+
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectUpstream(Action):
+    """Open a TCP connection to ``host:port`` before ``deadline``.
+
+    Report UpstreamConnected, UpstreamFailed or DeadlineExpired(CONNECT).
+    """
+
+    host: str
+    port: int
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class StartRelay(Action):
+    """Relay both directions with half-close.
+
+    ``idle_timeout`` is a sliding window (seconds without a byte moving
+    either way) or None; ``lifetime_deadline`` is absolute, reported as
+    DeadlineExpired(``lifetime_kind``) when it passes.
+    """
+
+    idle_timeout: float | None
+    lifetime_deadline: float | None
+    lifetime_kind: DeadlineKind
+
+
+@dataclass(frozen=True, slots=True)
+class Close(Action):
+    """Stop everything, close the sockets, then report Closed with byte counts."""
+
+    reason: CloseReason
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Log(Action):
+    """Emit the connection record (one per connection, on the way to CLOSED)."""
+
+    record: ConnectionRecord

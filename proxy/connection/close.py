@@ -1,0 +1,59 @@
+"""The one record every connection leaves behind, and how it is written.
+
+Every connection ends with exactly one ConnectionRecord: the access log of
+issue 5 and the metrics are derived from it. It says who the peer was, what
+the policy decided and by which rule, how many bytes moved and why it closed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from proxy.errors import CloseReason
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionRecord:
+    """The connection's outcome, written once when it reaches CLOSED.
+
+    ``reason`` is the machine-readable why of a refusal (a DenyReason,
+    HandshakeFailure or VerifyFailure value); ``detail`` the human one.
+    ``bytes_in`` counts bytes from the TLS side to the plaintext side,
+    ``bytes_out`` the other way.
+    """
+
+    listener: str
+    direction: str
+    peer_id: str | None
+    decision: str | None
+    rule: str | None
+    reason: str | None
+    detail: str
+    bytes_in: int
+    bytes_out: int
+    duration: float
+    close_reason: CloseReason
+    tls_version: str | None
+    cipher: str | None
+    resumed: bool
+    start: float
+
+    def to_json(self) -> str:
+        """One JSON line (stable keys; enum values as their label strings)."""
+        data: dict[str, Any] = asdict(self)
+        data["close_reason"] = self.close_reason.value
+        data["duration"] = round(self.duration, 6)
+        return json.dumps({"event": "connection", **data}, separators=(",", ":"))
+
+
+def close_reason_for_deadline(kind_value: str) -> CloseReason:
+    """Map a DeadlineKind value to the reason a connection closes with."""
+    return {
+        "handshake": CloseReason.HANDSHAKE_FAILED,
+        "connect": CloseReason.UPSTREAM_CONNECT_FAILED,
+        "idle": CloseReason.IDLE_TIMEOUT,
+        "max_lifetime": CloseReason.MAX_LIFETIME,
+        "peer_cert_expired": CloseReason.PEER_CERT_EXPIRED,
+    }[kind_value]
