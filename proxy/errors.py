@@ -222,3 +222,20 @@ class PolicyDenied(SidecarError):
 
 class UpstreamError(SidecarError):
     """Connecting to or talking with the upstream (app or remote sidecar) failed."""
+
+
+class InterceptionError(SidecarError):
+    """Transparent interception failed: bad iptables options, a failed iptables
+    command, or a socket without an original destination.
+
+    Attributes:
+        command: the command line that failed (None when nothing was run).
+        output: its stderr/stdout verbatim, so the user sees iptables' own words.
+    """
+
+    def __init__(self, detail: str, command: str | None = None, output: str = "") -> None:
+        self.detail = detail
+        self.command = command
+        self.output = output
+        text = detail if command is None else f"{detail}\n  command: {command}"
+        super().__init__(text + (f"\n  iptables said: {output.strip()}" if output.strip() else ""))
