@@ -15,7 +15,7 @@ from proxy import __version__
 from proxy.errors import SidecarError
 
 #: Subcommand modules, in the order `--help` lists them.
-COMMAND_MODULES = ("run", "agent", "svid", "policy", "demo")
+COMMAND_MODULES = ("run", "agent", "svid", "policy", "demo", "iptables")
 
 
 def build_parser() -> argparse.ArgumentParser:

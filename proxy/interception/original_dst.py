@@ -1,0 +1,105 @@
+"""Where a redirected connection was really going, and whether it speaks TLS.
+
+After an iptables REDIRECT the accepted socket's local address is the
+sidecar's own listener; the address the client dialled survives only in the
+connection-tracking entry, which the kernel exposes through getsockopt
+SO_ORIGINAL_DST (IPv4, returns a sockaddr_in) and IP6T_SO_ORIGINAL_DST
+(IPv6, a sockaddr_in6). Both options share the number 80 at different levels.
+linkerd2-proxy does the same (proxy/transport/src/orig_dst.rs).
+
+These helpers are synchronous and take a plain socket (or anything with
+fileno() and family), so either runtime driver can call them right after
+accept(); they do no I/O beyond one getsockopt.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from typing import Protocol
+
+from proxy.errors import InterceptionError
+
+SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h, level SOL_IP
+IP6T_SO_ORIGINAL_DST = 80  # linux/netfilter_ipv6/ip6_tables.h, level SOL_IPV6
+_SOL_IP = getattr(socket, "SOL_IP", 0)
+_SOL_IPV6 = getattr(socket, "SOL_IPV6", 41)
+_SOCKADDR_IN_LEN = 16
+_SOCKADDR_IN6_LEN = 28
+
+
+class SocketLike(Protocol):
+    """What original_destination needs from a socket (socket.socket, trio's, ...)."""
+
+    family: int
+
+    def getsockopt(self, level: int, optname: int, buflen: int) -> bytes: ...
+
+
+def parse_sockaddr_in(raw: bytes) -> tuple[str, int]:
+    """Decode a struct sockaddr_in: family (host order), port and address (network order)."""
+    if len(raw) < 8:
+        raise InterceptionError(f"SO_ORIGINAL_DST returned {len(raw)} bytes, expected a sockaddr_in")
+    port = struct.unpack("!H", raw[2:4])[0]
+    return str(ipaddress.IPv4Address(raw[4:8])), port
+
+
+def parse_sockaddr_in6(raw: bytes) -> tuple[str, int]:
+    """Decode a struct sockaddr_in6 (family, port, flowinfo, 16-byte address, scope id)."""
+    if len(raw) < 24:
+        raise InterceptionError(f"IP6T_SO_ORIGINAL_DST returned {len(raw)} bytes, expected a sockaddr_in6")
+    port = struct.unpack("!H", raw[2:4])[0]
+    address = ipaddress.IPv6Address(raw[8:24])
+    mapped = address.ipv4_mapped
+    return (str(mapped) if mapped else str(address)), port
+
+
+def original_destination(sock: SocketLike) -> tuple[str, int]:
+    """The (ip, port) the peer dialled before iptables redirected it to us.
+
+    For a connection that was not redirected, the kernel answers with the
+    socket's own local address (conntrack still knows the tuple); callers
+    compare with getsockname() when they must tell the two apart.
+
+    Raises:
+        InterceptionError: the socket is not TCP over IPv4/IPv6, or the kernel
+            has no conntrack entry for it (ENOENT: not tracked, e.g. no nat
+            table loaded in this namespace).
+    """
+    try:
+        if sock.family == socket.AF_INET:
+            return parse_sockaddr_in(sock.getsockopt(_SOL_IP, SO_ORIGINAL_DST, _SOCKADDR_IN_LEN))
+        if sock.family == socket.AF_INET6:
+            return parse_sockaddr_in6(sock.getsockopt(_SOL_IPV6, IP6T_SO_ORIGINAL_DST, _SOCKADDR_IN6_LEN))
+    except OSError as exc:
+        option = "SO_ORIGINAL_DST" if sock.family == socket.AF_INET else "IP6T_SO_ORIGINAL_DST"
+        raise InterceptionError(f"{option} failed: {exc.strerror or exc} (is the connection tracked by netfilter?)") from None
+    raise InterceptionError(f"original destination needs an AF_INET or AF_INET6 socket, got family {sock.family}")
+
+
+_TLS_HANDSHAKE = 0x16
+_CLIENT_HELLO = 0x01
+
+
+def peek_is_tls_client_hello(data: bytes) -> bool:
+    """True when the first bytes of a connection look like a TLS ClientHello.
+
+    Permissive inbound mode peeks (MSG_PEEK) at the first bytes to route a
+    connection to the mTLS path or straight to the app. A TLS record header is
+    content type 0x16 (handshake), legacy version 0x03 0x01..0x03 (TLS 1.3
+    still writes 0x0301 or 0x0303 here), a two-byte length, then the handshake
+    type 0x01 (ClientHello). Six bytes decide; fewer is "not (yet) TLS", so
+    the caller should peek until it has six or the peer stops sending.
+    """
+    if len(data) < 6:
+        return False
+    content_type, major, minor = data[0], data[1], data[2]
+    record_length = (data[3] << 8) | data[4]
+    return (
+        content_type == _TLS_HANDSHAKE
+        and major == 0x03
+        and 0x01 <= minor <= 0x03
+        and 0 < record_length <= 16384 + 2048
+        and data[5] == _CLIENT_HELLO
+    )
