@@ -1,0 +1,108 @@
+"""What both runtime drivers share: the I/O primitives they provide, listener plans, the accept loop.
+
+A driver (trio_driver.py, uvloop_driver.py) supplies an ``Io``: readiness
+waits on fds, a wall-clock deadline, a sleep, a cancellable task group and a
+lock. Everything above that (the accept loop here, the per-connection
+action executor in runner.py) is written once against ``Io``, so the two
+runtimes cannot drift apart in behaviour, only in their event loop. The
+decisions themselves live in proxy.connection; nothing here decides.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, AsyncContextManager, Awaitable, Callable, Protocol, TypeVar
+
+from proxy.connection.close import ConnectionRecord
+from proxy.connection.machine import ConnectionSpec, Direction
+from proxy.runtime.sockets import accept_ready
+
+T = TypeVar("T")
+
+
+class TaskGroup(Protocol):
+    """A group of child tasks: a trio nursery or an asyncio TaskGroup, behind one face."""
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None: ...
+
+    def cancel(self) -> None: ...
+
+
+class Io(Protocol):
+    """The primitives a runtime provides; every await of the data path goes through one."""
+
+    async def wait_readable(self, fd: int) -> None: ...
+
+    async def wait_writable(self, fd: int) -> None: ...
+
+    async def run_until(self, deadline: float | None, fn: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
+        """Run fn until ``deadline`` (Unix seconds); (False, None) if the deadline came first."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+    def open_group(self) -> AsyncContextManager[TaskGroup]: ...
+
+    def new_lock(self) -> AsyncContextManager[Any]: ...
+
+    def notify_closing(self, sock: socket.socket) -> None:
+        """Wake any waiter on ``sock`` before it is closed (trio needs it; asyncio removes watchers)."""
+        ...
+
+
+@dataclass(slots=True, kw_only=True)
+class ListenerPlan:
+    """One bound listener and how its connections are set up.
+
+    ``spec`` and ``context`` are called once per accepted connection: the
+    current policy evaluator and the current TLS context (None when no SVID
+    is available: the connection is refused, fail closed). Established
+    connections keep what they got.
+    """
+
+    name: str
+    direction: Direction
+    sock: socket.socket
+    spec: Callable[[], ConnectionSpec]
+    context: Callable[[], Any | None]
+    session_key: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class DataPlane:
+    """Everything the connections of one sidecar share: engine, limits, counters, record sink."""
+
+    engine: ModuleType
+    listeners: list[ListenerPlan]
+    buffer_size: int = 65536
+    emit: Callable[[ConnectionRecord], None] = field(default=lambda record: print_record(record))
+    active: int = 0
+    accepted: int = 0
+    closed_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def count_close(self, record: ConnectionRecord) -> None:
+        """Counters by close reason (issue 5 turns these into metrics)."""
+        key = record.close_reason.value
+        self.closed_by_reason[key] = self.closed_by_reason.get(key, 0) + 1
+
+
+def print_record(record: ConnectionRecord) -> None:
+    """The default record sink: one JSON line on stdout."""
+    sys.stdout.write(record.to_json() + "\n")
+    sys.stdout.flush()
+
+
+async def serve_listener(io: Io, plane: DataPlane, plan: ListenerPlan, connections: TaskGroup) -> None:
+    """Accept connections forever, one task per connection in ``connections``; never returns."""
+    from proxy.runtime.runner import run_connection
+
+    fd = plan.sock.fileno()
+    while True:
+        await io.wait_readable(fd)
+        while (conn := accept_ready(plan.sock)) is not None:
+            plane.active += 1
+            plane.accepted += 1
+            connections.start_soon(run_connection, io, plane, plan, conn)

@@ -1,0 +1,230 @@
+"""Runs one connection: executes the core's actions, reports their outcomes as events.
+
+This is the only place the data path touches sockets and the TLS engine,
+and the one place their exceptions become events (``_map_*``): engine
+errors (TlsError, VerificationError), OSError and UpstreamError never
+escape a connection task. Time is read here (``time.time()``) and handed
+to the core as ``now``.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import deque
+from typing import Any
+
+from proxy.connection import events as ev
+from proxy.connection.actions import Action, Close, ConnectUpstream, Log, StartHandshake, StartRelay
+from proxy.connection.handshake import handshake_failed
+from proxy.connection.machine import Connection, ConnectionState, Direction
+from proxy.errors import CloseReason, SidecarError, TlsError, UpstreamError
+from proxy.runtime.base import DataPlane, Io, ListenerPlan, TaskGroup
+from proxy.runtime.sockets import close_quietly, open_tcp_connection
+from proxy.tls.engine import DONE, WANT_READ
+
+
+async def run_connection(io: Io, plane: DataPlane, plan: ListenerPlan, sock: socket.socket) -> None:
+    """Serve one accepted socket to the end; always closes it and always emits one record."""
+    try:
+        await _Runner(io, plane, plan, sock).run()
+    finally:
+        plane.active -= 1
+
+
+class _Runner:
+    """The per-connection executor (one per task; never shared)."""
+
+    def __init__(self, io: Io, plane: DataPlane, plan: ListenerPlan, sock: socket.socket) -> None:
+        self.io, self.plane, self.plan = io, plane, plan
+        self.accepted_sock: socket.socket | None = sock
+        self.upstream: socket.socket | None = None
+        self.tls: Any = None
+        self.relay: Any = None
+        self.group: TaskGroup | None = None
+        self.pending: deque[Action] = deque()
+        self.locks: dict[tuple[int, bool], Any] = {}
+        now = time.time()
+        self.context = plan.context()
+        self.conn = Connection(plan.spec(), now=now)
+
+    async def run(self) -> None:
+        ready = self.context is not None
+        self.pending.extend(self.conn.start(time.time(), ready=ready, active=self.plane.active - 1))
+        try:
+            while self.pending:
+                await self._execute(self.pending.popleft())
+        finally:
+            if self.conn.state is not ConnectionState.CLOSED:
+                self._abort()
+
+    def _feed(self, event: ev.Event) -> None:
+        actions = self.conn.handle(event)
+        self.pending.extend(actions)
+        if self.group is not None and any(isinstance(a, Close) for a in actions):
+            self.group.cancel()
+
+    async def _execute(self, action: Action) -> None:
+        if isinstance(action, StartHandshake):
+            await self._handshake(action)
+        elif isinstance(action, ConnectUpstream):
+            await self._connect(action)
+        elif isinstance(action, StartRelay):
+            await self._relay(action)
+        elif isinstance(action, Close):
+            self._close_sockets()
+            self._feed(ev.Closed(time.time(), *self._byte_counts()))
+        elif isinstance(action, Log):
+            self.plane.count_close(action.record)
+            self.plane.emit(action.record)
+
+    # --- sides ---------------------------------------------------------
+
+    @property
+    def tls_sock(self) -> socket.socket | None:
+        return self.accepted_sock if self.plan.direction is Direction.INBOUND else self.upstream
+
+    @property
+    def plain_sock(self) -> socket.socket | None:
+        return self.upstream if self.plan.direction is Direction.INBOUND else self.accepted_sock
+
+    # --- handshake -----------------------------------------------------
+
+    async def _handshake(self, action: StartHandshake) -> None:
+        sock = self.tls_sock
+        assert sock is not None and self.context is not None
+        try:
+            if self.plan.direction is Direction.INBOUND:
+                self.tls = self.context.new_connection(sock.fileno())
+            else:
+                self.tls = self.context.new_connection(sock.fileno(), session_key=self.plan.session_key)
+        except (SidecarError, OSError) as exc:
+            self._feed(handshake_failed(time.time(), exc))
+            return
+        finished, event = await self.io.run_until(action.deadline, self._handshake_steps)
+        self._feed(event if finished and event is not None
+                   else ev.DeadlineExpired(time.time(), ev.DeadlineKind.HANDSHAKE))
+
+    async def _handshake_steps(self) -> ev.Event:
+        fd = self.tls_sock.fileno()  # type: ignore[union-attr]
+        try:
+            while (step := self.tls.handshake()) != DONE:
+                await (self.io.wait_readable(fd) if step == WANT_READ else self.io.wait_writable(fd))
+        except (SidecarError, OSError, EOFError) as exc:
+            return handshake_failed(time.time(), exc)
+        t = self.tls
+        return ev.HandshakeCompleted(time.time(), t.peer_spiffe_id, t.peer_not_after, t.version, t.cipher,
+                                     bool(t.resumed))
+
+    # --- upstream ------------------------------------------------------
+
+    async def _connect(self, action: ConnectUpstream) -> None:
+        async def connect() -> ev.Event:
+            try:
+                self.upstream = await open_tcp_connection(action.host, action.port, self.io.wait_writable)
+            except (UpstreamError, OSError) as exc:
+                return ev.UpstreamFailed(time.time(), str(exc))
+            return ev.UpstreamConnected(time.time())
+
+        finished, event = await self.io.run_until(action.deadline, connect)
+        self._feed(event if finished and event is not None
+                   else ev.DeadlineExpired(time.time(), ev.DeadlineKind.CONNECT))
+
+    # --- relay ---------------------------------------------------------
+
+    async def _relay(self, action: StartRelay) -> None:
+        engine = self.plane.engine
+        self.relay = engine.Relay(self.tls, self.plain_sock.fileno(), self.plane.buffer_size)  # type: ignore[union-attr]
+        async with self.io.open_group() as group:
+            self.group = group
+            group.start_soon(self._pump, self.relay.tls_to_plain, ev.RelayDirection.TLS_TO_PLAIN)
+            group.start_soon(self._pump, self.relay.plain_to_tls, ev.RelayDirection.PLAIN_TO_TLS)
+            if action.idle_timeout:
+                group.start_soon(self._watch_idle, action.idle_timeout)
+            if action.lifetime_deadline is not None:
+                group.start_soon(self._watch_lifetime, action.lifetime_deadline, action.lifetime_kind)
+        self.group = None
+
+    async def _pump(self, step: Any, direction: ev.RelayDirection) -> None:
+        engine = self.plane.engine
+        tls_fd, plain_fd = self.tls_sock.fileno(), self.plain_sock.fileno()  # type: ignore[union-attr]
+        waits = {engine.WANT_TLS_READ: (tls_fd, True), engine.WANT_TLS_WRITE: (tls_fd, False),
+                 engine.WANT_PLAIN_READ: (plain_fd, True), engine.WANT_PLAIN_WRITE: (plain_fd, False)}
+        try:
+            while (status := step()) != engine.EOF:
+                await self._wait(*waits[status])
+        except (SidecarError, OSError) as exc:
+            self._feed(_map_relay_error(exc))
+            return
+        self._feed(ev.DirectionFinished(time.time(), direction))
+
+    async def _wait(self, fd: int, readable: bool) -> None:
+        # Both directions share the TLS fd; trio forbids two waiters on one
+        # (fd, kind) and asyncio keeps only one callback, so they take turns.
+        lock = self.locks.get((fd, readable))
+        if lock is None:
+            lock = self.locks[(fd, readable)] = self.io.new_lock()
+        async with lock:
+            await (self.io.wait_readable(fd) if readable else self.io.wait_writable(fd))
+
+    async def _watch_idle(self, idle_timeout: float) -> None:
+        last, last_change = -1, time.monotonic()
+        while True:
+            moved = self.relay.bytes_tls_to_plain + self.relay.bytes_plain_to_tls
+            now = time.monotonic()
+            if moved != last:
+                last, last_change = moved, now
+            elif now - last_change >= idle_timeout:
+                self._feed(ev.DeadlineExpired(time.time(), ev.DeadlineKind.IDLE))
+                return
+            await self.io.sleep(max(0.05, min(idle_timeout / 4, idle_timeout - (now - last_change))))
+
+    async def _watch_lifetime(self, deadline: float, kind: ev.DeadlineKind) -> None:
+        await self.io.run_until(deadline, _forever(self.io))
+        self._feed(ev.DeadlineExpired(time.time(), kind))
+
+    # --- closing -------------------------------------------------------
+
+    def _byte_counts(self) -> tuple[int, int]:
+        if self.relay is None:
+            return 0, 0
+        return int(self.relay.bytes_tls_to_plain), int(self.relay.bytes_plain_to_tls)
+
+    def _close_sockets(self) -> None:
+        if self.tls is not None:
+            try:
+                self.tls.close()
+            except (SidecarError, OSError):
+                pass
+        for sock in (self.accepted_sock, self.upstream):
+            if sock is not None:
+                self.io.notify_closing(sock)
+                close_quietly(sock)
+        self.accepted_sock = self.upstream = None
+
+    def _abort(self) -> None:
+        """Cancelled from outside (stop): close now and still leave the one record."""
+        now = time.time()
+        if self.conn.state is not ConnectionState.CLOSING:
+            self.conn.handle(ev.StopRequested(now))
+        self._close_sockets()
+        for action in self.conn.handle(ev.Closed(now, *self._byte_counts())):
+            if isinstance(action, Log):
+                self.plane.count_close(action.record)
+                self.plane.emit(action.record)
+
+
+def _forever(io: Io) -> Any:
+    async def sleep_forever() -> None:
+        while True:
+            await io.sleep(3600)
+    return sleep_forever
+
+
+def _map_relay_error(exc: BaseException) -> ev.RelayFailed:
+    """Mid-stream failures: a TLS error or a socket error both end the connection as a reset."""
+    if isinstance(exc, TlsError):
+        return ev.RelayFailed(time.time(), CloseReason.RESET, f"TLS {exc.reason.value}: {exc.detail}")
+    if isinstance(exc, OSError):
+        return ev.RelayFailed(time.time(), CloseReason.RESET, exc.strerror or str(exc))
+    return ev.RelayFailed(time.time(), CloseReason.INTERNAL, f"{type(exc).__name__}: {exc}")

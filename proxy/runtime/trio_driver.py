@@ -1,0 +1,103 @@
+"""The trio runtime (default): a nursery per listener, a task per connection.
+
+Deadlines are cancel scopes (``move_on_at``), readiness is
+``trio.lowlevel.wait_readable/wait_writable`` on the fd the engine works
+on, and a stop is a cancel scope over the accept loops followed by a grace
+period for the open connections. Everything the connections do is in
+runner.py, shared with the uvloop driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import socket
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+
+import trio
+
+from proxy.runtime.base import DataPlane, TaskGroup, serve_listener
+
+T = TypeVar("T")
+
+
+class _TrioGroup:
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        self._nursery.start_soon(fn, *args)
+
+    def cancel(self) -> None:
+        self._nursery.cancel_scope.cancel()
+
+
+class TrioIo:
+    """``proxy.runtime.base.Io`` on trio."""
+
+    async def wait_readable(self, fd: int) -> None:
+        await trio.lowlevel.wait_readable(fd)
+
+    async def wait_writable(self, fd: int) -> None:
+        await trio.lowlevel.wait_writable(fd)
+
+    async def run_until(self, deadline: float | None, fn: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
+        when = math.inf if deadline is None else trio.current_time() + (deadline - time.time())
+        with trio.move_on_at(when) as scope:
+            return True, await fn()
+        assert scope.cancelled_caught
+        return False, None
+
+    async def sleep(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+    @contextlib.asynccontextmanager
+    async def open_group(self) -> AsyncIterator[TaskGroup]:
+        async with trio.open_nursery() as nursery:
+            yield _TrioGroup(nursery)
+
+    def new_lock(self) -> trio.Lock:
+        return trio.Lock()
+
+    def notify_closing(self, sock: socket.socket) -> None:
+        trio.lowlevel.notify_closing(sock)
+
+
+async def serve_data_plane(plane: DataPlane, stop: trio.Event, *, grace: float) -> None:
+    """Serve every listener until ``stop`` is set; then stop accepting and give connections ``grace`` seconds.
+
+    Listener sockets are closed on return (new connections are refused from
+    then on); connections still open after the grace period are cancelled
+    and still leave their record.
+    """
+    io = TrioIo()
+    async with trio.open_nursery() as root:
+        accept_scopes: list[trio.CancelScope] = []
+
+        async def one_listener(plan: Any) -> None:
+            async with trio.open_nursery() as connections:
+                accept_scopes.append(scope := trio.CancelScope())
+                with scope:
+                    await serve_listener(io, plane, plan, _TrioGroup(connections))
+                plan.sock.close()
+                with trio.move_on_after(grace) as drain:
+                    while plane.active > 0:
+                        await trio.sleep(0.05)
+                if drain.cancelled_caught:
+                    connections.cancel_scope.cancel()
+
+        for plan in plane.listeners:
+            root.start_soon(one_listener, plan)
+        await stop.wait()
+        for scope in accept_scopes:
+            scope.cancel()
+
+
+async def wait_for_signal(stop: trio.Event) -> None:
+    """Set ``stop`` on SIGINT or SIGTERM (the first one)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            stop.set()
+            return
