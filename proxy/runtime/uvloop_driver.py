@@ -1,0 +1,120 @@
+"""The uvloop (asyncio) runtime: the same executor as trio, on readiness callbacks.
+
+Readiness is ``loop.add_reader/add_writer`` resolving a future (asyncio keeps
+one callback per fd and kind, and the executor already makes the two relay
+directions take turns on a shared fd); deadlines are ``asyncio.timeout_at``;
+the per-connection task group is ``asyncio.TaskGroup``. The Workload API
+client is trio code: the sidecar runs it in its own thread with its own
+``trio.run``, and the identity store's subscribers reach this loop with
+``call_soon_threadsafe`` (see proxy/sidecar.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+
+from proxy.runtime.base import DataPlane, ListenerPlan, TaskGroup, serve_listener
+
+T = TypeVar("T")
+
+
+class _AsyncioGroup:
+    def __init__(self, group: asyncio.TaskGroup) -> None:
+        self._group = group
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        task = self._group.create_task(fn(*args))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+
+class AsyncioIo:
+    """``proxy.runtime.base.Io`` on asyncio (uvloop's loop in production)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    async def _wait(self, fd: int, add: Callable[..., None], remove: Callable[[int], Any]) -> None:
+        future: asyncio.Future[None] = self._loop.create_future()
+
+        def ready() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        add(fd, ready)
+        try:
+            await future
+        finally:
+            remove(fd)
+
+    async def wait_readable(self, fd: int) -> None:
+        await self._wait(fd, self._loop.add_reader, self._loop.remove_reader)
+
+    async def wait_writable(self, fd: int) -> None:
+        await self._wait(fd, self._loop.add_writer, self._loop.remove_writer)
+
+    async def run_until(self, deadline: float | None, fn: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
+        when = None if deadline is None else self._loop.time() + (deadline - time.time())
+        try:
+            async with asyncio.timeout_at(when):
+                return True, await fn()
+        except TimeoutError:
+            return False, None
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    @contextlib.asynccontextmanager
+    async def open_group(self) -> AsyncIterator[TaskGroup]:
+        async with asyncio.TaskGroup() as group:
+            yield _AsyncioGroup(group)
+
+    def new_lock(self) -> asyncio.Lock:
+        return asyncio.Lock()
+
+    def notify_closing(self, sock: socket.socket) -> None:
+        fd = sock.fileno()
+        if fd >= 0:
+            self._loop.remove_reader(fd)
+            self._loop.remove_writer(fd)
+
+
+async def serve_data_plane(plane: DataPlane, stop: asyncio.Event, *, grace: float) -> None:
+    """Serve every listener until ``stop`` is set; then stop accepting and give connections ``grace`` seconds.
+
+    Same contract as the trio driver's function of the same name.
+    """
+    io = AsyncioIo(asyncio.get_running_loop())
+
+    async def one_listener(plan: ListenerPlan, accepting: list[asyncio.Task[Any]]) -> None:
+        async with asyncio.TaskGroup() as tg:
+            connections = _AsyncioGroup(tg)
+            accept = asyncio.ensure_future(serve_listener(io, plane, plan, connections))
+            accepting.append(accept)
+            with contextlib.suppress(asyncio.CancelledError):
+                await accept
+            io.notify_closing(plan.sock)
+            plan.sock.close()
+            try:
+                async with asyncio.timeout(grace):
+                    while plane.active > 0:
+                        await asyncio.sleep(0.05)
+            except TimeoutError:
+                connections.cancel()
+
+    accepting: list[asyncio.Task[Any]] = []
+    async with asyncio.TaskGroup() as root:
+        for plan in plane.listeners:
+            root.create_task(one_listener(plan, accepting))
+        await stop.wait()
+        for task in accepting:
+            task.cancel()
