@@ -1,10 +1,65 @@
-"""`spiffe-sidecar agent`: (being built)."""
+"""`spiffe-sidecar agent --config agent.yaml [--socket PATH]`: run the embedded Workload API.
+
+Runs until SIGINT/SIGTERM and logs one line per event on stderr (started,
+attested pid -> entries, SVID issued with expiry, CA rotation, denial with
+the observed selectors). A bad config exits 2 with file:line:field.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from proxy.agent.config import SOCKET_ENV, load_agent_config, with_socket
+from proxy.agent.server import serve_agent
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    p = sub.add_parser("agent", help="(not built yet)")
-    p.set_defaults(func=lambda args: (print("spiffe-sidecar agent: not built yet") or 1))
+    """Add the `agent` subcommand."""
+    p = sub.add_parser("agent", help="run the embedded SPIFFE Workload API agent (attestation + local CA)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", required=True, help="agent.yaml (see examples/agent.yaml)")
+    p.add_argument("--socket", help=f"Unix socket path (overrides socket_path and ${SOCKET_ENV})")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=run)
+
+
+def configure_logging(level: str) -> None:
+    """One line per event on stderr, UTC timestamps."""
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter("%(asctime)s agent %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+    formatter.converter = __import__("time").gmtime
+    handler.setFormatter(formatter)
+    logger = logging.getLogger("spiffe_sidecar.agent")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the config (errors raise ConfigError -> exit 2 in cli.main), then serve until signalled."""
+    config = load_agent_config(args.config)
+    if args.socket:
+        config = with_socket(config, Path(args.socket))
+    configure_logging(args.log_level)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+            await nursery.start(serve_agent, config)
+
+    trio.run(main)
+    return 0
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            logging.getLogger("spiffe_sidecar.agent").info("stopping on %s", signal.Signals(signum).name)
+            scope.cancel()
+            return

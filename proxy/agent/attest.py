@@ -1,0 +1,266 @@
+"""Unix workload attestation: what the kernel says about the process calling us.
+
+The caller is identified by the kernel, never by anything it sends: the
+accepted Unix socket's SO_PEERCRED gives its pid, and /proc/<pid> gives its
+effective uid/gid, supplementary groups, executable and cgroup. Selectors
+use SPIRE's unix attestor names (unix:uid, unix:user, unix:gid, unix:group,
+unix:supplementary_gid, unix:supplementary_group, unix:path, unix:sha256)
+plus unix:cgroup and unix:container_id.
+
+PID reuse. A pid is only a name; between connect() and our reads of /proc
+the caller may exit and another process take its pid. We hold a pidfd
+for the connection (SO_PEERPIDFD where the kernel has it, which names the
+very process that connected; else pidfd_open right after accept, checked
+against the process start time), read /proc, and only then check that
+the pidfd's process is still alive: if it is, the pid still named it
+while we read, so the facts are its own.
+
+What "the binary changed" means. A running process keeps the inode it was
+exec'd from; the kernel refuses writes to it (ETXTBSY), so a binary is
+"swapped" by replacing or removing the file at its path. Then
+/proc/PID/exe reads "/path (deleted)", or the file now at /path is another
+inode. Either way the path no longer names what runs, and the hash of the
+running image is the hash of a file that is gone: we withhold
+unix:path and unix:sha256 for such a process (and say so), so an entry
+pinned to a binary stops matching at the next renewal while entries that
+only name a uid keep matching. The comparison resolves the path inside
+the process's own root (/proc/PID/root) so containers compare correctly.
+
+unix:sha256 hashes what /proc/PID/exe opens (the running image), capped by
+`size_limit` (0 = no limit, negative = never hash: hashing big binaries is
+a denial-of-service vector) and cached by (device, inode, mtime, size).
+"""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import os
+import pwd
+import re
+import select
+import socket
+import struct
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from proxy.agent.registry import Selector
+from proxy.errors import AttestationError
+
+SO_PEERPIDFD = 77  # Linux 6.5+
+_CONTAINER_ID = re.compile(r"([0-9a-f]{64})")
+_DELETED = " (deleted)"
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The process on the other end of an accepted Unix socket.
+
+    Attributes:
+        pid / uid / gid: SO_PEERCRED at connect time.
+        pidfd: a handle on that very process, or -1 where the kernel has no pidfds.
+    """
+
+    pid: int
+    uid: int
+    gid: int
+    pidfd: int
+
+    def close(self) -> None:
+        """Release the pidfd (call when the connection closes)."""
+        if self.pidfd >= 0:
+            try:
+                os.close(self.pidfd)
+            except OSError:
+                pass
+
+
+@dataclass(frozen=True, slots=True)
+class Attestation:
+    """The selectors observed for a process, plus notes for the operator."""
+
+    pid: int
+    selectors: frozenset[Selector]
+    notes: tuple[str, ...] = ()
+
+
+def read_peer(sock: socket.socket) -> Peer:
+    """SO_PEERCRED and a pidfd for an accepted Unix socket.
+
+    Raises:
+        AttestationError: no credentials (not a Unix socket) or the peer is gone.
+    """
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError as exc:
+        raise AttestationError(f"cannot read SO_PEERCRED: {exc}") from None
+    pid, uid, gid = struct.unpack("3i", creds)
+    if pid <= 0:
+        raise AttestationError("peer has no pid (connected from another pid namespace?)")
+    return Peer(pid, uid, gid, _open_pidfd(sock, pid))
+
+
+def _open_pidfd(sock: socket.socket, pid: int) -> int:
+    try:
+        return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD, 4), "little", signed=True)
+    except OSError:
+        pass
+    accepted = time.clock_gettime(time.CLOCK_BOOTTIME)
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError) as exc:
+        if isinstance(exc, ProcessLookupError):
+            raise AttestationError(f"pid {pid} exited before it could be attested") from None
+        return -1
+    if _start_time(pid) > accepted + 0.05:
+        os.close(fd)
+        raise AttestationError(f"pid {pid} was reused by a process started after the connection")
+    return fd
+
+
+def _start_time(pid: int) -> float:
+    """Seconds since boot at which pid started (/proc/PID/stat field 22)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return float("inf")
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def is_alive(peer: Peer) -> bool:
+    """True while the peer process has not exited (pidfd readable = exited)."""
+    if peer.pidfd < 0:
+        return os.path.exists(f"/proc/{peer.pid}")
+    poller = select.poll()
+    poller.register(peer.pidfd, select.POLLIN)
+    return not poller.poll(0)
+
+
+class Attestor:
+    """Reads selectors for peers; holds the executable hash cache.
+
+    Blocking (reads /proc, hashes files): call it from a worker thread.
+    """
+
+    def __init__(self, size_limit: int = 64 * 1024 * 1024, proc: str = "/proc", cache_size: int = 256) -> None:
+        self.size_limit = size_limit
+        self.proc = proc
+        self._cache: OrderedDict[tuple[int, int, int, int], str] = OrderedDict()
+        self._cache_size = cache_size
+
+    def attest(self, peer: Peer) -> Attestation:
+        """Observed selectors of the peer, read now.
+
+        Raises:
+            AttestationError: the process exited (or its pid was reused) while we read.
+        """
+        base = f"{self.proc}/{peer.pid}"
+        try:
+            selectors, notes = self._identity(base)
+            exe_sel, exe_notes = self._executable(base)
+            selectors += exe_sel + self._cgroup(base)
+            notes += exe_notes
+        except (FileNotFoundError, ProcessLookupError):
+            raise AttestationError(f"pid {peer.pid} exited during attestation") from None
+        if not is_alive(peer):
+            raise AttestationError(f"pid {peer.pid} exited during attestation")
+        return Attestation(peer.pid, frozenset(selectors), tuple(notes))
+
+    def _identity(self, base: str) -> tuple[list[Selector], list[str]]:
+        """Effective uid/gid and groups from /proc/PID/status (re-read: setuid happens)."""
+        status: dict[str, list[str]] = {}
+        with open(f"{base}/status", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                status[key] = value.split()
+        uid, gid = int(status["Uid"][1]), int(status["Gid"][1])
+        out = [Selector("unix", "uid", str(uid)), Selector("unix", "gid", str(gid))]
+        try:
+            out.append(Selector("unix", "user", pwd.getpwuid(uid).pw_name))
+        except KeyError:
+            pass
+        out.extend(self._group_selectors("group", "gid", [gid])[1:])
+        supp = sorted({int(g) for g in status.get("Groups", [])})
+        out.extend(self._group_selectors("supplementary_group", "supplementary_gid", supp))
+        return out, []
+
+    @staticmethod
+    def _group_selectors(name_key: str, id_key: str, gids: list[int]) -> list[Selector]:
+        out = []
+        for g in gids:
+            out.append(Selector("unix", id_key, str(g)))
+            try:
+                out.append(Selector("unix", name_key, grp.getgrgid(g).gr_name))
+            except KeyError:
+                pass
+        return out
+
+    def _executable(self, base: str) -> tuple[list[Selector], list[str]]:
+        try:
+            link = os.readlink(f"{base}/exe")
+        except PermissionError:
+            return [], ["cannot read /proc/PID/exe (kernel thread or no permission)"]
+        except FileNotFoundError:
+            if os.path.exists(base):
+                return [], ["process has no executable (kernel thread or zombie)"]
+            raise
+        path = link[: -len(_DELETED)] if link.endswith(_DELETED) else link
+        with open(f"{base}/exe", "rb") as image:
+            st = os.fstat(image.fileno())
+            if link.endswith(_DELETED) or not self._same_file(base, path, st):
+                return [], [f"binary {path} was replaced or removed after the process started; "
+                            "unix:path and unix:sha256 withheld"]
+            out = [Selector("unix", "path", path)]
+            digest, note = self._hash(image, st)
+        if digest:
+            out.append(Selector("unix", "sha256", digest))
+        return out, [note] if note else []
+
+    @staticmethod
+    def _same_file(base: str, path: str, running: os.stat_result) -> bool:
+        try:
+            on_disk = os.stat(f"{base}/root{path}")
+        except OSError:
+            return False
+        return (on_disk.st_dev, on_disk.st_ino) == (running.st_dev, running.st_ino)
+
+    def _hash(self, image: "os.PathLike[str] | object", st: os.stat_result) -> tuple[str, str]:
+        if self.size_limit < 0:
+            return "", ""
+        if self.size_limit and st.st_size > self.size_limit:
+            return "", f"executable is {st.st_size} bytes, over workload_size_limit {self.size_limit}: not hashed"
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached, ""
+        h = hashlib.sha256()
+        reader = image.read  # type: ignore[attr-defined]
+        while chunk := reader(1024 * 1024):
+            h.update(chunk)
+        digest = h.hexdigest()
+        self._cache[key] = digest
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return digest, ""
+
+    def _cgroup(self, base: str) -> list[Selector]:
+        try:
+            with open(f"{base}/cgroup", encoding="utf-8", errors="replace") as f:
+                lines = f.read().splitlines()
+        except PermissionError:
+            return []
+        out: set[Selector] = set()
+        for line in lines:
+            parts = line.split(":", 2)
+            if len(parts) != 3 or not parts[2]:
+                continue
+            if parts[0] == "0" or parts[1] in ("name=systemd", ""):
+                out.add(Selector("unix", "cgroup", parts[2]))
+            match = _CONTAINER_ID.search(parts[2])
+            if match:
+                out.add(Selector("unix", "container_id", match.group(1)))
+        return sorted(out)

@@ -1,0 +1,170 @@
+"""What the agent hands out: SVIDs per entry, bundles per trust domain.
+
+X.509-SVIDs are cached per registration entry (as SPIRE does), so every
+workload matching an entry holds the same SVID and a stream reconnect
+does not mint a new key; an SVID is renewed once half its lifetime is
+gone. Responses are built as the Workload API messages, full state each
+time (the spec's streaming rule). No I/O and no trio here: the server
+drives time in with `now`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from proxy.agent.ca import IssuedX509, LocalCA
+from proxy.agent.config import AgentConfig
+from proxy.agent.registry import Entry, Registry
+from proxy.spiffe.id import SpiffeId, TrustDomain
+from proxy.workload_api import workload_pb2 as pb
+from proxy.workload_api.grpc import GrpcStatusError, StatusCode
+
+log = logging.getLogger("spiffe_sidecar.agent")
+JWT_ALGS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512")
+JWT_LEEWAY = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class X509State:
+    """One FetchX509SVID message and when it must be rebuilt."""
+
+    response: pb.X509SVIDResponse
+    renew_at: float
+    serials: tuple[int, ...]
+
+
+class Issuer:
+    """The CAs of every configured trust domain plus the per-entry SVID cache."""
+
+    def __init__(self, config: AgentConfig, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self.config = config
+        self.registry = Registry(config.entries)
+        self.cas: dict[TrustDomain, LocalCA] = {
+            td.trust_domain: LocalCA.open(td, now) for td in config.trust_domains}
+        self._x509: dict[int, IssuedX509] = {}
+
+    # -- time ------------------------------------------------------------------
+
+    def tick(self, now: float) -> bool:
+        """Advance CA rotation; True when any published bundle changed."""
+        changed = False
+        for td, ca in self.cas.items():
+            if ca.tick(now):
+                changed = True
+                log.info("ca rotation trust_domain=%s authorities=%d active_expires=%s", td,
+                         len(ca.authorities), _iso(ca.active.not_after))
+        return changed
+
+    def next_event(self) -> float:
+        return min(ca.next_event() for ca in self.cas.values())
+
+    # -- X.509 -------------------------------------------------------------------
+
+    def _svid(self, entry: Entry, now: float) -> IssuedX509:
+        svid = self._x509.get(entry.index)
+        if svid is None or now >= svid.renew_at():
+            ca = self.cas[entry.spiffe_id.trust_domain]
+            svid = ca.issue_x509(entry.spiffe_id, self.config.entry_x509_ttl(entry), entry.dns_names, now)
+            self._x509[entry.index] = svid
+            log.info("x509-svid issued spiffe_id=%s serial=%x expires=%s", entry.spiffe_id, svid.serial,
+                     _iso(svid.not_after))
+        return svid
+
+    def x509_state(self, entries: list[Entry], now: float) -> X509State:
+        """The FetchX509SVID message for a workload granted `entries` (first = default)."""
+        resp = pb.X509SVIDResponse()
+        renew_at = float("inf")
+        serials = []
+        for entry in entries:
+            svid = self._svid(entry, now)
+            renew_at = min(renew_at, svid.renew_at())
+            serials.append(svid.serial)
+            resp.svids.add(spiffe_id=str(entry.spiffe_id), x509_svid=svid.chain_der, x509_svid_key=svid.key_der,
+                           bundle=self.cas[entry.spiffe_id.trust_domain].x509_bundle_der(), hint=entry.hint)
+        for td in self.federated(entries):
+            resp.federated_bundles[td.id_string()] = self.cas[td].x509_bundle_der()
+        return X509State(resp, renew_at, tuple(serials))
+
+    def federated(self, entries: list[Entry]) -> list[TrustDomain]:
+        """Trust domains federated with by the entries, minus their own."""
+        own = {e.spiffe_id.trust_domain for e in entries}
+        out: list[TrustDomain] = []
+        for entry in entries:
+            out += [td for td in entry.federates_with if td not in own and td not in out]
+        return out
+
+    def visible_domains(self, entries: list[Entry]) -> list[TrustDomain]:
+        """Trust domains whose bundles a workload with these entries may see."""
+        own: list[TrustDomain] = []
+        for entry in entries:
+            if entry.spiffe_id.trust_domain not in own:
+                own.append(entry.spiffe_id.trust_domain)
+        return own + self.federated(entries)
+
+    def x509_bundles(self, entries: list[Entry]) -> pb.X509BundlesResponse:
+        resp = pb.X509BundlesResponse()
+        for td in self.visible_domains(entries):
+            resp.bundles[td.id_string()] = self.cas[td].x509_bundle_der()
+        return resp
+
+    # -- JWT ---------------------------------------------------------------------------
+
+    def jwt_bundles(self, entries: list[Entry]) -> pb.JWTBundlesResponse:
+        resp = pb.JWTBundlesResponse()
+        for td in self.visible_domains(entries):
+            resp.bundles[td.id_string()] = self.cas[td].jwks()
+        return resp
+
+    def mint_jwt(self, entry: Entry, audience: list[str], now: float) -> pb.JWTSVID:
+        ca = self.cas[entry.spiffe_id.trust_domain]
+        token, exp = ca.mint_jwt(entry.spiffe_id, audience, self.config.entry_jwt_ttl(entry), now)
+        log.info("jwt-svid issued spiffe_id=%s audience=%s expires=%s", entry.spiffe_id, ",".join(audience),
+                 _iso(exp))
+        return pb.JWTSVID(spiffe_id=str(entry.spiffe_id), svid=token, hint=entry.hint)
+
+    def validate_jwt(self, token: str, audience: str, domains: list[TrustDomain], now: float
+                     ) -> tuple[SpiffeId, dict[str, Any]]:
+        """Validate a JWT-SVID per the JWT-SVID spec against the bundles in `domains`.
+
+        Order of checks: alg first (never `none`/HS*), typ, sub as a SPIFFE ID,
+        the bundle of sub's trust domain, the kid in it, signature, aud, exp.
+
+        Raises:
+            GrpcStatusError: INVALID_ARGUMENT naming the failed rule.
+        """
+        def bad(rule: str) -> GrpcStatusError:
+            return GrpcStatusError(StatusCode.INVALID_ARGUMENT, f"invalid JWT-SVID: {rule}")
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise bad(f"malformed token ({exc})") from None
+        if header.get("alg") not in JWT_ALGS:
+            raise bad(f"alg {header.get('alg')!r} is not allowed")
+        if header.get("typ") not in (None, "JWT", "JOSE"):
+            raise bad(f"typ {header.get('typ')!r} must be JWT or JOSE")
+        try:
+            sub = SpiffeId.parse(str(unverified.get("sub", "")))
+        except ValueError as exc:
+            raise bad(f"sub is not a SPIFFE ID ({exc})") from None
+        if sub.trust_domain not in domains or sub.trust_domain not in self.cas:
+            raise bad(f"no JWT bundle for trust domain {sub.trust_domain}")
+        key = self.cas[sub.trust_domain].jwt_public_keys().get(header.get("kid", ""))
+        if key is None:
+            raise bad(f"kid {header.get('kid')!r} not found in the bundle of {sub.trust_domain}")
+        try:
+            claims = jwt.decode(token, key, algorithms=[header["alg"]], audience=audience, leeway=JWT_LEEWAY,
+                                options={"require": ["exp", "aud", "sub"]})
+        except jwt.PyJWTError as exc:
+            raise bad(str(exc)) from None
+        return sub, claims
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

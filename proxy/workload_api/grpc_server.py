@@ -1,0 +1,287 @@
+"""The server side of gRPC over HTTP/2, sans-IO (bytes in, events out).
+
+Why sans-IO: the agent must own its accepted Unix sockets (it reads each
+caller's SO_PEERCRED before speaking HTTP/2), and tests can drive this
+class with plain bytes. It wraps h2's H2Connection the way h2 wraps the
+wire: `receive_data(bytes) -> [events]`, then `data_to_send()`.
+
+Only what the Workload API needs: unary and server-streaming calls. Each
+call is an HTTP/2 stream: request HEADERS (`:path` is the method),
+length-prefixed request messages in DATA, the client's END_STREAM; then
+response HEADERS, response messages, and trailers with grpc-status. An
+error before any response message is sent as a trailers-only response
+(one HEADERS frame with `:status` and grpc-status, END_STREAM).
+
+Flow control: received DATA is acknowledged at once (messages are small
+and consumed immediately). Outbound messages larger than the peer's
+window are buffered per stream and resumed on WindowUpdated, so a slow
+reader never makes us violate its window; `max_buffered` bounds that
+buffer, and a stream exceeding it is reset (a reader that never reads
+must not grow our memory without bound).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+
+from proxy.workload_api.grpc import (
+    MessageDecoder,
+    StatusCode,
+    GrpcStatusError,
+    encode_grpc_message,
+    encode_message,
+    parse_timeout,
+)
+
+#: Outbound bytes buffered per stream while the peer's window is closed.
+MAX_BUFFERED_BYTES = 8 * 1024 * 1024
+
+
+# --- events -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    """A client opened a call.
+
+    Attributes:
+        stream_id: HTTP/2 stream of the call; pass it back to every send_*.
+        method: the `:path`, e.g. "/SpiffeWorkloadAPI/FetchX509SVID".
+        metadata: non-pseudo, non-reserved headers in arrival order
+            (a key may repeat; the security-header rule needs every value).
+        timeout: seconds from grpc-timeout, or None when the client set none.
+    """
+
+    stream_id: int
+    method: str
+    metadata: tuple[tuple[str, str], ...]
+    timeout: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMessage:
+    """One complete request message (serialized protobuf) arrived."""
+
+    stream_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEnded:
+    """The client half-closed: no more request messages on this call."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallCancelled:
+    """The client reset the stream (cancelled the call); stop working on it."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionEnded:
+    """The client sent GOAWAY; no new calls will come."""
+
+
+Event = CallStarted | RequestMessage | RequestEnded | CallCancelled | ConnectionEnded
+
+
+class GrpcProtocolError(Exception):
+    """The peer broke HTTP/2; the driver should send data_to_send() and close."""
+
+
+@dataclass(slots=True)
+class _Call:
+    decoder: MessageDecoder = field(default_factory=MessageDecoder)
+    headers_sent: bool = False
+    closed: bool = False
+    pending: bytearray = field(default_factory=bytearray)
+    pending_end: list[tuple[tuple[str, str], ...]] = field(default_factory=list)
+
+
+_RESERVED = frozenset({"te", "content-type", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding",
+                       "user-agent", "content-length"})
+
+
+class GrpcServerConnection:
+    """One HTTP/2 connection seen from the gRPC server side."""
+
+    def __init__(self, *, max_buffered: int = MAX_BUFFERED_BYTES) -> None:
+        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        self._h2 = h2.connection.H2Connection(config=config)
+        self._h2.initiate_connection()
+        self._calls: dict[int, _Call] = {}
+        self._max_buffered = max_buffered
+
+    # -- input ---------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes read from the socket; return what they meant.
+
+        Raises:
+            GrpcProtocolError: the bytes are not valid HTTP/2 (a GOAWAY is
+                queued in data_to_send()).
+        """
+        try:
+            h2_events = self._h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            raise GrpcProtocolError(str(exc) or type(exc).__name__) from None
+        out: list[Event] = []
+        for ev in h2_events:
+            out.extend(self._translate(ev))
+        return out
+
+    def _translate(self, ev: h2.events.Event) -> list[Event]:
+        if isinstance(ev, h2.events.RequestReceived):
+            return self._on_request(ev.stream_id, ev.headers or [])
+        if isinstance(ev, h2.events.DataReceived):
+            return self._on_data(ev.stream_id, ev.data or b"", ev.flow_controlled_length or 0)
+        if isinstance(ev, h2.events.StreamEnded):
+            call = self._calls.get(ev.stream_id)
+            return [RequestEnded(ev.stream_id)] if call is not None else []
+        if isinstance(ev, h2.events.StreamReset):
+            if self._calls.pop(ev.stream_id, None) is not None:
+                return [CallCancelled(ev.stream_id)]
+            return []
+        if isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            self._flush_pending()
+            return []
+        if isinstance(ev, h2.events.ConnectionTerminated):
+            return [ConnectionEnded()]
+        return []
+
+    def _on_request(self, stream_id: int, raw: list[tuple[str, str]]) -> list[Event]:
+        headers = [(str(k), str(v)) for k, v in raw]
+        pseudo = {k: v for k, v in headers if k.startswith(":")}
+        ctype = next((v for k, v in headers if k == "content-type"), "")
+        self._calls[stream_id] = _Call()
+        if pseudo.get(":method") != "POST" or not ctype.startswith("application/grpc"):
+            self._send_error(stream_id, StatusCode.INVALID_ARGUMENT, "not a gRPC request", http_status="415"
+                             if pseudo.get(":method") == "POST" else "405")
+            return []
+        timeout: float | None = None
+        raw_timeout = next((v for k, v in headers if k == "grpc-timeout"), None)
+        if raw_timeout is not None:
+            try:
+                timeout = parse_timeout(raw_timeout)
+            except GrpcStatusError as exc:
+                self._send_error(stream_id, exc.status, exc.message)
+                return []
+        metadata = tuple((k, v) for k, v in headers if not k.startswith(":") and k not in _RESERVED)
+        # h2 reports END_STREAM on the HEADERS as a separate StreamEnded event.
+        return [CallStarted(stream_id, pseudo.get(":path", ""), metadata, timeout)]
+
+    def _on_data(self, stream_id: int, data: bytes, flow_len: int) -> list[Event]:
+        if flow_len:
+            self._h2.acknowledge_received_data(flow_len, stream_id)
+        call = self._calls.get(stream_id)
+        if call is None or call.closed:
+            return []
+        try:
+            return [RequestMessage(stream_id, m) for m in call.decoder.feed(data)]
+        except GrpcStatusError as exc:
+            self._send_error(stream_id, exc.status, exc.message)
+            return [CallCancelled(stream_id)]
+
+    # -- output --------------------------------------------------------------
+
+    def send_message(self, stream_id: int, payload: bytes) -> None:
+        """Send one response message (response headers first if not yet sent)."""
+        call = self._live(stream_id)
+        if call is None:
+            return
+        if not call.headers_sent:
+            self._h2.send_headers(stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+            call.headers_sent = True
+        call.pending += encode_message(payload)
+        if len(call.pending) > self._max_buffered:
+            self.reset(stream_id)
+            return
+        self._flush(stream_id, call)
+
+    def send_status(self, stream_id: int, status: StatusCode, message: str = "") -> None:
+        """End the call with trailers (or a trailers-only response if nothing was sent)."""
+        call = self._live(stream_id)
+        if call is None:
+            return
+        if not call.headers_sent:
+            self._send_error(stream_id, status, message)
+            return
+        trailers = [("grpc-status", str(int(status)))]
+        if message:
+            trailers.append(("grpc-message", encode_grpc_message(message)))
+        call.pending_end.append(tuple(trailers))
+        call.closed = True
+        self._flush(stream_id, call)
+
+    def reset(self, stream_id: int) -> None:
+        """Abort a call with RST_STREAM(CANCEL) (e.g. its deadline passed)."""
+        call = self._calls.pop(stream_id, None)
+        if call is None:
+            return
+        try:
+            self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+        except h2.exceptions.H2Error:
+            pass
+
+    def close(self) -> None:
+        """Queue a GOAWAY; send data_to_send() and close the socket after."""
+        try:
+            self._h2.close_connection()
+        except h2.exceptions.H2Error:
+            pass
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to the socket now (may be empty)."""
+        return bytes(self._h2.data_to_send())
+
+    def open_calls(self) -> int:
+        """Calls not yet finished (for tests and drain)."""
+        return len(self._calls)
+
+    # -- internals -------------------------------------------------------------
+
+    def _live(self, stream_id: int) -> _Call | None:
+        call = self._calls.get(stream_id)
+        return None if call is None or call.closed else call
+
+    def _send_error(self, stream_id: int, status: StatusCode, message: str, http_status: str = "200") -> None:
+        headers = [(":status", http_status), ("content-type", "application/grpc"),
+                   ("grpc-status", str(int(status)))]
+        if message:
+            headers.append(("grpc-message", encode_grpc_message(message)))
+        try:
+            self._h2.send_headers(stream_id, headers, end_stream=True)
+        except h2.exceptions.H2Error:
+            pass
+        self._calls.pop(stream_id, None)
+
+    def _flush_pending(self) -> None:
+        for stream_id, call in list(self._calls.items()):
+            if call.pending or call.pending_end:
+                self._flush(stream_id, call)
+
+    def _flush(self, stream_id: int, call: _Call) -> None:
+        """Send as much buffered data as the windows allow; trailers once drained."""
+        try:
+            while call.pending:
+                window = min(self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size)
+                if window <= 0:
+                    return
+                chunk = bytes(call.pending[:window])
+                del call.pending[:window]
+                self._h2.send_data(stream_id, chunk)
+            if call.pending_end:
+                self._h2.send_headers(stream_id, list(call.pending_end.pop()), end_stream=True)
+                self._calls.pop(stream_id, None)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            # The client went away (RST or connection closing): drop the call.
+            self._calls.pop(stream_id, None)
