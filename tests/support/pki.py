@@ -161,3 +161,52 @@ def make_svid(ca: Ca, spiffe_id: str | None = "/workload", *, uris: list[str] | 
         b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)
     cert = b.sign((signer or ca).key, hashes.SHA256())  # type: ignore[arg-type]
     return Leaf(cert=cert, key=key, chain=[cert, *ca.chain_above()])
+
+
+def make_constrained_ca(trust_domain: str, *, parent: Ca | None = None, path_length: int | None = None,
+                        permitted_uri_hosts: list[str] | None = None,
+                        lifetime: dt.timedelta = dt.timedelta(days=1)) -> Ca:
+    """A CA with a pathLenConstraint and/or URI name constraints (RFC 5280 §4.2.1.9-10).
+
+    Separate from make_ca so its signature stays as callers know it.
+    """
+    key = new_key()
+    start = _now() - dt.timedelta(minutes=5)
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "spiffe-sidecar tests"),
+                         x509.NameAttribute(NameOID.COMMON_NAME, f"{trust_domain} constrained CA {id(key) & 0xffff:x}")])
+    b = (x509.CertificateBuilder().subject_name(subject).issuer_name(parent.cert.subject if parent else subject)
+         .public_key(key.public_key()).serial_number(x509.random_serial_number())
+         .not_valid_before(start).not_valid_after(start + lifetime)
+         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+         .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                      data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                      crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
+    if permitted_uri_hosts is not None:
+        b = b.add_extension(x509.NameConstraints(
+            permitted_subtrees=[x509.UniformResourceIdentifier(h) for h in permitted_uri_hosts],
+            excluded_subtrees=None), critical=True)
+    if parent:
+        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()), critical=False)  # type: ignore[attr-defined]
+    cert = b.sign(parent.key if parent else key, hashes.SHA256())  # type: ignore[arg-type]
+    return Ca(trust_domain=trust_domain, key=key, cert=cert, parent=parent)
+
+
+def make_svid_with_extension(ca: Ca, extension: x509.ExtensionType, *, critical: bool,
+                             spiffe_id: str = "/workload") -> Leaf:
+    """A valid SVID under `ca` that also carries `extension` (e.g. an unknown critical one)."""
+    key = new_key()
+    start = _now() - dt.timedelta(minutes=1)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIRE")]))
+            .issuer_name(ca.cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(start)
+            .not_valid_after(start + dt.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(f"spiffe://{ca.trust_domain}{spiffe_id}")]), critical=False)
+            .add_extension(extension, critical=critical)
+            .sign(ca.key, hashes.SHA256()))  # type: ignore[arg-type]
+    return Leaf(cert=cert, key=key, chain=[cert, *ca.chain_above()])
