@@ -19,6 +19,8 @@ class PeerMatcher(Protocol):
 
     def matches(self, spiffe_id: str) -> bool: ...
 
+    def describe(self) -> str: ...
+
 
 @dataclass(frozen=True, slots=True)
 class ExpectDecision:
@@ -34,6 +36,6 @@ def check_expected_peer(peer_id: str, matcher: PeerMatcher, listener: str) -> Ex
     """Allow the upstream only if its ID matches the listener's ``expect``."""
     rule = f"{listener}.expect"
     if matcher.matches(peer_id):
-        return ExpectDecision(True, rule, None, f"{peer_id} matches expect {matcher}")
+        return ExpectDecision(True, rule, None, f"{peer_id} matches expect {matcher.describe()}")
     return ExpectDecision(False, rule, DenyReason.UNEXPECTED_PEER,
-                          f"upstream presented {peer_id}, expected {matcher}")
+                          f"upstream presented {peer_id}, expected {matcher.describe()}")

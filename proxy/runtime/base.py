@@ -69,6 +69,7 @@ class ListenerPlan:
     spec: Callable[[], ConnectionSpec]
     context: Callable[[], Any | None]
     session_key: str | None = None
+    active: int = 0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -104,5 +105,6 @@ async def serve_listener(io: Io, plane: DataPlane, plan: ListenerPlan, connectio
         await io.wait_readable(fd)
         while (conn := accept_ready(plan.sock)) is not None:
             plane.active += 1
+            plan.active += 1
             plane.accepted += 1
             connections.start_soon(run_connection, io, plane, plan, conn)

@@ -30,6 +30,7 @@ async def run_connection(io: Io, plane: DataPlane, plan: ListenerPlan, sock: soc
         await _Runner(io, plane, plan, sock).run()
     finally:
         plane.active -= 1
+        plan.active -= 1
 
 
 class _Runner:
@@ -50,7 +51,7 @@ class _Runner:
 
     async def run(self) -> None:
         ready = self.context is not None
-        self.pending.extend(self.conn.start(time.time(), ready=ready, active=self.plane.active - 1))
+        self.pending.extend(self.conn.start(time.time(), ready=ready, active=self.plan.active - 1))
         try:
             while self.pending:
                 await self._execute(self.pending.popleft())

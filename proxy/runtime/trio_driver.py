@@ -10,6 +10,7 @@ runner.py, shared with the uvloop driver.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import signal
 import socket
@@ -21,6 +22,7 @@ import trio
 from proxy.runtime.base import DataPlane, TaskGroup, serve_listener
 
 T = TypeVar("T")
+_log = logging.getLogger("spiffe_sidecar")
 
 
 class _TrioGroup:
@@ -101,3 +103,38 @@ async def wait_for_signal(stop: trio.Event) -> None:
         async for _ in signals:
             stop.set()
             return
+
+
+def run_sidecar(sidecar: Any) -> int:
+    """Run a ``proxy.sidecar.Sidecar`` on trio until SIGINT/SIGTERM; returns the exit code."""
+    return trio.run(_main, sidecar)
+
+
+async def _main(sidecar: Any) -> int:
+    from proxy.errors import NoIdentityError
+    from proxy.identity.source import wait_for_first_svid
+
+    plane = sidecar.open_data_plane()
+    stop = trio.Event()
+    status = 0
+    sidecar.store.subscribe(sidecar.log_identity)
+    async with trio.open_nursery() as root:
+        root.start_soon(wait_for_signal, stop)
+        root.start_soon(sidecar.identity_source())
+
+        async def ready_or_stop() -> None:
+            nonlocal status
+            try:
+                await wait_for_first_svid(sidecar.store, sidecar.first_svid_timeout)
+            except NoIdentityError as exc:
+                _log.error("%s", exc)
+                status = 1
+                stop.set()
+                return
+            sidecar.log_ready()
+
+        root.start_soon(ready_or_stop)
+        await serve_data_plane(plane, stop, grace=min(sidecar.config.drain_timeout, 5.0))
+        root.cancel_scope.cancel()
+    _log.info("stopped (%d connections served)", plane.accepted)
+    return status

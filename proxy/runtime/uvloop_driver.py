@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import signal
 import socket
+import threading
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from proxy.runtime.base import DataPlane, ListenerPlan, TaskGroup, serve_listener
 
 T = TypeVar("T")
+_log = logging.getLogger("spiffe_sidecar")
 
 
 class _AsyncioGroup:
@@ -118,3 +122,98 @@ async def serve_data_plane(plane: DataPlane, stop: asyncio.Event, *, grace: floa
         await stop.wait()
         for task in accepting:
             task.cancel()
+
+
+class IdentityThread:
+    """Runs the (trio) identity source in its own thread with its own ``trio.run``.
+
+    The Workload API client is trio code; on this runtime it gets a thread
+    so the data path's loop never waits for it. ``stop`` cancels it from
+    the loop's thread through the trio token and joins.
+    """
+
+    def __init__(self, source: Callable[[], Awaitable[Any]]) -> None:
+        self._source = source
+        self._token: Any = None
+        self._scope: Any = None
+        self._started = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="identity-source", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started.wait(5.0)
+
+    def _run(self) -> None:
+        import trio
+
+        async def main() -> None:
+            self._token = trio.lowlevel.current_trio_token()
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                self._started.set()
+                await self._source()
+
+        try:
+            trio.run(main)
+        except BaseException as exc:  # reported by the loop thread; the thread must not die silently
+            self.error = exc
+            _log.error("identity source stopped: %s", exc)
+        finally:
+            self._started.set()
+
+    def stop(self) -> None:
+        if self._token is not None and self._scope is not None:
+            with contextlib.suppress(Exception):
+                self._token.run_sync_soon(self._scope.cancel)
+        self._thread.join(5.0)
+
+
+def run_sidecar(sidecar: Any) -> int:
+    """Run a ``proxy.sidecar.Sidecar`` on uvloop until SIGINT/SIGTERM; returns the exit code."""
+    import uvloop
+
+    return int(uvloop.run(_main(sidecar)))
+
+
+async def _main(sidecar: Any) -> int:
+    loop = asyncio.get_running_loop()
+    plane = sidecar.open_data_plane()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    have_identity = asyncio.Event()
+
+    def on_loop(snapshot: Any) -> None:
+        sidecar.log_identity(snapshot)
+        if snapshot is not None:
+            have_identity.set()
+
+    # Subscribers run in the identity thread: hop to the loop before touching loop state.
+    sidecar.store.subscribe(lambda snapshot: loop.call_soon_threadsafe(on_loop, snapshot))
+    source = IdentityThread(sidecar.identity_source())
+    source.start()
+    status = 0
+
+    async def ready_or_stop() -> None:
+        nonlocal status
+        try:
+            async with asyncio.timeout(sidecar.first_svid_timeout):
+                await have_identity.wait()
+        except TimeoutError:
+            from proxy.identity.diagnose import first_svid_diagnostic
+
+            _log.error("%s", first_svid_diagnostic(sidecar.store, sidecar.first_svid_timeout))
+            status = 1
+            stop.set()
+            return
+        sidecar.log_ready()
+
+    ready = asyncio.ensure_future(ready_or_stop())
+    try:
+        await serve_data_plane(plane, stop, grace=min(sidecar.config.drain_timeout, 5.0))
+    finally:
+        ready.cancel()
+        source.stop()
+    _log.info("stopped (%d connections served)", plane.accepted)
+    return status

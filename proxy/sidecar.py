@@ -1,0 +1,198 @@
+"""The composition root: config + identity + TLS contexts + policy + listeners.
+
+``Sidecar`` wires the parts together and nothing else: the identity
+source publishes snapshots to an ``IdentityStore``; a ``ContextSwap``
+builds a server/client context pair per snapshot; each listener's plan
+reads the current pair and the current policy when a connection is
+accepted (so rotations and reloads reach new connections only); the
+runtime driver named by ``config.runtime`` serves the plans.
+
+Fail closed: listeners are bound at start and refuse every connection
+(CloseReason.NOT_READY) until the first SVID arrives; start-up waits for
+it at most ``first_svid_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from proxy.config.model import InboundListener, OutboundListener, Runtime, SidecarConfig
+from proxy.connection.close import ConnectionRecord
+from proxy.connection.events import DecisionLike
+from proxy.connection.machine import ConnectionSpec, Direction
+from proxy.connection.verify import check_expected_peer
+from proxy.identity.snapshot import IdentitySnapshot
+from proxy.identity.store import IdentityStore
+from proxy.identity.swap import ContextSwap
+from proxy.policy.evaluate import PolicySet
+from proxy.runtime.base import DataPlane, ListenerPlan
+from proxy.runtime.sockets import close_quietly, open_listening_socket
+from proxy.tls.engine import load_engine
+
+_log = logging.getLogger("spiffe_sidecar")
+
+#: How long start-up waits for the first X.509-SVID before giving up (listeners refuse meanwhile).
+FIRST_SVID_TIMEOUT = 30.0
+
+
+class Sidecar:
+    """One sidecar process's parts, wired together (see the module docstring).
+
+    Args:
+        config: the validated configuration.
+        policies: the policy set (None when there are no inbound listeners).
+        engine: a TLS engine module (default: ``load_engine()``).
+        emit: where connection records go (default: per ``config.log.access``).
+    """
+
+    def __init__(self, config: SidecarConfig, policies: PolicySet | None, *, engine: Any = None,
+                 emit: Callable[[ConnectionRecord], None] | None = None) -> None:
+        self.config = config
+        self.policies = policies  # one reference: a reload (issue 5) swaps it
+        self.engine = engine if engine is not None else load_engine()
+        self.store = IdentityStore()
+        self.swap = ContextSwap(self.engine, self.store)
+        self.emit = emit if emit is not None else access_log_sink(config.log.access)
+        self.first_svid_timeout = FIRST_SVID_TIMEOUT
+        self.plane: DataPlane | None = None
+
+    # --- listeners -------------------------------------------------------
+
+    def open_data_plane(self) -> DataPlane:
+        """Bind every listener (they refuse until the first SVID); the caller serves and closes it."""
+        plans: list[ListenerPlan] = []
+        try:
+            for inbound in self.config.inbound:
+                plans.append(self._inbound_plan(inbound))
+            for outbound in self.config.outbound:
+                plans.append(self._outbound_plan(outbound))
+        except OSError:
+            for plan in plans:
+                close_quietly(plan.sock)
+            raise
+        self.plane = DataPlane(engine=self.engine, listeners=plans, buffer_size=self.config.limits.buffer_size,
+                               emit=self.emit)
+        return self.plane
+
+    def _inbound_plan(self, listener: InboundListener) -> ListenerPlan:
+        sock = open_listening_socket(listener.listen.host, listener.listen.port)
+        limits = listener.limits
+
+        def spec() -> ConnectionSpec:
+            return ConnectionSpec(
+                listener=listener.name, direction=Direction.INBOUND, upstream_host=listener.forward_to.host,
+                upstream_port=listener.forward_to.port,
+                authorize=functools.partial(_evaluate, self.policies, listener.policy),
+                handshake_timeout=limits.handshake_timeout, connect_timeout=limits.connect_timeout,
+                idle_timeout=limits.idle_timeout, max_lifetime=limits.max_connection_lifetime,
+                max_connections=limits.max_connections)
+
+        return ListenerPlan(name=listener.name, direction=Direction.INBOUND, sock=sock, spec=spec,
+                            context=lambda: self._context(server=True))
+
+    def _outbound_plan(self, listener: OutboundListener) -> ListenerPlan:
+        sock = open_listening_socket(listener.listen.host, listener.listen.port)
+        limits = listener.limits
+        spec_value = ConnectionSpec(
+            listener=listener.name, direction=Direction.OUTBOUND, upstream_host=listener.connect_to.host,
+            upstream_port=listener.connect_to.port,
+            authorize=functools.partial(check_expected_peer, matcher=listener.expect, listener=listener.name),
+            handshake_timeout=limits.handshake_timeout, connect_timeout=limits.connect_timeout,
+            idle_timeout=limits.idle_timeout, max_lifetime=limits.max_connection_lifetime,
+            max_connections=limits.max_connections)
+        return ListenerPlan(name=listener.name, direction=Direction.OUTBOUND, sock=sock, spec=lambda: spec_value,
+                            context=lambda: self._context(server=False), session_key=str(listener.connect_to))
+
+    def _context(self, *, server: bool) -> Any | None:
+        pair = self.swap.current_at(time.time())
+        if pair is None:
+            return None
+        return pair.server if server else pair.client
+
+    # --- identity ----------------------------------------------------------
+
+    def identity_source(self) -> Callable[..., Any]:
+        """The trio task that feeds the store (Workload API stream or file poller); never returns."""
+        identity = self.config.identity
+        if identity.files is not None:
+            from proxy.identity.files import SvidFiles, run_file_source
+
+            f = identity.files
+            files = SvidFiles(cert=str(f.cert), key=str(f.key), bundle=str(f.bundle),
+                              federated={td: str(p) for td, p in f.federated_bundles.items()})
+            return functools.partial(run_file_source, files, self.store)
+        from proxy.identity.source import run_x509_source
+
+        return functools.partial(run_x509_source, identity.workload_api, self.store)
+
+    def describe_listeners(self) -> str:
+        """One phrase per listener for the ready line."""
+        parts = [f"inbound {x.name} {x.listen} -> {x.forward_to} (policy {x.policy})" for x in self.config.inbound]
+        parts += [f"outbound {x.name} {x.listen} -> {x.connect_to} (expect {x.expect.describe()})"
+                  for x in self.config.outbound]
+        return "; ".join(parts) or "no listeners"
+
+    def log_identity(self, snapshot: IdentitySnapshot | None) -> None:
+        """Log each identity change (the demo counts rotations from these lines)."""
+        if snapshot is None:
+            _log.warning("identity withdrawn: %s (failing closed)", self.store.last_rejection or "no SVID")
+            return
+        _log.info("identity generation %d: %s valid until %s (trust domains: %s)", snapshot.generation,
+                  snapshot.spiffe_id, time.strftime("%H:%M:%S", time.localtime(snapshot.not_after)),
+                  ", ".join(snapshot.trust_domains))
+
+    def log_ready(self) -> None:
+        """The one line that says the sidecar serves (tests and the demo wait for it)."""
+        snapshot = self.store.latest
+        if self.swap.current is None:
+            _log.error("not ready: an SVID arrived but no TLS context could be built: %s (failing closed)",
+                       self.swap.last_error)
+            return
+        _log.info("ready: %s as %s, runtime %s, engine %s; %s", "serving",
+                  snapshot.spiffe_id if snapshot else "?", self.config.runtime.value, self.engine.NAME,
+                  self.describe_listeners())
+
+
+def _evaluate(policies: PolicySet | None, policy_name: str, peer_id: str) -> DecisionLike:
+    if policies is None:
+        from proxy.errors import DenyReason
+        from proxy.policy.evaluate import Decision
+
+        return Decision(False, None, DenyReason.NO_POLICY, policy=policy_name, peer=peer_id)
+    return policies.evaluate(policy_name, peer_id)
+
+
+def access_log_sink(target: str) -> Callable[[ConnectionRecord], None]:
+    """Where connection records go: stdout (default), stderr, off, or a file path (appended)."""
+    if target == "off":
+        return lambda record: None
+    stream: TextIO
+    if target in ("stdout", "-"):
+        stream = sys.stdout
+    elif target == "stderr":
+        stream = sys.stderr
+    else:
+        stream = Path(target).open("a", encoding="utf-8", buffering=1)
+
+    def write(record: ConnectionRecord) -> None:
+        stream.write(record.to_json() + "\n")
+        stream.flush()
+
+    return write
+
+
+def run_sidecar(config: SidecarConfig, policies: PolicySet | None) -> int:
+    """Serve until SIGINT/SIGTERM on the configured runtime; returns the exit code."""
+    sidecar = Sidecar(config, policies)
+    if config.runtime is Runtime.UVLOOP:
+        from proxy.runtime import uvloop_driver
+
+        return uvloop_driver.run_sidecar(sidecar)
+    from proxy.runtime import trio_driver
+
+    return trio_driver.run_sidecar(sidecar)
