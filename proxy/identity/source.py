@@ -1,0 +1,191 @@
+"""The long-running Workload API source: stream, validate, publish, retry (trio).
+
+``run_x509_source`` keeps one FetchX509SVID stream open for the life of
+the sidecar and publishes every valid update to an ``IdentityStore``:
+
+- Each update is the full state (a missing federated bundle is withdrawn
+  because the snapshot is built from that update alone).
+- An update with no SVID (redaction) withdraws our identity: the spec says
+  clients SHOULD stop using it. PERMISSION_DENIED does too, by default.
+- An update the store refuses (expired leaf, no own bundle) or that fails
+  SPIFFE validation keeps the last good snapshot; the stream goes on.
+- UNAVAILABLE, PERMISSION_DENIED, connection failures and other transient
+  codes are retried with capped exponential backoff and jitter (0.1s
+  doubling to 5s, like py-spiffe); INVALID_ARGUMENT and UNIMPLEMENTED are
+  raised at once (the spec: do not retry).
+- Between attempts the last good SVID stays in use until it expires; the
+  store decides what "valid" means at each read.
+
+``wait_for_first_svid`` bounds the start-up wait and, on timeout, raises a
+diagnostic that says what to check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, NoReturn
+
+import trio
+
+from proxy.errors import NoIdentityError, SpiffeError
+from proxy.identity import messages
+from proxy.identity.address import WorkloadApiAddress, parse_address, resolve_address
+from proxy.identity.client import WorkloadApiClient
+from proxy.identity.diagnose import first_svid_diagnostic
+from proxy.identity.snapshot import IdentitySnapshot
+from proxy.identity.store import IdentityStore, SourceState
+from proxy.workload_api import workload_pb2 as pb
+from proxy.workload_api.grpc import GrpcStatusError, StatusCode
+
+#: Codes the spec says never to retry.
+FATAL_CODES = frozenset({StatusCode.INVALID_ARGUMENT, StatusCode.UNIMPLEMENTED})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backoff:
+    """Capped exponential backoff with jitter.
+
+    Attributes:
+        initial: the first delay, seconds.
+        maximum: the cap, seconds.
+        factor: growth per failed attempt.
+        jitter: each delay is scaled by a random factor in [1 - jitter, 1 + jitter].
+    """
+
+    initial: float = 0.1
+    maximum: float = 5.0
+    factor: float = 2.0
+    jitter: float = 0.2
+
+    def delay(self, attempt: int, rand: float) -> float:
+        """Delay before retry number ``attempt`` (1-based); ``rand`` is uniform in [0, 1)."""
+        base = min(self.maximum, self.initial * self.factor ** max(0, attempt - 1))
+        return max(0.0, base * (1 - self.jitter + 2 * self.jitter * rand))
+
+
+StateCallback = Callable[[SourceState], None]
+
+
+class _X509Stream:
+    """One source's bookkeeping: applies updates and reports state."""
+
+    def __init__(self, address: WorkloadApiAddress, store: IdentityStore, on_state: StateCallback | None,
+                 want: str | None, clock: Callable[[], float]) -> None:
+        self.address, self.store, self.want, self.clock = address, store, want, clock
+        self.on_state = on_state
+        self.attempt = 0
+        self.last_error: str | None = None
+
+    def report(self, state: str, error: str | None = None) -> None:
+        if error is not None:
+            self.last_error = error
+        snapshot = SourceState(state, source=str(self.address), last_error=self.last_error,
+                               since=self.clock(), attempt=self.attempt)
+        self.store.report(snapshot)
+        if self.on_state is not None:
+            self.on_state(snapshot)
+
+    def apply(self, response: pb.X509SVIDResponse) -> None:
+        """Publish one update; a bad one is reported, never raised."""
+        try:
+            context = messages.x509_context(response)
+        except SpiffeError as exc:
+            self.report("connected", f"refused update: {exc}")
+            return
+        if context.redacted:
+            self.store.withdraw(f"the Workload API at {self.address} redacted our X.509-SVIDs")
+            self.report("withdrawn", "the server sent an update without X.509-SVIDs (redacted)")
+            return
+        try:
+            snapshot = IdentitySnapshot.from_context(context, want=self.want, source=str(self.address))
+            self.store.publish(snapshot, self.clock())
+        except NoIdentityError as exc:
+            self.report("connected", str(exc))
+            return
+        self.last_error = None
+        self.report("connected")
+
+
+async def run_x509_source(address: WorkloadApiAddress | str | None, store: IdentityStore, *,
+                          backoff: Backoff = Backoff(), on_state: StateCallback | None = None,
+                          want: str | None = None, withdraw_on_denied: bool = True,
+                          clock: Callable[[], float] = time.time,
+                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+    """Stream X.509 updates into ``store`` forever (see the module docstring).
+
+    Args:
+        address: Workload API address, or None for ``SPIFFE_ENDPOINT_SOCKET``.
+        store: where validated snapshots are published and state reported.
+        backoff: retry delays.
+        on_state: also called with every state change (connected, reconnecting...).
+        want: present the SVID with this hint or SPIFFE ID instead of the first.
+        withdraw_on_denied: stop using our SVID on PERMISSION_DENIED (the spec's SHOULD).
+        clock: the wall clock (tests pass their own).
+        task_status: ``nursery.start`` returns once the address is resolved.
+
+    Raises:
+        GrpcStatusError: INVALID_ARGUMENT or UNIMPLEMENTED from the server (not retried).
+        ConfigError: the address is missing or invalid.
+    """
+    resolved = address if isinstance(address, WorkloadApiAddress) else (
+        parse_address(address) if address else resolve_address())
+    stream = _X509Stream(resolved, store, on_state, want, clock)
+    stream.report("starting")
+    task_status.started()
+    async with WorkloadApiClient(resolved) as client:
+        while True:
+            try:
+                async with contextlib.aclosing(client.watch_x509_responses()) as updates:
+                    async for response in updates:
+                        stream.attempt = 0
+                        stream.apply(response)
+            except GrpcStatusError as exc:
+                await _after_failure(stream, exc, backoff, withdraw_on_denied)
+
+
+async def _after_failure(stream: _X509Stream, exc: GrpcStatusError, backoff: Backoff,
+                         withdraw_on_denied: bool) -> None:
+    if exc.status in FATAL_CODES:
+        stream.report("failed", str(exc))
+        raise exc
+    if exc.status == StatusCode.PERMISSION_DENIED and withdraw_on_denied:
+        stream.store.withdraw(f"the Workload API at {stream.address} denied us: {exc.message}")
+    stream.attempt += 1
+    stream.report("reconnecting", str(exc))
+    await trio.sleep(backoff.delay(stream.attempt, random.random()))
+
+
+async def wait_for_first_svid(store: IdentityStore, timeout: float, *,
+                              clock: Callable[[], float] = time.time) -> IdentitySnapshot:
+    """Wait up to ``timeout`` seconds until the store holds a usable snapshot.
+
+    Returns at once when one is already there. Safe when publications
+    come from another thread.
+
+    Raises:
+        NoIdentityError: on timeout, with a diagnostic of what to check
+            (socket present? agent running? entry registered? the server's
+            last error, e.g. the agent's observed selectors).
+    """
+    token = trio.lowlevel.current_trio_token()
+    wakeup = trio.Event()
+
+    def on_change(snapshot: IdentitySnapshot | None) -> None:
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(wakeup.set)
+
+    unsubscribe = store.subscribe(on_change)
+    try:
+        with trio.move_on_after(timeout):
+            while True:
+                snapshot = store.current(clock())
+                if snapshot is not None:
+                    return snapshot
+                await wakeup.wait()
+                wakeup = trio.Event()
+    finally:
+        unsubscribe()
+    raise NoIdentityError(first_svid_diagnostic(store, timeout))

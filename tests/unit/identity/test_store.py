@@ -1,0 +1,105 @@
+"""The identity store: validated snapshots swapped whole, fail closed, last good kept."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+import pytest
+
+from proxy.errors import NoIdentityError
+from proxy.identity.snapshot import IdentitySnapshot
+from proxy.identity.store import IdentityStore, SourceState
+
+NOW = time.time()
+
+
+def test_empty_store_fails_closed(make_snapshot) -> None:
+    store = IdentityStore()
+    assert store.current(NOW) is None
+    store.report(SourceState("reconnecting", source="unix:///x", last_error="UNAVAILABLE: refused"))
+    with pytest.raises(NoIdentityError, match="UNAVAILABLE: refused"):
+        store.require(NOW)
+
+
+def test_publish_numbers_generations_and_swaps(make_snapshot) -> None:
+    store = IdentityStore()
+    first = store.publish(make_snapshot("/a"), NOW)
+    second = store.publish(make_snapshot("/b"), NOW)
+    assert (first.generation, second.generation) == (1, 2)
+    assert store.current(NOW) is second and store.current(NOW).spiffe_id == "spiffe://example.org/b"
+
+
+def test_expired_update_is_refused_and_last_good_kept(make_snapshot) -> None:
+    store = IdentityStore()
+    good = store.publish(make_snapshot("/good"), NOW)
+    stale = make_snapshot("/old", not_before=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=3))
+    with pytest.raises(NoIdentityError, match="already expired"):
+        store.publish(stale, NOW)
+    assert store.current(NOW) is good and store.generation == 1
+    assert "already expired" in (store.last_rejection or "")
+
+
+def test_update_without_own_bundle_is_refused(make_snapshot) -> None:
+    store = IdentityStore()
+    good = store.publish(make_snapshot(), NOW)
+    with pytest.raises(NoIdentityError, match="no bundle for our own trust domain 'example.org'"):
+        store.publish(make_snapshot(own_bundle=False), NOW)
+    assert store.current(NOW) is good
+
+
+def test_current_is_none_once_the_svid_expires(make_snapshot) -> None:
+    store = IdentityStore()
+    snap = store.publish(make_snapshot(lifetime=dt.timedelta(minutes=10)), NOW)
+    assert store.current(snap.not_after - 1) is snap
+    assert store.current(snap.not_after) is None
+    with pytest.raises(NoIdentityError, match="expired"):
+        store.require(snap.not_after + 1)
+    assert store.latest is snap  # still visible to diagnostics
+
+
+def test_withdraw_fails_closed_and_notifies(make_snapshot) -> None:
+    store = IdentityStore()
+    seen: list[IdentitySnapshot | None] = []
+    store.subscribe(seen.append)
+    snap = store.publish(make_snapshot(), NOW)
+    store.withdraw("redacted")
+    assert seen == [snap, None] and store.current(NOW) is None
+
+
+def test_subscribers_called_after_swap_and_can_unsubscribe(make_snapshot) -> None:
+    store = IdentityStore()
+    observed: list[int] = []
+
+    def callback(snapshot: IdentitySnapshot | None) -> None:
+        assert store.current(NOW) is snapshot  # the swap happened before the call
+        observed.append(snapshot.generation if snapshot else -1)
+
+    unsubscribe = store.subscribe(callback)
+    store.publish(make_snapshot(), NOW)
+    unsubscribe()
+    store.publish(make_snapshot(), NOW)
+    assert observed == [1]
+
+
+def test_a_failing_subscriber_does_not_starve_others(make_snapshot) -> None:
+    store = IdentityStore()
+    got: list[object] = []
+    store.subscribe(lambda s: 1 / 0)
+    store.subscribe(got.append)
+    snap = store.publish(make_snapshot(), NOW)
+    assert got == [snap]
+
+
+def test_concurrent_publishers_keep_generations_unique_and_ordered(make_snapshot) -> None:
+    store = IdentityStore()
+    snapshots = [make_snapshot(f"/w{i}") for i in range(8)]
+    seen: list[int] = []
+    store.subscribe(lambda s: seen.append(s.generation if s else -1))
+    threads = [threading.Thread(target=lambda s=s: [store.publish(s, NOW) for _ in range(25)]) for s in snapshots]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == list(range(1, 201)) and store.generation == 200
