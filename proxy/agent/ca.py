@@ -40,6 +40,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from proxy.agent.config import TrustDomainConfig
 from proxy.spiffe.id import SpiffeId
+from proxy.spiffe.jwt_svid import public_jwk
 
 UTC = dt.timezone.utc
 BACKDATE = 30.0
@@ -240,7 +241,7 @@ class LocalCA:
 
     def jwks(self, refresh_hint: float = 60.0) -> bytes:
         """The JWT bundle: a JWK Set with one key per published authority."""
-        keys = [_public_jwk(a.jwt_key, a.kid) for a in self.authorities]
+        keys = [public_jwk(a.jwt_key.public_key(), a.kid) for a in self.authorities]
         doc = {"keys": keys, "spiffe_sequence": self.sequence, "spiffe_refresh_hint": int(refresh_hint)}
         return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -288,18 +289,3 @@ def _load_dir(directory: Path) -> list[Authority]:
         a.last_expiry = a.not_after  # unknown after a restart: keep until NotAfter
         out.append(a)
     return out
-
-
-def _b64(n: int, size: int) -> str:
-    return jwt.utils.base64url_encode(n.to_bytes(size, "big")).decode()
-
-
-def _public_jwk(key: PrivateKey, kid: str) -> dict[str, str]:
-    pub = key.public_key()
-    if isinstance(pub, ec.EllipticCurvePublicKey):
-        nums = pub.public_numbers()
-        return {"kty": "EC", "crv": "P-256", "x": _b64(nums.x, 32), "y": _b64(nums.y, 32),
-                "kid": kid, "use": "jwt-svid"}
-    rnums = pub.public_numbers()
-    return {"kty": "RSA", "n": _b64(rnums.n, (rnums.n.bit_length() + 7) // 8), "e": _b64(rnums.e, 3),
-            "kid": kid, "use": "jwt-svid"}

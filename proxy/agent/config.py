@@ -82,6 +82,8 @@ def _ttl(value: Any) -> float:
 
 
 def _mode(value: Any) -> int:
+    # A string only: YAML reads 0777 as decimal 777 and 0o777 as 511, and
+    # guessing which one an operator meant for a permission is not safe.
     text = str(value)
     if not re.fullmatch(r"0?[0-7]{3}", text):
         raise ValueError(f"invalid mode {value!r}: expected an octal string such as \"0777\" or \"0660\"")
@@ -148,7 +150,7 @@ def _read_entry(sec: Section, index: int, domains: dict[TrustDomain, TrustDomain
 
 def _read_root(root: Section) -> AgentConfig:
     socket_path = Path(root.take("socket_path", str, default=str(DEFAULT_SOCKET)))
-    socket_mode = root.take("socket_mode", (str, int), default="0777", check=_mode)
+    socket_mode = root.take("socket_mode", str, default=0o777, check=_mode)
     x509_ttl = root.take("x509_svid_ttl", (str, int, float), default=300.0, check=_ttl)
     jwt_ttl = root.take("jwt_svid_ttl", (str, int, float), default=300.0, check=_ttl)
     size_limit = root.take("workload_size_limit", int, default=64 * 1024 * 1024)

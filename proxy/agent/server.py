@@ -132,8 +132,8 @@ async def _serve_connection(stream: trio.SocketStream, state: AgentState) -> Non
         return
     try:
         await _Connection(stream, state, peer).run()
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        pass
+    except Exception:  # noqa: BLE001 - one connection's failure must never stop the agent
+        log.exception("connection from pid=%d ended with an internal error", peer.pid)
     finally:
         peer.close()
         await trio.aclose_forcefully(stream)
@@ -148,30 +148,42 @@ class _Connection:
         self.lock = trio.Lock()
         self.pending: dict[int, tuple[str, float | None, list[bytes]]] = {}
         self.scopes: dict[int, trio.CancelScope] = {}
+        self.done = trio.CancelScope()
 
     async def flush(self) -> None:
+        """Write what the connection has queued; a broken socket ends the connection."""
         async with self.lock:
             data = self.conn.data_to_send()
             if data:
-                await self.stream.send_all(data)
+                try:
+                    await self.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self.done.cancel()
 
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            await self.flush()
-            while True:
+        with self.done:
+            async with trio.open_nursery() as nursery:
+                await self._pump(nursery)
+                nursery.cancel_scope.cancel()
+
+    async def _pump(self, nursery: trio.Nursery) -> None:
+        await self.flush()
+        while True:
+            try:
                 data = await self.stream.receive_some(READ_SIZE)
-                if not data:
-                    break
-                try:
-                    events = self.conn.receive_data(data)
-                except gs.GrpcProtocolError as exc:
-                    log.info("closing connection pid=%d: HTTP/2 error: %s", self.peer.pid, exc)
-                    await self.flush()
-                    break
-                for ev in events:
-                    self._dispatch(ev, nursery)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                return
+            try:
+                events = self.conn.receive_data(data)
+            except gs.GrpcProtocolError as exc:
+                log.info("closing connection pid=%d: HTTP/2 error: %s", self.peer.pid, exc)
                 await self.flush()
-            nursery.cancel_scope.cancel()
+                return
+            for ev in events:
+                self._dispatch(ev, nursery)
+            await self.flush()
 
     def _dispatch(self, ev: gs.Event, nursery: trio.Nursery) -> None:
         if isinstance(ev, gs.CallStarted):

@@ -17,6 +17,7 @@ import trio
 
 from proxy.agent.config import SOCKET_ENV, load_agent_config, with_socket
 from proxy.agent.server import serve_agent
+from proxy.errors import SidecarError
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -53,8 +54,20 @@ def run(args: argparse.Namespace) -> int:
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
             await nursery.start(serve_agent, config)
 
-    trio.run(main)
+    try:
+        trio.run(main)
+    except BaseExceptionGroup as group:
+        # Start-up errors (socket in use...) surface through trio's nurseries
+        # as groups; show the SidecarError itself, as every other command does.
+        raise _first_sidecar_error(group) from None
     return 0
+
+
+def _first_sidecar_error(group: BaseExceptionGroup) -> BaseException:
+    matched, _ = group.split(SidecarError)
+    while isinstance(matched, BaseExceptionGroup):
+        matched = matched.exceptions[0]
+    return matched if matched is not None else group
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:
