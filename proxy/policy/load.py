@@ -51,6 +51,7 @@ def load_policy_text(text: str, file: str = "<string>") -> PolicySet:
 def build_policy_set(doc: Any, file: str) -> PolicySet:
     """Validate a parsed policy document and build the PolicySet."""
     root = Section.root(doc, file)
+    reject_unknown(root, ("policies",), "a policy file has: policies")
     section = root.take_section("policies", required=True)
     assert section is not None  # required=True raised otherwise
     policies: dict[str, Policy] = {}
@@ -89,10 +90,15 @@ def _check_name(value: str) -> str:
     return value
 
 
+def reject_unknown(section: Section, known: tuple[str, ...], hint: str) -> None:
+    """Report an unknown key before any "is required": a typo is the likelier cause."""
+    for key in section.data:
+        if key not in known:
+            raise section.error(str(key), f"unknown key ({hint})")
+
+
 def _rule(item: Section) -> Rule:
-    for key in item.data:
-        if key not in RULE_KEYS:
-            raise item.error(str(key), "unknown key (a rule has: name, allow or deny, mode)")
+    reject_unknown(item, RULE_KEYS, "a rule has: name, allow or deny, mode")
     name = item.take("name", str, required=True, check=_check_name)
     if item.has("allow") and item.has("deny"):
         raise item.error("deny", "a rule has exactly one of allow or deny; split it into two rules")
@@ -147,6 +153,7 @@ def _compile_items(section: Section, key: str, items: list[Any], *, single: bool
         line = section.line_of(key) if single else section.item_line(key, i)
         try:
             if isinstance(item, Section):
+                reject_unknown(item, ("trust_domain",), "a pattern mapping is {trust_domain: NAME}")
                 name = item.take("trust_domain", str, required=True)
                 item.finish()
                 parsed.append(TrustDomainPattern(compile_trust_domain(name)))
