@@ -128,6 +128,8 @@ print("ready", flush=True)
 for _ in range(1000):
     conn, peer = srv.accept()
     with conn:
+        conn.settimeout(5)
+        conn.recv(4096)  # read the request first: closing with unread bytes would send RST
         conn.sendall(f"{banner} from {peer[0]}\\n".encode())
 """
 
@@ -220,13 +222,22 @@ def _report_loop(srv: socket.socket, seen: list[tuple[str, int]], stop: threadin
             return
         with conn:
             try:
-                dst: tuple[str, int] | None = original_destination(conn)
-            except InterceptionError:
-                dst = None  # not tracked by netfilter: the connection was not redirected
-            if dst is not None:
-                seen.append(dst)
-            reply = {"original": list(dst) if dst else None, "peer": peer[0], "local": list(conn.getsockname()[:2])}
-            conn.sendall((json.dumps(reply) + "\n").encode())
+                _report_one(conn, peer[0], seen)
+            except OSError:
+                continue  # the client went away; the test's own assertion will say so
+
+
+def _report_one(conn: socket.socket, peer_ip: str, seen: list[tuple[str, int]]) -> None:
+    conn.settimeout(5)
+    conn.recv(4096)  # read the request first: closing with unread bytes would send RST
+    try:
+        dst: tuple[str, int] | None = original_destination(conn)
+    except InterceptionError:
+        dst = None  # not tracked by netfilter: the connection was not redirected
+    if dst is not None:
+        seen.append(dst)
+    reply = {"original": list(dst) if dst else None, "peer": peer_ip, "local": list(conn.getsockname()[:2])}
+    conn.sendall((json.dumps(reply) + "\n").encode())
 
 
 class PodNetwork:
