@@ -1,4 +1,83 @@
-# cython: language_level=3
-"""The compiled hot path (being built): see proxy/tls/engine.py for the contract."""
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The compiled hot path: TLS on file descriptors, SPIFFE verification, the relay.
+
+The contract is in proxy/tls/engine.py; proxy/tls/engine_py.py is the
+readable twin. This module drives OpenSSL directly (the one it was built
+against, see ``openssl_version()``), so nothing per record or per chunk
+goes through Python: the runtime calls one method per readiness event and
+the loops run in C without the GIL.
+
+The code is split by flow, in the order a connection meets it:
+
+- _fastpath_spiffe.pxi: the strict SPIFFE ID parse, the leaf rules and
+  path validation against one trust domain's store (and their twins);
+- _fastpath_tls.pxi: SSL_CTX from DER, the handshake step with the
+  SPIFFE check in the verify callback, client session resumption;
+- _fastpath_relay.pxi: the bounded, half-close-aware relay pump.
+
+Only bytes, str and int cross the boundary (never pyOpenSSL or
+cryptography objects: they carry another OpenSSL).
+"""
+
+cimport cython
+from libc.errno cimport errno, EAGAIN, EINTR, ECONNRESET, EPIPE
+from libc.stdint cimport uint32_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcmp
+from libc.time cimport time, time_t, tm
+
+from proxy._openssl cimport *
+
+import os
+
+from proxy.errors import (
+    HandshakeFailure,
+    InvalidSpiffeIdError,
+    TlsError,
+    VerificationError,
+    VerifyFailure,
+)
+
+cdef extern from "<errno.h>" nogil:
+    int EWOULDBLOCK
+
+cdef extern from "<time.h>" nogil:
+    time_t timegm(tm* t)
+
+cdef extern from "<sys/types.h>" nogil:
+    ctypedef long ssize_t
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t send(int fd, const void* buf, size_t n, int flags)
+    ssize_t recv(int fd, void* buf, size_t n, int flags)
+    int shutdown(int fd, int how)
+    int MSG_NOSIGNAL
+    int SHUT_WR
 
 NAME = "fastpath"
+
+# Handshake step results (proxy.tls.engine).
+DONE = 0
+WANT_READ = 1
+WANT_WRITE = 2
+
+# RelayStatus values, the same numbers as engine_py (parity-tested).
+cdef enum:
+    WANT_TLS_READ = 1
+    WANT_TLS_WRITE = 2
+    WANT_PLAIN_READ = 3
+    WANT_PLAIN_WRITE = 4
+    EOF = 5
+
+globals().update(WANT_TLS_READ=WANT_TLS_READ, WANT_TLS_WRITE=WANT_TLS_WRITE, WANT_PLAIN_READ=WANT_PLAIN_READ,
+                 WANT_PLAIN_WRITE=WANT_PLAIN_WRITE, EOF=EOF)
+
+
+def openssl_version():
+    """The OpenSSL this module runs on, e.g. "OpenSSL 3.0.19 27 Jan 2026"."""
+    return OpenSSL_version(OPENSSL_VERSION).decode()
+
+
+include "_fastpath_spiffe.pxi"
+include "_fastpath_tls.pxi"
+include "_fastpath_relay.pxi"

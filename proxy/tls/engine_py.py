@@ -52,6 +52,7 @@ flowing after either.
 
 from __future__ import annotations
 
+import errno
 import socket
 import time
 from typing import Mapping, Sequence
@@ -97,6 +98,7 @@ MAX_CACHED_SESSIONS = 1024
 _REASON_TABLE: tuple[tuple[str, HandshakeFailure], ...] = (
     ("peer did not return a certificate", HandshakeFailure.NO_CLIENT_CERT),
     ("certificate required", HandshakeFailure.NO_CLIENT_CERT),
+    ("unexpected eof", HandshakeFailure.PEER_CLOSED),
     ("wrong version number", HandshakeFailure.NOT_TLS),
     ("http request", HandshakeFailure.NOT_TLS),
     ("https proxy request", HandshakeFailure.NOT_TLS),
@@ -125,7 +127,7 @@ def _tls_error(exc: SSL.Error) -> Exception:
     """Translate a pyOpenSSL exception into proxy.errors (or OSError)."""
     if isinstance(exc, SSL.SysCallError):
         code, msg = exc.args[0], exc.args[1] if len(exc.args) > 1 else ""
-        if code == -1 or code == 0:
+        if code in (-1, 0, errno.ECONNRESET, errno.EPIPE):
             return TlsError(HandshakeFailure.PEER_CLOSED, "peer closed the connection")
         return OSError(code, str(msg))
     if isinstance(exc, SSL.ZeroReturnError):
@@ -275,20 +277,25 @@ class TlsConnection:
     def _verify_peer(self, conn: SSL.Connection) -> None:
         chain = self._peer_chain_der(conn)
         now = time.time()
-        if self.resumed:
-            peer_id = spiffe_id_from_der(chain[0])
-            td, path = parse_spiffe_id(peer_id)
-            if not path:
-                raise VerificationError(VerifyFailure.ROOT_PATH, f"{peer_id}: a leaf SVID needs a non-root path")
-            if td not in self._context.bundles:
-                raise VerificationError(VerifyFailure.UNKNOWN_TRUST_DOMAIN, f"no bundle for trust domain {td!r}")
-        else:
-            peer_id = verify_x509_svid_chain(chain, self._context.bundles, now)
+        peer_id = self._verify_resumed(chain[0]) if self.resumed else verify_x509_svid_chain(
+            chain, self._context.bundles, now)
         not_after = x509.load_der_x509_certificate(chain[0]).not_valid_after_utc.timestamp()
         if now > not_after:
             raise VerificationError(VerifyFailure.EXPIRED, f"{peer_id}: certificate expired")
         self.peer_spiffe_id = peer_id
         self.peer_not_after = not_after
+
+    def _verify_resumed(self, leaf_der: bytes) -> str:
+        """Leaf rules and trust domain of a resumed session's peer (the chain was checked when it was made)."""
+        from proxy.spiffe.svid import leaf_profile_failure, load_certificate, spiffe_id_from_certificate
+
+        sid = spiffe_id_from_certificate(load_certificate(leaf_der))
+        failure = leaf_profile_failure(load_certificate(leaf_der), sid)
+        if failure is not None:
+            raise VerificationError(failure[0], f"{sid}: {failure[1]}")
+        if sid.trust_domain.name not in self._context.bundles:
+            raise VerificationError(VerifyFailure.UNKNOWN_TRUST_DOMAIN, f"{sid}: no bundle for its trust domain")
+        return str(sid)
 
     def shutdown(self) -> int:
         """Send close_notify: DONE, or WANT_WRITE to call again when writable."""

@@ -1,0 +1,384 @@
+# Contexts and connections: SSL_CTX from DER, the handshake step on a
+# borrowed fd, SPIFFE verification inside the handshake, client sessions.
+# Included by _fastpath.pyx.
+#
+# Verification runs in SSL_CTX_set_cert_verify_callback, which replaces
+# OpenSSL's whole chain check: the callback receives the peer's leaf and
+# the certificates it sent, runs the SPIFFE leaf rules, picks the store of
+# the trust domain the leaf claims, and runs X509_verify_cert against only
+# that store. A failure is remembered on the connection (found through the
+# SSL's app data) so handshake() raises VerificationError with the reason,
+# and OpenSSL sends the peer an alert.
+#
+# Resumption: a context lives for exactly one identity/bundle generation
+# (a rotation builds new contexts), so a new SSL_CTX means new ticket keys
+# on the server and an empty session cache on the client: a bundle change
+# invalidates every session without any bookkeeping. A resumed handshake
+# skips the verify callback, so handshake() re-checks the leaf stored in
+# the session (SPIFFE ID, leaf rules, known trust domain, NotAfter); the
+# chain itself was validated by this very context when the session was made.
+
+cdef bytes _TLS12_CIPHERS = (
+    b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    b"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    b"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+cdef bytes _SESSION_ID_CONTEXT = b"spiffe-sidecar"
+cdef int _MAX_CACHED_SESSIONS = 1024
+cdef int _APP_DATA = 0  # SSL ex_data index 0 is the "app data" slot
+
+# OpenSSL reason strings -> HandshakeFailure; the same table as engine_py.
+_REASON_TABLE = (
+    ("peer did not return a certificate", HandshakeFailure.NO_CLIENT_CERT),
+    ("certificate required", HandshakeFailure.NO_CLIENT_CERT),
+    ("unexpected eof", HandshakeFailure.PEER_CLOSED),
+    ("wrong version number", HandshakeFailure.NOT_TLS),
+    ("http request", HandshakeFailure.NOT_TLS),
+    ("https proxy request", HandshakeFailure.NOT_TLS),
+    ("unknown protocol", HandshakeFailure.NOT_TLS),
+    ("packet length too long", HandshakeFailure.NOT_TLS),
+    ("record layer failure", HandshakeFailure.NOT_TLS),
+    ("unexpected message", HandshakeFailure.NOT_TLS),
+    ("alert bad certificate", HandshakeFailure.VERIFY),
+    ("alert unknown ca", HandshakeFailure.VERIFY),
+    ("alert certificate", HandshakeFailure.VERIFY),
+    ("alert unsupported certificate", HandshakeFailure.VERIFY),
+    ("certificate verify failed", HandshakeFailure.VERIFY),
+)
+
+
+def classify_tls_error(str detail):
+    """Map OpenSSL's error text to a HandshakeFailure (a metric label)."""
+    low = detail.lower()
+    for marker, reason in _REASON_TABLE:
+        if marker in low:
+            return reason
+    return HandshakeFailure.PROTOCOL
+
+
+cdef str _ssl_error_detail():
+    """Drain this thread's OpenSSL error queue into one line of reason strings."""
+    cdef unsigned long e = ERR_get_error()
+    cdef const char* r
+    parts = []
+    while e != 0:
+        r = ERR_reason_error_string(e)
+        parts.append(r.decode("utf-8", "replace") if r != NULL else f"error {e:#x}")
+        e = ERR_get_error()
+    return "; ".join(parts)
+
+
+cdef object _tls_failure(int ssl_err, int saved_errno, str fallback):
+    """The exception for a failed SSL call (TlsError, or OSError for a socket error)."""
+    detail = _ssl_error_detail()
+    if ssl_err == SSL_ERROR_ZERO_RETURN:
+        return TlsError(HandshakeFailure.PEER_CLOSED, "peer sent close_notify")
+    if ssl_err == SSL_ERROR_SYSCALL and not detail:
+        if saved_errno == 0 or saved_errno == ECONNRESET or saved_errno == EPIPE:
+            return TlsError(HandshakeFailure.PEER_CLOSED, "peer closed the connection")
+        return OSError(saved_errno, os.strerror(saved_errno))
+    detail = detail or fallback
+    return TlsError(classify_tls_error(detail), detail)
+
+
+# --- Contexts ---------------------------------------------------------------------
+
+
+@cython.final
+cdef class _Session:
+    """Owns one client SSL_SESSION (freed with this object)."""
+
+    cdef SSL_SESSION* sess
+
+    def __dealloc__(self):
+        if self.sess != NULL:
+            SSL_SESSION_free(self.sess)
+
+
+cdef int _load_identity(SSL_CTX* ctx, object material) except -1:
+    """Our chain and key, from DER, into ctx."""
+    cdef X509* x
+    cdef EVP_PKEY* pkey
+    cdef bytes key = bytes(material.key_der)
+    cdef const unsigned char* p = <const unsigned char*>key
+    chain = [bytes(d) for d in material.chain_der]
+    if not chain:
+        raise TlsError(HandshakeFailure.INTERNAL, "TLS material has no certificate chain")
+    for i, der in enumerate(chain):
+        try:
+            x = _d2i_x509(der)
+        except VerificationError:
+            raise TlsError(HandshakeFailure.INTERNAL, f"our chain_der[{i}] is not a DER certificate") from None
+        ok = SSL_CTX_use_certificate(ctx, x) if i == 0 else SSL_CTX_add1_chain_cert(ctx, x)
+        X509_free(x)
+        if ok != 1:
+            raise TlsError(HandshakeFailure.INTERNAL, f"cannot use our chain_der[{i}]: {_ssl_error_detail()}")
+    pkey = d2i_AutoPrivateKey(NULL, &p, len(key))
+    if pkey == NULL:
+        raise TlsError(HandshakeFailure.INTERNAL, f"our key is not a PKCS#8 DER key: {_ssl_error_detail()}")
+    ok = SSL_CTX_use_PrivateKey(ctx, pkey)
+    EVP_PKEY_free(pkey)
+    if ok != 1 or SSL_CTX_check_private_key(ctx) != 1:
+        raise TlsError(HandshakeFailure.INTERNAL, f"our key does not match our certificate: {_ssl_error_detail()}")
+    return 0
+
+
+cdef SSL_CTX* _new_ssl_ctx(object material, bint server) except NULL:
+    cdef SSL_CTX* ctx = SSL_CTX_new(TLS_server_method() if server else TLS_client_method())
+    if ctx == NULL:
+        raise TlsError(HandshakeFailure.INTERNAL, _ssl_error_detail())
+    try:
+        SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION)
+        SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE)
+        SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER)
+        if SSL_CTX_set_cipher_list(ctx, _TLS12_CIPHERS) != 1:
+            raise TlsError(HandshakeFailure.INTERNAL, _ssl_error_detail())
+        _load_identity(ctx, material)
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL)
+        SSL_CTX_set_cert_verify_callback(ctx, _cert_verify_cb, NULL)
+        if server:
+            # Required to resume sessions that carried a client certificate.
+            SSL_CTX_set_session_id_context(ctx, _SESSION_ID_CONTEXT, len(_SESSION_ID_CONTEXT))
+            SSL_CTX_set_num_tickets(ctx, 2)
+        else:
+            # Sessions live in ClientContext._sessions, keyed by the caller.
+            SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE)
+            SSL_CTX_sess_set_new_cb(ctx, _new_session_cb)
+    except BaseException:
+        SSL_CTX_free(ctx)
+        raise
+    return ctx
+
+
+cdef class _Context:
+    """One SSL_CTX and the per-trust-domain stores, for one identity snapshot."""
+
+    cdef SSL_CTX* ctx
+    cdef dict stores
+    cdef readonly object material
+    cdef readonly long generation
+
+    def __cinit__(self, material, *args, **kwargs):
+        self.material = material
+        self.generation = material.generation
+        self.stores = _build_stores(material.bundles)
+
+    def __dealloc__(self):
+        if self.ctx != NULL:
+            SSL_CTX_free(self.ctx)
+
+
+@cython.final
+cdef class ServerContext(_Context):
+    """Accepts TLS from peers that present a valid X.509-SVID of a known trust domain."""
+
+    def __init__(self, material):
+        self.ctx = _new_ssl_ctx(material, True)
+
+    def new_connection(self, int fd):
+        """A server-side connection on the connected, non-blocking fd (not owned)."""
+        return TlsConnection(self, fd, True, None)
+
+
+@cython.final
+cdef class ClientContext(_Context):
+    """Originates TLS with our SVID and verifies the server's SVID; caches sessions."""
+
+    cdef dict sessions
+
+    def __init__(self, material):
+        self.ctx = _new_ssl_ctx(material, False)
+        self.sessions = {}
+
+    def new_connection(self, int fd, session_key=None):
+        """A client connection; offers the session cached under session_key, if any."""
+        conn = TlsConnection(self, fd, False, session_key)
+        cdef _Session s
+        if session_key is not None:
+            s = self.sessions.get(session_key)
+            if s is not None:
+                SSL_set_session(conn.ssl, s.sess)
+        return conn
+
+    cdef void store_session(self, object key, _Session s):
+        self.sessions.pop(key, None)
+        if len(self.sessions) >= _MAX_CACHED_SESSIONS:
+            del self.sessions[next(iter(self.sessions))]  # oldest first
+        self.sessions[key] = s
+
+
+cdef int _new_session_cb(SSL* ssl, SSL_SESSION* sess) noexcept with gil:
+    # Called when the server's session (TLS 1.3: its ticket) arrives, which
+    # may be in the middle of a relay read. Returning 1 takes ownership.
+    cdef void* p = SSL_get_ex_data(ssl, _APP_DATA)
+    cdef TlsConnection conn
+    cdef _Session s
+    if p == NULL:
+        return 0
+    conn = <TlsConnection>p
+    if conn.session_key is None or not conn.peer_spiffe_id or not isinstance(conn.context, ClientContext):
+        return 0
+    try:
+        s = _Session.__new__(_Session)
+        s.sess = sess
+        (<ClientContext>conn.context).store_session(conn.session_key, s)
+        return 1
+    except BaseException:
+        return 0
+
+
+cdef int _cert_verify_cb(X509_STORE_CTX* xctx, void* arg) noexcept with gil:
+    cdef SSL* ssl = <SSL*>X509_STORE_CTX_get_ex_data(xctx, SSL_get_ex_data_X509_STORE_CTX_idx())
+    cdef void* p = SSL_get_ex_data(ssl, _APP_DATA) if ssl != NULL else NULL
+    if p == NULL:
+        X509_STORE_CTX_set_error(xctx, X509_V_ERR_APPLICATION_VERIFICATION)
+        return 0
+    return (<TlsConnection>p).verify_in_handshake(xctx)
+
+
+# --- One connection -----------------------------------------------------------------
+
+
+@cython.final
+cdef class TlsConnection:
+    """One TLS connection over a borrowed fd; see proxy.tls.engine for the contract."""
+
+    cdef SSL* ssl
+    cdef _Context context
+    cdef bint server
+    cdef bint verified
+    cdef object session_key
+    cdef object verify_error
+    cdef readonly str peer_spiffe_id
+    cdef readonly double peer_not_after
+    cdef readonly str version
+    cdef readonly str cipher
+    cdef readonly bint resumed
+
+    def __cinit__(self, _Context context not None, int fd, bint server, object session_key=None):
+        self.context = context
+        self.server = server
+        self.session_key = session_key
+        self.peer_spiffe_id = ""
+        self.version = ""
+        self.cipher = ""
+        self.ssl = SSL_new(context.ctx)
+        if self.ssl == NULL or SSL_set_fd(self.ssl, fd) != 1:
+            raise TlsError(HandshakeFailure.INTERNAL, _ssl_error_detail())
+        # Borrowed pointer: the SSL never outlives this object (freed in close).
+        SSL_set_ex_data(self.ssl, _APP_DATA, <void*>self)
+        if server:
+            SSL_set_accept_state(self.ssl)
+        else:
+            SSL_set_connect_state(self.ssl)
+
+    def __dealloc__(self):
+        if self.ssl != NULL:
+            SSL_free(self.ssl)
+            self.ssl = NULL
+
+    cdef SSL* live(self) except NULL:
+        if self.ssl == NULL:
+            raise TlsError(HandshakeFailure.INTERNAL, "connection is closed")
+        return self.ssl
+
+    # -- handshake --
+
+    def handshake(self):
+        """Advance the handshake one step: DONE, WANT_READ or WANT_WRITE."""
+        cdef SSL* ssl = self.live()
+        cdef int r, err, saved
+        if self.verified:
+            return DONE
+        ERR_clear_error()
+        r = SSL_do_handshake(ssl)
+        saved = errno
+        if r == 1:
+            self.finish_handshake(ssl)
+            return DONE
+        err = SSL_get_error(ssl, r)
+        if err == SSL_ERROR_WANT_READ:
+            return WANT_READ
+        if err == SSL_ERROR_WANT_WRITE:
+            return WANT_WRITE
+        if self.verify_error is not None:
+            ERR_clear_error()
+            raise self.verify_error
+        raise _tls_failure(err, saved, "handshake failed")
+
+    cdef int finish_handshake(self, SSL* ssl) except -1:
+        self.version = SSL_get_version(ssl).decode()
+        self.cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)).decode()
+        self.resumed = SSL_session_reused(ssl) == 1
+        if self.resumed:
+            self.verify_resumed(ssl)
+        elif not self.peer_spiffe_id:
+            raise TlsError(HandshakeFailure.INTERNAL, "handshake completed without peer verification")
+        self.verified = True
+        return 0
+
+    cdef int verify_resumed(self, SSL* ssl) except -1:
+        cdef X509* leaf = SSL_get0_peer_certificate(ssl)
+        if leaf == NULL:
+            raise VerificationError(VerifyFailure.NO_CERTIFICATE, "resumed session has no peer certificate")
+        sid, td = _check_leaf(leaf)
+        if td not in self.context.stores:
+            raise VerificationError(VerifyFailure.UNKNOWN_TRUST_DOMAIN, f"{sid}: no bundle for trust domain {td!r}")
+        not_after = _asn1_time_unix(X509_get0_notAfter(leaf))
+        if <double>time(NULL) > not_after:
+            raise VerificationError(VerifyFailure.EXPIRED, f"{sid}: certificate expired")
+        self.peer_spiffe_id = sid
+        self.peer_not_after = not_after
+        return 0
+
+    cdef int verify_in_handshake(self, X509_STORE_CTX* xctx) noexcept:
+        """The SPIFFE check, from the verify callback: 1 to go on, 0 to abort with an alert."""
+        cdef X509* leaf = X509_STORE_CTX_get0_cert(xctx)
+        cdef int code = X509_V_ERR_CERT_REJECTED
+        try:
+            if leaf == NULL:
+                raise VerificationError(VerifyFailure.NO_CERTIFICATE, "peer sent no certificate")
+            sid, td = _check_leaf(leaf)
+            ts = self.context.stores.get(td)
+            if ts is None:
+                raise VerificationError(VerifyFailure.UNKNOWN_TRUST_DOMAIN, f"{sid}: no bundle for trust domain {td!r}")
+            _verify_path(<_TrustStore>ts, leaf, X509_STORE_CTX_get0_untrusted(xctx), time(NULL), sid)
+            self.peer_not_after = _asn1_time_unix(X509_get0_notAfter(leaf))
+            self.peer_spiffe_id = sid
+            return 1
+        except VerificationError as exc:
+            self.verify_error = exc
+            if exc.reason is VerifyFailure.EXPIRED:
+                code = X509_V_ERR_CERT_HAS_EXPIRED
+            elif exc.reason is VerifyFailure.NOT_YET_VALID:
+                code = X509_V_ERR_CERT_NOT_YET_VALID
+            elif exc.reason is VerifyFailure.UNTRUSTED_CHAIN or exc.reason is VerifyFailure.UNKNOWN_TRUST_DOMAIN:
+                code = X509_V_ERR_CERT_UNTRUSTED
+        except BaseException as exc:
+            self.verify_error = TlsError(HandshakeFailure.INTERNAL, f"peer verification crashed: {exc!r}")
+        X509_STORE_CTX_set_error(xctx, code)
+        return 0
+
+    # -- shutdown and close --
+
+    def shutdown(self):
+        """Send close_notify: DONE, or WANT_WRITE to call again when writable."""
+        cdef SSL* ssl = self.live()
+        cdef int r, err, saved
+        ERR_clear_error()
+        r = SSL_shutdown(ssl)
+        saved = errno
+        if r >= 0:
+            return DONE
+        err = SSL_get_error(ssl, r)
+        if err == SSL_ERROR_WANT_WRITE:
+            return WANT_WRITE
+        if err == SSL_ERROR_WANT_READ:
+            return WANT_READ
+        raise _tls_failure(err, saved, "shutdown failed")
+
+    def close(self):
+        """Free the TLS state (idempotent). The fd stays open: the runtime owns it."""
+        if self.ssl != NULL:
+            SSL_free(self.ssl)
+            self.ssl = NULL
