@@ -119,24 +119,28 @@ def run_explain(args: argparse.Namespace) -> int:
     except (ConfigError, InvalidSpiffeIdError) as exc:
         return _fail(exc)
     decision = policies.evaluate(policy_name, peer)
-    if args.json:
-        print(json.dumps({"listener": args.listener, "policy": policy_name, "peer": str(peer),
+    _print_decision(args.listener, policies.file, decision, args.json)
+    return EXIT_OK if decision.allowed else EXIT_DENIED
+
+
+def _print_decision(listener: str, file: str, decision: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"listener": listener, "policy": decision.policy, "peer": decision.peer,
                           "allowed": decision.allowed, "rule": decision.rule,
                           "reason": decision.reason.value if decision.reason else None,
                           "pattern": decision.pattern, "where": decision.where,
                           "audit_denies": list(decision.audit_denies), "explanation": decision.explanation}))
-    else:
-        print(f"listener:  {args.listener} (policy {policy_name!r} in {policies.file})")
-        print(f"peer:      {peer}")
-        print(f"decision:  {'ALLOW' if decision.allowed else 'DENY'}"
-              + (f" (reason: {decision.reason.value})" if decision.reason else ""))
-        print(f"rule:      {decision.rule} at {decision.where}" if decision.rule else "rule:      none (default deny)")
-        if decision.pattern:
-            print(f"matched:   {decision.pattern}")
-        if decision.audit_denies:
-            print(f"audit:     would be denied by {', '.join(decision.audit_denies)} (audit mode: not enforced)")
-        print(f"why:       {decision.explanation}")
-    return EXIT_OK if decision.allowed else EXIT_DENIED
+        return
+    print(f"listener:  {listener} (policy {decision.policy!r} in {file})")
+    print(f"peer:      {decision.peer}")
+    print(f"decision:  {'ALLOW' if decision.allowed else 'DENY'}"
+          + (f" (reason: {decision.reason.value})" if decision.reason else ""))
+    print(f"rule:      {decision.rule} at {decision.where}" if decision.rule else "rule:      none (default deny)")
+    if decision.pattern:
+        print(f"matched:   {decision.pattern}")
+    if decision.audit_denies:
+        print(f"audit:     would be denied by {', '.join(decision.audit_denies)} (audit mode: not enforced)")
+    print(f"why:       {decision.explanation}")
 
 
 def _explain_expect(listener: Any, peer: Any, as_json: bool) -> int:

@@ -228,7 +228,6 @@ class SidecarConfig:
         identity: SVID source.
         runtime: trio (default) or uvloop.
         inbound / outbound: explicit listeners.
-        transparent: iptables-redirect listeners, or None.
         policy_file: resolved path of the policy file, or None when there are no inbound listeners.
         limits: global limits (each listener holds its effective copy).
         admin: the admin endpoint, or None.
@@ -241,7 +240,6 @@ class SidecarConfig:
     runtime: Runtime = Runtime.TRIO
     inbound: tuple[InboundListener, ...] = ()
     outbound: tuple[OutboundListener, ...] = ()
-    transparent: Any = None  # proxy.config.transparent.TransparentConfig when configured
     policy_file: Path | None = None
     limits: Limits = Limits()
     admin: AdminConfig | None = None
@@ -254,6 +252,24 @@ class SidecarConfig:
         for listener in self.inbound:
             names.setdefault(listener.policy, listener.line)
         return names
+
+    def restart_required(self, new: SidecarConfig) -> tuple[str, ...]:
+        """Fields that differ in ``new`` and cannot be applied by a live reload.
+
+        Reloadable without a restart: the policy file's content, ``log``,
+        ``limits`` (new connections), outbound ``expect``, inbound ``policy``
+        names, ``drain_timeout``. Not reloadable: what is bound or dialled at
+        start (identity source, runtime, listener set and addresses, admin).
+        An empty tuple means ``new`` can be swapped in.
+        """
+        def shape(c: SidecarConfig) -> dict[str, Any]:
+            return {
+                "identity": c.identity, "runtime": c.runtime, "admin": c.admin, "policy_file": c.policy_file,
+                "inbound": [(i.name, i.listen, i.forward_to) for i in c.inbound],
+                "outbound": [(o.name, o.listen, o.connect_to) for o in c.outbound],
+            }
+        old_shape, new_shape = shape(self), shape(new)
+        return tuple(k for k in old_shape if old_shape[k] != new_shape[k])
 
     def redacted(self) -> dict[str, Any]:
         """The effective config as JSON-ready data, for the admin /config endpoint.

@@ -232,3 +232,11 @@ def test_config_is_immutable(cfgdir: Path) -> None:
     c = load(BASE, cfgdir)
     with pytest.raises(AttributeError):
         c.runtime = Runtime.UVLOOP  # type: ignore[misc]
+
+
+def test_reload_tells_what_needs_a_restart(cfgdir: Path) -> None:
+    old = load(BASE, cfgdir)
+    assert old.restart_required(load(BASE + "limits: {idle_timeout: 1m}\nlog: {level: debug}\n", cfgdir)) == ()
+    moved = load(BASE.replace("0.0.0.0:8443", "0.0.0.0:9443").replace("trio", "uvloop") + "runtime: uvloop\n",
+                 cfgdir)
+    assert moved.restart_required(old) == ("runtime", "inbound")
