@@ -138,14 +138,14 @@ class FileSource:
         self._seen = signature
         try:
             snapshot = load_snapshot(self.files)
-            if self._unchanged(snapshot):
-                return False
-            self.store.publish(snapshot, self.clock())
+            changed = not self._unchanged(snapshot)
+            if changed:
+                self.store.publish(snapshot, self.clock())
         except (SpiffeError, NoIdentityError) as exc:
             self._report("invalid", str(exc))
             return False
         self._report("loaded", None)
-        return True
+        return changed
 
     def _unchanged(self, snapshot: IdentitySnapshot) -> bool:
         current = self.store.latest

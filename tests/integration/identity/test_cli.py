@@ -1,0 +1,78 @@
+"""`spiffe-sidecar svid|jwt ...` as real processes against the grpcio Workload API."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+from cryptography import x509
+from support import pki
+from support.grpcio_workload_server import x509_response
+
+from proxy.spiffe.svid import X509Svid
+
+
+def cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    env.pop("SPIFFE_ENDPOINT_SOCKET", None)
+    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_svid_fetch_prints_and_writes_files_like_spiffe_helper(serving, tmp_path, ca, fed_ca) -> None:
+    out = cli("svid", "fetch", "--address", serving.address, "--write", str(tmp_path / "certs"))
+    assert out.returncode == 0, out.stderr
+    assert "SPIFFE ID: spiffe://example.org/web" in out.stdout and "s left)" in out.stdout
+    assert "trust domain: example.org (1 authority)" in out.stdout
+    assert "trust domain: partner.test (1 authority)" in out.stdout
+    d = tmp_path / "certs"
+    assert stat.S_IMODE((d / "svid_key.pem").stat().st_mode) == 0o600
+    assert stat.S_IMODE((d / "svid.pem").stat().st_mode) == 0o644
+    svid = X509Svid.from_pem((d / "svid.pem").read_bytes(), (d / "svid_key.pem").read_bytes())
+    assert str(svid.spiffe_id) == "spiffe://example.org/web"
+    assert x509.load_pem_x509_certificates((d / "bundle.pem").read_bytes()) == [ca.cert]
+    assert x509.load_pem_x509_certificates((d / "federated_partner.test.pem").read_bytes()) == [fed_ca.cert]
+
+
+def test_jwt_fetch_then_validate(serving) -> None:
+    fetched = cli("jwt", "fetch", "--address", serving.address, "--audience", "spiffe://example.org/db")
+    assert fetched.returncode == 0, fetched.stderr
+    assert "subject: spiffe://example.org/workload" in fetched.stderr
+    token = fetched.stdout.strip()
+    assert token.count(".") == 2
+    ok = cli("jwt", "validate", "--address", serving.address, "--audience", "spiffe://example.org/db", token)
+    assert ok.returncode == 0 and "valid: subject spiffe://example.org/workload" in ok.stdout
+    bad = cli("jwt", "validate", "--address", serving.address, "--audience", "other", token)
+    assert bad.returncode == 1 and bad.stdout.startswith("invalid:")
+
+
+def test_svid_fetch_without_agent_exits_2_naming_the_socket(short_dir) -> None:
+    out = cli("svid", "fetch", "--address", f"unix://{short_dir}/none.sock", "--timeout", "2")
+    assert out.returncode == 2 and f"{short_dir}/none.sock" in out.stderr and "UNAVAILABLE" in out.stderr
+
+
+def test_svid_watch_prints_each_update_until_interrupted(serving, ca) -> None:
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "SPIFFE_ENDPOINT_SOCKET": serving.address}
+    proc = subprocess.Popen([sys.executable, "-m", "proxy", "svid", "watch"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if line.startswith("--- update 1"):
+                serving.push_x509(x509_response([(pki.make_svid(ca, "/rotated"), ca)]))
+            if "spiffe://example.org/rotated" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) in (0, 130)
+    finally:
+        proc.kill()
+    text = "".join(lines)
+    assert "--- update 2" in text and "spiffe://example.org/rotated" in text

@@ -1,0 +1,139 @@
+"""The project's h2-based Workload API client against grpcio's server: interop on a real socket."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import grpc
+import pytest
+import trio
+from support import pki
+from support.grpcio_workload_server import x509_response
+
+from proxy.identity.client import open_workload_api
+from proxy.spiffe.id import TrustDomain
+from proxy.workload_api.grpc import GrpcStatusError, StatusCode
+
+PARTNER = TrustDomain(name="partner.test")
+
+
+def test_fetches_x509_context_with_the_security_header(serving) -> None:
+    async def main():
+        async with open_workload_api(serving.address) as client:
+            return await client.fetch_x509_context(timeout=5)
+
+    context = trio.run(main)
+    assert str(context.default_svid.spiffe_id) == "spiffe://example.org/web"
+    assert {td.name for td in context.bundles} == {"example.org", "partner.test"}
+    rpc, metadata = serving.calls[0]
+    assert rpc == "FetchX509SVID" and ("workload.spiffe.io", "true") in metadata
+
+
+def test_watch_sees_rotation_and_federated_bundle_withdrawal(serving, ca) -> None:
+    async def main():
+        seen = []
+        async with open_workload_api(serving.address) as client:
+            async with contextlib.aclosing(client.watch_x509_context()) as updates:
+                async for context in updates:
+                    seen.append(context)
+                    if len(seen) == 1:
+                        serving.push_x509(x509_response([(pki.make_svid(ca, "/web"), ca)]))
+                    else:
+                        break
+        return seen
+
+    first, second = trio.run(main)
+    assert PARTNER in first.bundles and PARTNER not in second.bundles
+    assert first.default_svid.chain_der != second.default_svid.chain_der
+
+
+def test_jwt_fetch_validate_and_bundles(serving) -> None:
+    async def main():
+        async with open_workload_api(serving.address) as client:
+            svid = await client.fetch_jwt_svid("spiffe://example.org/db", timeout=5)
+            valid = await client.validate_jwt_svid(svid.token, "spiffe://example.org/db")
+            with pytest.raises(GrpcStatusError) as refused:
+                await client.validate_jwt_svid(svid.token, "someone-else")
+            bundles = await client.fetch_jwt_bundles(timeout=5)
+            return svid, valid, refused.value, bundles
+
+    svid, valid, refused, bundles = trio.run(main)
+    assert str(svid.spiffe_id) == "spiffe://example.org/workload" and svid.audience == ("spiffe://example.org/db",)
+    assert valid.spiffe_id == svid.spiffe_id and valid.claims["aud"] == ["spiffe://example.org/db"]
+    assert refused.status == StatusCode.INVALID_ARGUMENT
+    assert set(bundles) == {TrustDomain(name="example.org")}
+
+
+def test_fetch_x509_bundles(serving) -> None:
+    async def main():
+        async with open_workload_api(serving.address) as client:
+            return await client.fetch_x509_bundles(timeout=5)
+
+    assert {td.name for td in trio.run(main)} == {"example.org", "partner.test"}
+
+
+def test_permission_denied_carries_the_server_message(serving) -> None:
+    serving.fail_next("FetchX509SVID", grpc.StatusCode.PERMISSION_DENIED, "no identity issued; observed unix:uid:0")
+
+    async def main():
+        async with open_workload_api(serving.address) as client:
+            await client.fetch_x509_context(timeout=5)
+
+    with pytest.raises(GrpcStatusError) as err:
+        trio.run(main)
+    assert err.value.status == StatusCode.PERMISSION_DENIED and "observed unix:uid:0" in err.value.message
+
+
+def test_unreachable_socket_is_unavailable_naming_the_address(short_dir) -> None:
+    address = f"unix://{short_dir}/nobody.sock"
+
+    async def main():
+        async with open_workload_api(address) as client:
+            await client.fetch_x509_context(timeout=5)
+
+    with pytest.raises(GrpcStatusError) as err:
+        trio.run(main)
+    assert err.value.status == StatusCode.UNAVAILABLE and address in err.value.message
+
+
+def test_unary_deadline_is_enforced(server) -> None:
+    async def main():  # the server has no SVID yet: the stream stays silent
+        async with open_workload_api(server.address) as client:
+            await client.fetch_x509_context(timeout=0.3)
+
+    with pytest.raises(GrpcStatusError) as err:
+        trio.run(main)
+    assert err.value.status == StatusCode.DEADLINE_EXCEEDED
+
+
+def test_closing_the_client_cancels_a_running_watch(server) -> None:
+    async def main():
+        client = await open_workload_api(server.address).__aenter__()
+        outcome = {}
+
+        async def watch():
+            try:
+                async for _ in client.watch_x509_context():
+                    pass
+            except GrpcStatusError as exc:
+                outcome["status"] = exc.status
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            await trio.sleep(0.2)
+            await client.aclose()
+        return outcome
+
+    assert trio.run(main) == {"status": StatusCode.CANCELLED}
+
+
+def test_environment_variable_is_the_default_address(serving, monkeypatch) -> None:
+    monkeypatch.setenv("SPIFFE_ENDPOINT_SOCKET", serving.address)
+
+    async def main():
+        async with open_workload_api() as client:
+            return await client.fetch_x509_context(timeout=5)
+
+    assert trio.run(main).default_svid is not None
+    assert os.environ["SPIFFE_ENDPOINT_SOCKET"].startswith("unix://")
