@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import errno
 import socket
-import time
 from typing import Mapping, Sequence
 
 from cryptography import x509
@@ -276,14 +275,17 @@ class TlsConnection:
 
     def _verify_peer(self, conn: SSL.Connection) -> None:
         chain = self._peer_chain_der(conn)
-        now = time.time()
-        peer_id = self._verify_resumed(chain[0]) if self.resumed else verify_x509_svid_chain(
-            chain, self._context.bundles, now)
-        not_after = x509.load_der_x509_certificate(chain[0]).not_valid_after_utc.timestamp()
-        if now > not_after:
-            raise VerificationError(VerifyFailure.EXPIRED, f"{peer_id}: certificate expired")
+        if self.resumed:
+            peer_id = self._verify_resumed(chain[0])
+            # The wall clock is read below us (pyOpenSSL), as OpenSSL reads it
+            # in the compiled engine; the SPIFFE core only ever gets `now`.
+            leaf = conn.get_peer_certificate()
+            if leaf is None or leaf.has_expired():
+                raise VerificationError(VerifyFailure.EXPIRED, f"{peer_id}: certificate expired")
+        else:
+            peer_id = verify_x509_svid_chain(chain, self._context.bundles)  # now=None: the current time
         self.peer_spiffe_id = peer_id
-        self.peer_not_after = not_after
+        self.peer_not_after = x509.load_der_x509_certificate(chain[0]).not_valid_after_utc.timestamp()
 
     def _verify_resumed(self, leaf_der: bytes) -> str:
         """Leaf rules and trust domain of a resumed session's peer (the chain was checked when it was made)."""
@@ -466,4 +468,4 @@ def verify_x509_svid_chain(chain_der: Sequence[bytes], bundles: Mapping[str, Seq
     """SPIFFE peer verification (the contract's check order); returns the peer's SPIFFE ID."""
     from proxy.spiffe.verify import verify_x509_svid_chain as core
 
-    return str(core(chain_der, bundles, time.time() if now is None else now))
+    return str(core(chain_der, bundles, now))
