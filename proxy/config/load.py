@@ -333,8 +333,18 @@ def build_sidecar_config(doc: Any, file: str, *, env: Mapping[str, str] | None =
         raise ConfigError(file, root.line_of("inbound"), "policy_file",
                           "is required: inbound listeners name policies from it")
     if check_policies and config.policy_file is not None:
-        check_policy_references(config, load_policy_file(config.policy_file))
+        check_policy_references(config, _read_policies(config, root))
     return config
+
+
+def _read_policies(config: SidecarConfig, root: Section) -> PolicySet:
+    assert config.policy_file is not None
+    try:
+        return load_policy_file(config.policy_file)
+    except ConfigError as exc:
+        if exc.line is None and "cannot read" in exc.detail:  # point at the line that names the file
+            raise root.error("policy_file", f"{exc.detail}: {config.policy_file}") from None
+        raise
 
 
 def check_policy_references(config: SidecarConfig, policies: PolicySet) -> None:

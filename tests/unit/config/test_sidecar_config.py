@@ -124,7 +124,7 @@ def test_non_loopback_plaintext_needs_an_explicit_opt_in(cfgdir: Path) -> None:
     ("name: payments", "name: api", 8, "outbound[0].name", "duplicate listener name 'api' (first at line 3)"),
     ("name: payments", "name: 'pay ments'", 8, "outbound[0].name", "invalid listener name"),
     ("policy_file: policy.yaml\n", "", 2, "policy_file", "is required"),
-    ("policy_file: policy.yaml", "policy_file: nope.yaml", None, "", "cannot read"),
+    ("policy_file: policy.yaml", "policy_file: nope.yaml", 12, "policy_file", "cannot read"),
     ("policy_file: policy.yaml", "policy_file: policy.yaml\nruntime: asyncio", 13, "runtime",
      "expected one of trio, uvloop"),
     ("policy_file: policy.yaml", "policy_file: policy.yaml\nlimits: {idle_timeout: soon}", 13,
