@@ -104,16 +104,18 @@ def _verify(chain_der: Sequence[bytes], authorities_of: Authorities, now: float)
         raise VerificationError(VerifyFailure.UNKNOWN_TRUST_DOMAIN,
                                 f"{spiffe_id}: no bundle for trust domain {spiffe_id.trust_domain}")
     intermediates = [load_certificate(d) for d in chain_der[1:]]
-    roots = [_cached_certificate(bytes(d)) for d in authorities]
+    roots = [_authority(bytes(d)) for d in authorities]
     _validate_path(leaf, intermediates, roots, now, spiffe_id)
     _check_validity(leaf, now, spiffe_id)
     return spiffe_id
 
 
 @functools.lru_cache(maxsize=512)
-def _cached_certificate(der: bytes) -> x509.Certificate:
-    # Authorities are the same few certificates for every handshake.
-    return x509.load_der_x509_certificate(der)
+def _authority(der: bytes) -> x509.Certificate:
+    # Authorities are the same few certificates for every handshake. Only the
+    # twin form can carry an unparsed one (X509Bundle checks its own); the
+    # compiled twin reports it as BAD_CERTIFICATE, so this does too.
+    return load_certificate(der)
 
 
 def _validate_path(leaf: x509.Certificate, intermediates: list[x509.Certificate],

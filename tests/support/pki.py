@@ -210,3 +210,19 @@ def make_svid_with_extension(ca: Ca, extension: x509.ExtensionType, *, critical:
             .add_extension(extension, critical=critical)
             .sign(ca.key, hashes.SHA256()))  # type: ignore[arg-type]
     return Leaf(cert=cert, key=key, chain=[cert, *ca.chain_above()])
+
+
+def make_svid_with_key_usage(ca: Ca, key_usage: x509.KeyUsage, *, spiffe_id: str = "/workload") -> Leaf:
+    """A valid SVID under `ca` except for its (critical) key usage, given verbatim."""
+    key = new_key()
+    start = _now() - dt.timedelta(minutes=1)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIRE")]))
+            .issuer_name(ca.cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(start)
+            .not_valid_after(start + dt.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(key_usage, critical=True)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(f"spiffe://{ca.trust_domain}{spiffe_id}")]), critical=False)
+            .sign(ca.key, hashes.SHA256()))  # type: ignore[arg-type]
+    return Leaf(cert=cert, key=key, chain=[cert, *ca.chain_above()])

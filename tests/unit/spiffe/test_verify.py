@@ -109,6 +109,22 @@ def test_rejects_leaf_without_digital_signature(impl, foo_root, bundles) -> None
     _fails(impl, leaf.chain_der, bundles, VerifyFailure.BAD_KEY_USAGE)
 
 
+def test_rejects_leaf_with_key_encipherment_but_no_digital_signature(impl, foo_root, bundles) -> None:
+    ku = x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=True,
+                       data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                       encipher_only=False, decipher_only=False)
+    leaf = pki.make_svid_with_key_usage(foo_root, ku)
+    _fails(impl, leaf.chain_der, bundles, VerifyFailure.BAD_KEY_USAGE)
+
+
+def test_accepts_leaf_with_key_agreement_next_to_digital_signature(impl, foo_root, bundles) -> None:
+    ku = x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=True,
+                       data_encipherment=False, key_agreement=True, key_cert_sign=False, crl_sign=False,
+                       encipher_only=False, decipher_only=False)
+    leaf = pki.make_svid_with_key_usage(foo_root, ku)
+    assert impl.verify_x509_svid_chain(leaf.chain_der, bundles, NOW) == "spiffe://foo.test/workload"
+
+
 def test_rejects_leaf_with_key_cert_sign(impl, foo_root, bundles) -> None:
     _fails(impl, pki.make_svid(foo_root, key_cert_sign=True).chain_der, bundles, VerifyFailure.BAD_KEY_USAGE)
 
@@ -125,6 +141,32 @@ def test_rejects_leaf_without_key_usage(impl, foo_root, bundles) -> None:
                                  [ExtendedKeyUsageOID.CODE_SIGNING]])
 def test_rejects_leaf_whose_eku_lacks_server_or_client_auth(impl, foo_root, bundles, eku) -> None:
     _fails(impl, pki.make_svid(foo_root, eku=eku).chain_der, bundles, VerifyFailure.BAD_EXTENDED_KEY_USAGE)
+
+
+def test_accepts_bundle_authority_that_is_not_self_signed(impl, foo_intermediate) -> None:
+    # SPIRE with an upstream authority (upstream_bundle=false) publishes its
+    # intermediate as the trust anchor; a bundle entry is an anchor, self-signed or not.
+    leaf = pki.make_svid(foo_intermediate)
+    assert impl.verify_x509_svid_chain(leaf.chain_der[:1], {"foo.test": [foo_intermediate.der]}, NOW)
+
+
+def test_rejects_intermediate_that_is_not_der(impl, foo_intermediate, bundles) -> None:
+    leaf = pki.make_svid(foo_intermediate)
+    _fails(impl, [leaf.chain_der[0], b"junk"], bundles, VerifyFailure.BAD_CERTIFICATE)
+
+
+def test_rejects_leaf_with_trailing_bytes(impl, foo_root, bundles) -> None:
+    _fails(impl, [pki.make_svid(foo_root).chain_der[0] + b"\x00"], bundles, VerifyFailure.BAD_CERTIFICATE)
+
+
+def test_rejects_bundle_authority_that_is_not_der(impl, foo_root) -> None:
+    leaf = pki.make_svid(foo_root)
+    _fails(impl, leaf.chain_der, {"foo.test": [b"junk"]}, VerifyFailure.BAD_CERTIFICATE)
+
+
+def test_reports_unknown_trust_domain_before_a_bad_intermediate(impl, bundles) -> None:
+    leaf = pki.make_svid(pki.make_ca("baz.test"))
+    _fails(impl, [leaf.chain_der[0], b"junk"], bundles, VerifyFailure.UNKNOWN_TRUST_DOMAIN)
 
 
 def test_rejects_leaf_from_trust_domain_without_bundle(impl, bundles) -> None:
