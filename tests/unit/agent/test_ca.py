@@ -1,0 +1,95 @@
+"""The agent's local CA: SVIDs the core accepts, rotation that never strands a peer."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from proxy.agent.ca import LocalCA
+from proxy.agent.config import TrustDomainConfig
+from proxy.errors import VerificationError
+from proxy.spiffe.bundle import JwtBundle, JwtBundleSet, X509Bundle, X509BundleSet
+from proxy.spiffe.id import SpiffeId, TrustDomain
+from proxy.spiffe.jwt_svid import JwtSvid
+from proxy.spiffe.svid import X509Svid
+from proxy.spiffe.verify import verify_x509_svid
+
+TD = TrustDomain.parse("example.org")
+WEB = SpiffeId.parse("spiffe://example.org/web")
+NOW = time.time()
+
+
+def _ca(**kw) -> LocalCA:
+    return LocalCA.open(TrustDomainConfig(trust_domain=TD, **kw), NOW)
+
+
+def _bundles(ca: LocalCA) -> X509BundleSet:
+    return X509BundleSet([X509Bundle.from_der_blob(TD, ca.x509_bundle_der())])
+
+
+@pytest.mark.parametrize("key_type", ["ec-p256", "rsa-2048"])
+def test_issued_svid_follows_the_profile_and_verifies_against_the_bundle(key_type: str) -> None:
+    ca = _ca(key_type=key_type)
+    issued = ca.issue_x509(WEB, 300, ("web.example.org",), NOW)
+    svid = X509Svid.parse([issued.chain_der], issued.key_der)
+    assert svid.spiffe_id == WEB
+    assert verify_x509_svid([issued.chain_der], _bundles(ca), NOW) == WEB
+    leaf = x509.load_der_x509_certificate(issued.chain_der)
+    assert leaf.extensions.get_extension_for_class(x509.KeyUsage).critical
+    assert leaf.extensions.get_extension_for_class(x509.BasicConstraints).critical
+    assert leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName) == ["web.example.org"]
+    assert leaf.not_valid_before_utc.timestamp() < NOW - 10  # backdated for clock skew
+    assert issued.renew_at() == pytest.approx(NOW + 150, abs=1)
+
+
+def test_svid_never_outlives_its_authority() -> None:
+    ca = _ca(ca_ttl=60)
+    issued = ca.issue_x509(WEB, 3600, (), NOW)
+    assert issued.not_after <= ca.active.not_after
+
+
+def test_rotation_publishes_next_authority_before_it_signs_and_retires_old_after_its_svids_expire() -> None:
+    ca = _ca(ca_ttl=60)
+    first = ca.active
+    before = ca.issue_x509(WEB, 50, (), NOW)  # expires at NOW+50
+    assert ca.tick(NOW + 31)  # half-life: the next authority is published...
+    assert len(ca.authorities) == 2 and ca.active is first  # ...but the first still signs
+    ca.tick(NOW + 41)  # two-thirds: the next one signs
+    assert ca.active is not first and first in ca.authorities
+    during = ca.issue_x509(WEB, 20, (), NOW + 41)
+    bundles = _bundles(ca)
+    assert verify_x509_svid([before.chain_der], bundles, NOW + 45) == WEB  # old SVIDs still verify
+    assert verify_x509_svid([during.chain_der], bundles, NOW + 45) == WEB
+    assert ca.next_event() == pytest.approx(NOW + 50, abs=1)  # the agent wakes to retire it
+    assert ca.tick(NOW + 51)  # the first authority's last SVID expired: retired
+    assert first not in ca.authorities
+    with pytest.raises(VerificationError):
+        verify_x509_svid([before.chain_der], _bundles(ca), NOW + 45)
+
+
+def test_jwt_svid_verifies_with_the_published_jwks() -> None:
+    ca = _ca()
+    token, exp = ca.mint_jwt(WEB, ["svc"], 300, NOW)
+    jwks = json.loads(ca.jwks())
+    assert all(k["use"] == "jwt-svid" and k["kid"] for k in jwks["keys"])
+    bundles = JwtBundleSet([JwtBundle.from_jwks(TD, ca.jwks())])
+    svid = JwtSvid.parse_and_validate(token, bundles, "svc", NOW)
+    assert svid.spiffe_id == WEB and svid.expiry == exp
+
+
+def test_ca_dir_keeps_authorities_0600_across_restarts(tmp_path: Path) -> None:
+    ca = _ca(ca_dir=tmp_path)
+    files = list((tmp_path / "example.org").iterdir())
+    assert len(files) == 1 and stat.S_IMODE(os.stat(files[0]).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "example.org").st_mode) == 0o700
+    again = _ca(ca_dir=tmp_path)
+    assert again.x509_bundle_der() == ca.x509_bundle_der()
+    token, _ = again.mint_jwt(WEB, ["svc"], 60, NOW)
+    assert JwtSvid.parse_and_validate(token, JwtBundleSet([JwtBundle.from_jwks(TD, ca.jwks())]), "svc", NOW)
