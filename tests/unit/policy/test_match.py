@@ -104,7 +104,7 @@ SEGMENT = st.text(alphabet="abcXYZ019._-", min_size=1, max_size=6).filter(lambda
 PATTERN_SEG = st.one_of(SEGMENT, st.just("*"))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(PATTERN_SEG, min_size=1, max_size=5), st.lists(SEGMENT, min_size=1, max_size=7))
 def test_star_never_matches_across_a_slash(pattern_segs: list[str], peer_segs: list[str]) -> None:
     pattern = "spiffe://example.org/" + "/".join(pattern_segs)
@@ -123,3 +123,35 @@ def test_double_star_needs_at_least_one_more_segment(prefix: list[str], peer_seg
     got = compile_matcher([pattern]).matches(peer)
     expected = len(peer_segs) > len(prefix) and all(p == "*" or p == s for p, s in zip(prefix, peer_segs))
     assert got is expected
+
+
+ID_ALPHABET = "abAZ09._-/:%?#@ "
+NEAR_IDS = st.one_of(
+    st.text(alphabet=ID_ALPHABET, max_size=30).map(lambda s: "spiffe://" + s),
+    st.lists(st.sampled_from(["a", "B", ".", "..", "", "x-y", "_", "%41", "a?b"]), max_size=5).map(
+        lambda segs: "spiffe://e.org/" + "/".join(segs)),
+    st.text(alphabet="spifeSPIFE:/.ab", max_size=20),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(NEAR_IDS)
+def test_fast_peer_split_accepts_exactly_what_the_strict_parser_accepts(text: str) -> None:
+    try:
+        sid = SpiffeId.parse(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            PeerView.of(text)
+    else:
+        assert PeerView.of(text) == PeerView.of(sid)
+
+
+def test_fast_peer_split_respects_the_length_limits() -> None:
+    ok = "spiffe://e.org/" + "a" * (2048 - len("spiffe://e.org/"))
+    assert PeerView.of(ok).text == ok
+    with pytest.raises(ValueError, match="2048"):
+        PeerView.of(ok + "a")
+    with pytest.raises(ValueError, match="255"):
+        PeerView.of("spiffe://" + "a" * 256 + "/x")
+    with pytest.raises(ValueError):
+        PeerView.of("spiffe://e.org/a\n")
