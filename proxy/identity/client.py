@@ -23,7 +23,7 @@ breaks, ``DEADLINE_EXCEEDED`` when a unary call's timeout passes, and
 from __future__ import annotations
 
 import contextlib
-from typing import AsyncIterator, Iterator, Sequence
+from typing import AsyncGenerator, Iterator, Sequence
 
 import trio
 from google.protobuf.message import DecodeError
@@ -91,7 +91,7 @@ class WorkloadApiClient:
 
     # -- the RPCs -------------------------------------------------------------
 
-    async def watch_x509_context(self) -> AsyncIterator[X509Context]:
+    async def watch_x509_context(self) -> AsyncGenerator[X509Context, None]:
         """Stream X.509 contexts (FetchX509SVID), each the full state.
 
         An update with no SVID yields a context with empty ``svids``
@@ -105,7 +105,7 @@ class WorkloadApiClient:
             async for response in replies:
                 yield messages.x509_context(response)
 
-    async def watch_x509_responses(self) -> AsyncIterator[pb.X509SVIDResponse]:
+    async def watch_x509_responses(self) -> AsyncGenerator[pb.X509SVIDResponse, None]:
         """Stream raw FetchX509SVID responses (a long-running source converts
         each itself, so that one invalid update does not end the stream).
 
@@ -133,7 +133,7 @@ class WorkloadApiClient:
                     return context
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def watch_x509_bundles(self) -> AsyncIterator[X509BundleSet]:
+    async def watch_x509_bundles(self) -> AsyncGenerator[X509BundleSet, None]:
         """Stream X.509 bundle sets (FetchX509Bundles), each the full state.
 
         Raises:
@@ -153,7 +153,7 @@ class WorkloadApiClient:
                     return bundles
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def watch_jwt_bundles(self) -> AsyncIterator[JwtBundleSet]:
+    async def watch_jwt_bundles(self) -> AsyncGenerator[JwtBundleSet, None]:
         """Stream JWT bundle sets (FetchJWTBundles), each the full state.
 
         Raises:
@@ -212,7 +212,7 @@ class WorkloadApiClient:
             raise GrpcStatusError(StatusCode.INTERNAL, f"{rpc}: expected one response message, got {len(answers)}")
         return answers[0]
 
-    async def _call(self, rpc: str, request: object, *, timeout: float | None = None) -> AsyncIterator[bytes]:
+    async def _call(self, rpc: str, request: object, *, timeout: float | None = None) -> AsyncGenerator[bytes, None]:
         """Run one call on its own connection; yield each response message.
 
         Raises:
@@ -254,7 +254,7 @@ class WorkloadApiClient:
             data = await stream.receive_some(_READ_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise self._broken(exc) from exc
-        events: list[object] = list(conn.receive_data(data)) if data else list(conn.connection_lost())
+        events: list[object] = list(conn.receive_data(bytes(data))) if data else list(conn.connection_lost())
         await self._send(stream, conn)
         return events
 
@@ -273,7 +273,7 @@ def _deadline(timeout: float, rpc: str) -> Iterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def open_workload_api(address: WorkloadApiAddress | str | None = None) -> AsyncIterator[WorkloadApiClient]:
+async def open_workload_api(address: WorkloadApiAddress | str | None = None) -> AsyncGenerator[WorkloadApiClient, None]:
     """Open a Workload API client; closed (running calls CANCELLED) on exit.
 
     Args:
