@@ -125,11 +125,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
 def _print_decision(listener: str, file: str, decision: Any, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"listener": listener, "policy": decision.policy, "peer": decision.peer,
-                          "allowed": decision.allowed, "rule": decision.rule,
-                          "reason": decision.reason.value if decision.reason else None,
-                          "pattern": decision.pattern, "where": decision.where,
-                          "audit_denies": list(decision.audit_denies), "explanation": decision.explanation}))
+        print(json.dumps({"listener": listener, **decision.as_dict()}))
         return
     print(f"listener:  {listener} (policy {decision.policy!r} in {file})")
     print(f"peer:      {decision.peer}")

@@ -58,6 +58,12 @@ class Decision(NamedTuple):
                     f" ({self.where}): it matches {self.pattern}")
         return text + _audit_note(self.audit_denies)
 
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready fields for access logs, the admin explain endpoint and ``policy explain --json``."""
+        return {"policy": self.policy, "peer": self.peer, "allowed": self.allowed, "rule": self.rule,
+                "reason": self.reason.value if self.reason is not None else None, "pattern": self.pattern,
+                "where": self.where, "audit_denies": list(self.audit_denies), "explanation": self.explanation}
+
 
 def _audit_note(audit: tuple[str, ...]) -> str:
     if not audit:

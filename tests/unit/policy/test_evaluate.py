@@ -120,3 +120,10 @@ def test_policy_set_lists_names_and_counts(policies: PolicySet) -> None:
     assert policies.names() == ("api", "empty")
     assert policies.rule_count() == 5
     assert "api" in policies and "x" not in policies
+
+
+def test_decision_as_dict_is_json_ready(policies: PolicySet) -> None:
+    import json
+    d = policies.evaluate("api", "spiffe://example.org/ns/prod/sa/batch").as_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert d["reason"] is None and d["rule"] == "prod-all" and d["audit_denies"] == ["no-batch"]
