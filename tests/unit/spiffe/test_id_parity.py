@@ -47,7 +47,7 @@ def _fastpath(value: str) -> tuple[str, str] | str:
         return "rejected: " + exc.rule
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(candidates)
 def test_compiled_parser_agrees_with_python_parser(value: str) -> None:
     python, compiled = _python(value), _fastpath(value)
@@ -55,13 +55,13 @@ def test_compiled_parser_agrees_with_python_parser(value: str) -> None:
     assert compiled == python
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(valid_ids)
 def test_every_well_formed_id_is_accepted_and_round_trips(value: str) -> None:
     assert str(SpiffeId.parse(value)) == value
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(candidates)
 def test_accepted_ids_round_trip_and_reparse(value: str) -> None:
     try:

@@ -51,9 +51,15 @@ def test_accepts_leaf_without_eku(impl, foo_root, bundles) -> None:
     assert impl.verify_x509_svid_chain(leaf.chain_der, bundles, NOW) == "spiffe://foo.test/workload"
 
 
-def test_accepts_rsa_chain(impl) -> None:
+@pytest.fixture(scope="module")
+def rsa_chain() -> tuple[pki.Ca, pki.Leaf]:
+    # RSA key generation is slow: one chain for both twins.
     root = pki.make_ca("rsa.test", key_kind="rsa")
-    leaf = pki.make_svid(root, key_kind="rsa")
+    return root, pki.make_svid(root, key_kind="rsa")
+
+
+def test_accepts_rsa_chain(impl, rsa_chain) -> None:
+    root, leaf = rsa_chain
     assert impl.verify_x509_svid_chain(leaf.chain_der, {"rsa.test": [root.der]}, NOW) == "spiffe://rsa.test/workload"
 
 
