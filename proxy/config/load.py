@@ -171,11 +171,11 @@ def read_identity(f: Fields, env: Mapping[str, str], base_dir: Path) -> Identity
     sec = f.section
     api = f.take("workload_api", str, check=parse_workload_api_address)
     files: FilesSource | None = None
-    fsec = sec.take_section("files")
-    if fsec is not None:
+    ff = f.sub("files")
+    if ff.section.data or any(ff.overridden(k) for k in ("cert", "key", "bundle")):
         if api is not None:
             raise sec.error("files", "set either workload_api or files, not both")
-        files = _files(Fields(fsec, {}), base_dir)
+        files = _files(ff, base_dir)
     sec.finish()
     if api is not None or files is not None:
         return IdentityConfig(workload_api=api, files=files)

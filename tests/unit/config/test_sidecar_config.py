@@ -240,3 +240,10 @@ def test_reload_tells_what_needs_a_restart(cfgdir: Path) -> None:
     moved = load(BASE.replace("0.0.0.0:8443", "0.0.0.0:9443").replace("trio", "uvloop") + "runtime: uvloop\n",
                  cfgdir)
     assert moved.restart_required(old) == ("runtime", "inbound")
+
+
+def test_identity_files_can_come_from_the_environment(cfgdir: Path) -> None:
+    text = BASE.replace("identity: {workload_api: unix:///run/spiffe/agent.sock}\n", "")
+    env = {f"SPIFFE_SIDECAR_IDENTITY_FILES_{k.upper()}": f"/etc/svid/{k}.pem" for k in ("cert", "key", "bundle")}
+    files = load(text, cfgdir, env=env).identity.files
+    assert files is not None and files.key == Path("/etc/svid/key.pem")
