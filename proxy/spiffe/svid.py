@@ -203,7 +203,7 @@ class X509Svid:
         if failure is not None:
             raise InvalidSvidError(failure[1], str(spiffe_id))
         for i, cert in enumerate(certs[1:], start=1):
-            rule = signing_cert_failure(cert)
+            rule = signing_cert_failure(cert) or _signing_id_failure(cert)
             if rule is not None:
                 raise InvalidSvidError(f"chain certificate {i}: {rule}", str(spiffe_id))
         pkcs8 = _matching_pkcs8(leaf, key_der, str(spiffe_id))
@@ -244,6 +244,18 @@ class X509Svid:
     def leaf(self) -> x509.Certificate:
         """The leaf certificate, parsed (each call parses: the dataclass holds bytes only)."""
         return x509.load_der_x509_certificate(self.chain_der[0])
+
+
+def _signing_id_failure(cert: x509.Certificate) -> str | None:
+    """X509-SVID §3.2: a signing certificate's SPIFFE ID, if any, has no path."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+        if uri.startswith("spiffe://") and "/" in uri[len("spiffe://"):]:
+            return f"signing certificate SPIFFE ID {uri!r} must not have a path"
+    return None
 
 
 def _load_chain(chain_der: Sequence[bytes]) -> list[x509.Certificate]:

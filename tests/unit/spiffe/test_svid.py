@@ -186,3 +186,11 @@ def test_split_rejects_garbage(blob: bytes) -> None:
 def test_split_rejects_trailing_garbage(foo_root) -> None:
     with pytest.raises(InvalidBundleError, match="byte"):
         split_der_certificates(foo_root.der + b"\x00")
+
+
+def test_svid_rejects_intermediate_whose_spiffe_id_has_a_path(foo_root) -> None:
+    # A CA certificate names its trust domain, never a workload (X509-SVID §3.2).
+    leaf = pki.make_svid(foo_root)
+    bogus_ca = pki.make_svid(foo_root, "/ca", is_ca=True, key_cert_sign=True)
+    with pytest.raises(InvalidSvidError, match="must not have a path"):
+        X509Svid.parse([leaf.chain_der[0], bogus_ca.chain_der[0]], leaf.key_der)
