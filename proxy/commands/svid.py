@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from proxy.identity import rotation
 from proxy.identity.client import open_workload_api
 from proxy.identity.messages import FetchedJwtSvid, ValidatedJwtSvid
 from proxy.identity.snapshot import X509Context, authorities_summary
+from proxy.identity.source import FATAL_CODES, Backoff
 from proxy.workload_api.grpc import GrpcStatusError, StatusCode
 
 
@@ -36,7 +38,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     _common(fetch)
     fetch.add_argument("--write", metavar="DIR", help="write svid.pem, svid_key.pem, bundle.pem like spiffe-helper")
     fetch.set_defaults(func=cmd_svid_fetch)
-    watch = svid_sub.add_parser("watch", help="print every X.509 update until Ctrl-C")
+    watch = svid_sub.add_parser("watch", help="print every X.509 update until Ctrl-C (reconnects on failure)")
     _common(watch)
     watch.set_defaults(func=cmd_svid_watch)
 
@@ -128,15 +130,23 @@ def cmd_svid_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_svid_watch(args: argparse.Namespace) -> int:
-    """`svid watch`: print each update until interrupted (or the stream fails)."""
+    """`svid watch`: print each update until interrupted; reconnect (with backoff) when the stream breaks."""
     async def main() -> None:
+        count, attempt, backoff = 0, 0, Backoff()
         async with open_workload_api(args.address) as client:
-            async with contextlib.aclosing(client.watch_x509_context()) as updates:
-                count = 0
-                async for context in updates:
-                    count += 1
-                    print(f"--- update {count} at {_when(time.time())}")
-                    print(describe(context, time.time()), flush=True)
+            while True:
+                try:
+                    async with contextlib.aclosing(client.watch_x509_context()) as updates:
+                        async for context in updates:
+                            count, attempt = count + 1, 0
+                            print(f"--- update {count} at {_when(time.time())}")
+                            print(describe(context, time.time()), flush=True)
+                except GrpcStatusError as exc:
+                    if exc.status in FATAL_CODES:
+                        raise
+                    attempt += 1
+                    print(f"--- stream broke ({exc}); reconnecting", file=sys.stderr, flush=True)
+                    await trio.sleep(backoff.delay(attempt, random.random()))
 
     try:
         trio.run(main)

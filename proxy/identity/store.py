@@ -55,6 +55,28 @@ class SourceState:
     attempt: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class IdentityStatus:
+    """The identity's health at one instant, for /ready, metrics and logs.
+
+    Attributes:
+        ready: a usable snapshot is held (not expired, not withdrawn).
+        spiffe_id: our SPIFFE ID, or None.
+        generation: the current snapshot's generation (0 when none).
+        seconds_to_expiry: of our SVID; None without one.
+        stale: our SVID is past 3/4 of its lifetime and no renewal came
+            (the source is stuck: alert before it expires, envoy#35216).
+        source: the source's last reported state.
+    """
+
+    ready: bool
+    spiffe_id: str | None
+    generation: int
+    seconds_to_expiry: float | None
+    stale: bool
+    source: SourceState
+
+
 class IdentityStore:
     """Holds the current identity snapshot; see the module docstring."""
 
@@ -85,6 +107,17 @@ class IdentityStore:
             raise NoIdentityError(f"our X.509-SVID {snapshot.spiffe_id} expired at {snapshot.not_after:.0f} "
                                   "and no renewal arrived")
         return snapshot
+
+    def status(self, now: float) -> IdentityStatus:
+        """Summarize the identity's health at ``now``."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            return IdentityStatus(False, None, 0, None, False, self._state)
+        svid = snapshot.svid
+        return IdentityStatus(ready=not rotation.is_expired(svid.not_after, now), spiffe_id=snapshot.spiffe_id,
+                              generation=snapshot.generation,
+                              seconds_to_expiry=rotation.seconds_to_expiry(svid.not_after, now),
+                              stale=rotation.is_stale(svid.not_before, svid.not_after, now), source=self._state)
 
     @property
     def latest(self) -> IdentitySnapshot | None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import grpc
 from cryptography import x509
 from support import pki
 from support.grpcio_workload_server import x509_response
@@ -55,7 +56,7 @@ def test_svid_fetch_without_agent_exits_2_naming_the_socket(short_dir) -> None:
     assert out.returncode == 2 and f"{short_dir}/none.sock" in out.stderr and "UNAVAILABLE" in out.stderr
 
 
-def test_svid_watch_prints_each_update_until_interrupted(serving, ca) -> None:
+def test_svid_watch_prints_each_update_and_survives_a_broken_stream(serving, ca) -> None:
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "SPIFFE_ENDPOINT_SOCKET": serving.address}
     proc = subprocess.Popen([sys.executable, "-m", "proxy", "svid", "watch"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
@@ -67,6 +68,7 @@ def test_svid_watch_prints_each_update_until_interrupted(serving, ca) -> None:
             line = proc.stdout.readline()
             lines.append(line)
             if line.startswith("--- update 1"):
+                serving.abort_streams(grpc.StatusCode.UNAVAILABLE, "agent restarting")
                 serving.push_x509(x509_response([(pki.make_svid(ca, "/rotated"), ca)]))
             if "spiffe://example.org/rotated" in line:
                 break
@@ -76,3 +78,5 @@ def test_svid_watch_prints_each_update_until_interrupted(serving, ca) -> None:
         proc.kill()
     text = "".join(lines)
     assert "--- update 2" in text and "spiffe://example.org/rotated" in text
+    assert "agent restarting" in proc.stderr.read()
+    assert serving.count_calls("FetchX509SVID") == 2

@@ -103,3 +103,16 @@ def test_concurrent_publishers_keep_generations_unique_and_ordered(make_snapshot
     for t in threads:
         t.join()
     assert seen == list(range(1, 201)) and store.generation == 200
+
+
+def test_status_reports_readiness_expiry_and_staleness(make_snapshot) -> None:
+    store = IdentityStore()
+    assert not store.status(NOW).ready and store.status(NOW).spiffe_id is None
+    snap = store.publish(make_snapshot(lifetime=dt.timedelta(minutes=40)), NOW)
+    start, end = snap.svid.not_before, snap.not_after
+    fresh = store.status(start + 60)
+    assert fresh.ready and not fresh.stale and fresh.generation == 1
+    assert fresh.seconds_to_expiry == pytest.approx(end - start - 60)
+    late = store.status(start + 0.8 * (end - start))
+    assert late.ready and late.stale
+    assert not store.status(end).ready
