@@ -81,12 +81,12 @@ class GrpcioWorkloadServer:
     """A programmable Workload API on a Unix socket, served by grpcio.
 
     Args:
-        socket_path: where to listen (the address is ``unix://`` + path).
+        socket_path: where to listen (the address is ``unix://`` + path);
+            None listens on a free loopback TCP port (``tcp://127.0.0.1:PORT``).
     """
 
-    def __init__(self, socket_path: str) -> None:
-        self.socket_path = socket_path
-        self.address = f"unix://{socket_path}"
+    def __init__(self, socket_path: str | None) -> None:
+        self.socket_path = socket_path or ""
         self.require_header = True
         self.calls: list[tuple[str, list[tuple[str, str]]]] = []
         self.jwt_issuer: JwtIssuer | None = None
@@ -99,7 +99,11 @@ class GrpcioWorkloadServer:
         self._stopping = False
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         self._server.add_generic_rpc_handlers((self._handlers(),))
-        self._server.add_insecure_port(f"unix:{socket_path}")
+        if socket_path:
+            self._server.add_insecure_port(f"unix:{socket_path}")
+            self.address = f"unix://{socket_path}"
+        else:
+            self.address = f"tcp://127.0.0.1:{self._server.add_insecure_port('127.0.0.1:0')}"
 
     # -- programming ---------------------------------------------------------
 
@@ -117,6 +121,13 @@ class GrpcioWorkloadServer:
         """Make `response` the full state; open streams send it now."""
         with self._cond:
             self._x509 = response
+            self._x509_version += 1
+            self._cond.notify_all()
+
+    def push_jwt_bundles(self, bundles: dict[str, bytes]) -> None:
+        """Make `bundles` the JWT bundle state; open streams send it now."""
+        with self._cond:
+            self.jwt_bundles = dict(bundles)
             self._x509_version += 1
             self._cond.notify_all()
 

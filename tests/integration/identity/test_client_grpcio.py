@@ -9,7 +9,7 @@ import grpc
 import pytest
 import trio
 from support import pki
-from support.grpcio_workload_server import x509_response
+from support.grpcio_workload_server import GrpcioWorkloadServer, x509_response
 
 from proxy.identity.client import open_workload_api
 from proxy.spiffe.id import TrustDomain
@@ -137,3 +137,40 @@ def test_environment_variable_is_the_default_address(serving, monkeypatch) -> No
 
     assert trio.run(main).default_svid is not None
     assert os.environ["SPIFFE_ENDPOINT_SOCKET"].startswith("unix://")
+
+
+def test_tcp_address_reaches_a_tcp_workload_api(ca) -> None:
+    tcp = GrpcioWorkloadServer(None)
+    tcp.push_x509(x509_response([(pki.make_svid(ca, "/over-tcp"), ca)]))
+    tcp.start()
+
+    async def main():
+        async with open_workload_api(tcp.address) as client:
+            return await client.fetch_x509_context(timeout=5)
+
+    try:
+        assert tcp.address.startswith("tcp://127.0.0.1:")
+        assert str(trio.run(main).default_svid.spiffe_id) == "spiffe://example.org/over-tcp"
+    finally:
+        tcp.stop()
+
+
+def test_jwt_bundle_watch_follows_full_state(serving) -> None:
+    from support.grpcio_workload_server import JwtIssuer
+
+    partner = JwtIssuer("partner.test")
+
+    async def main():
+        seen = []
+        async with open_workload_api(serving.address) as client:
+            async with contextlib.aclosing(client.watch_jwt_bundles()) as updates:
+                async for bundles in updates:
+                    seen.append({td.name for td in bundles})
+                    if len(seen) == 1:
+                        serving.push_jwt_bundles({**serving.jwt_bundles, "spiffe://partner.test": partner.jwks()})
+                    elif len(seen) == 2:
+                        serving.push_jwt_bundles({"spiffe://partner.test": partner.jwks()})
+                    else:
+                        return seen
+
+    assert trio.run(main) == [{"example.org"}, {"example.org", "partner.test"}, {"partner.test"}]
