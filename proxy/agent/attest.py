@@ -44,6 +44,7 @@ import struct
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from proxy.agent.registry import Selector
 from proxy.errors import AttestationError
@@ -227,7 +228,7 @@ class Attestor:
             return False
         return (on_disk.st_dev, on_disk.st_ino) == (running.st_dev, running.st_ino)
 
-    def _hash(self, image: "os.PathLike[str] | object", st: os.stat_result) -> tuple[str, str]:
+    def _hash(self, image: BinaryIO, st: os.stat_result) -> tuple[str, str]:
         if self.size_limit < 0:
             return "", ""
         if self.size_limit and st.st_size > self.size_limit:
@@ -238,8 +239,7 @@ class Attestor:
             self._cache.move_to_end(key)
             return cached, ""
         h = hashlib.sha256()
-        reader = image.read  # type: ignore[attr-defined]
-        while chunk := reader(1024 * 1024):
+        while chunk := image.read(1024 * 1024):
             h.update(chunk)
         digest = h.hexdigest()
         self._cache[key] = digest

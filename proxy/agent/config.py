@@ -29,7 +29,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from proxy.agent.registry import Entry, Selector
 from proxy.config.durations import parse_duration
@@ -208,8 +208,7 @@ def with_socket(config: AgentConfig, socket_path: Path) -> AgentConfig:
 
 
 def agent_config(*, socket_path: str | Path, trust_domain: str = "example.org",
-                 entries: list[tuple[str, list[str]]] | list[dict[str, Any]] = (),  # type: ignore[assignment]
-                 **kwargs: Any) -> AgentConfig:
+                 entries: Sequence[tuple[str, Sequence[str]] | dict[str, Any]] = (), **kwargs: Any) -> AgentConfig:
     """Programmatic constructor for tests and the demo.
 
     `entries` items are (spiffe_id, [selector, ...]) pairs or dicts with the
@@ -219,7 +218,7 @@ def agent_config(*, socket_path: str | Path, trust_domain: str = "example.org",
     domains = kwargs.pop("trust_domains", None) or (TrustDomainConfig(trust_domain=TrustDomain.parse(trust_domain)),)
     built = []
     for i, item in enumerate(entries):
-        spec = item if isinstance(item, dict) else {"spiffe_id": item[0], "selectors": item[1]}
+        spec: dict[str, Any] = item if isinstance(item, dict) else {"spiffe_id": item[0], "selectors": item[1]}
         built.append(Entry(
             spiffe_id=SpiffeId.parse(spec["spiffe_id"]),
             selectors=frozenset(Selector.parse(s) for s in spec["selectors"]),

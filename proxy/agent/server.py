@@ -68,7 +68,7 @@ async def serve_agent(config: AgentConfig, *, task_status: Any = trio.TASK_STATU
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_rotate, state)
             task_status.started(AgentHandle(config.socket_path, f"unix://{config.socket_path}", state))
-            await trio.serve_listeners(lambda s: _serve_connection(s, state), [listener])
+            await trio.serve_listeners(lambda s: _serve_connection(s, state), [listener])  # type: ignore[arg-type]
     finally:
         _unlink_socket(config.socket_path)
         log.info("agent stopped socket=%s", config.socket_path)
@@ -201,9 +201,9 @@ class _Connection:
             nursery.start_soon(self._run_call, ev.stream_id, method, messages[0], scope)
         elif isinstance(ev, gs.CallCancelled):
             self.pending.pop(ev.stream_id, None)
-            scope = self.scopes.pop(ev.stream_id, None)
-            if scope is not None:
-                scope.cancel()
+            cancelled = self.scopes.pop(ev.stream_id, None)
+            if cancelled is not None:
+                cancelled.cancel()
 
     def _start(self, ev: gs.CallStarted) -> None:
         if ev.method not in METHODS:

@@ -63,11 +63,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _first_sidecar_error(group: BaseExceptionGroup) -> BaseException:
+def _first_sidecar_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     matched, _ = group.split(SidecarError)
-    while isinstance(matched, BaseExceptionGroup):
-        matched = matched.exceptions[0]
-    return matched if matched is not None else group
+    found: BaseException | None = matched
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found if found is not None else group
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:

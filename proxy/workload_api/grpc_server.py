@@ -141,7 +141,8 @@ class GrpcServerConnection:
 
     def _translate(self, ev: h2.events.Event) -> list[Event]:
         if isinstance(ev, h2.events.RequestReceived):
-            return self._on_request(ev.stream_id, ev.headers or [])
+            # header_encoding='utf-8' makes h2 hand us str pairs.
+            return self._on_request(ev.stream_id, [(str(k), str(v)) for k, v in ev.headers or []])
         if isinstance(ev, h2.events.DataReceived):
             return self._on_data(ev.stream_id, ev.data or b"", ev.flow_controlled_length or 0)
         if isinstance(ev, h2.events.StreamEnded):

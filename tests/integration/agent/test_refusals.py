@@ -36,9 +36,18 @@ def _unary(endpoint: str, method: str, request: Any, response: Any, metadata: li
         return call(request, metadata=metadata, timeout=5)
 
 
-@pytest.fixture
-def agent(agent_factory):
-    return agent_factory([("spiffe://example.org/me", [f"unix:uid:{os.getuid()}"])])
+@pytest.fixture(scope="module")
+def agent():
+    """One agent for the module: refusals must not change its state, and starting one costs a second."""
+    import shutil
+    import tempfile
+
+    from support.agent import AgentProcess, agent_yaml
+    directory = Path(tempfile.mkdtemp(prefix="agt-", dir="/tmp"))
+    cfg = agent_yaml(directory, entries=[("spiffe://example.org/me", [f"unix:uid:{os.getuid()}"])])
+    with AgentProcess(cfg, directory / "agent.sock") as running:
+        yield running
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_call_without_security_header_gets_invalid_argument(agent) -> None:
