@@ -173,3 +173,22 @@ def test_backoff_doubles_to_the_cap_with_bounded_jitter() -> None:
     b = Backoff(initial=0.1, maximum=5.0, jitter=0.2)
     assert [round(b.delay(n, 0.5), 3) for n in range(1, 9)] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
     assert b.delay(1, 0.0) == pytest.approx(0.08) and b.delay(1, 0.999999) == pytest.approx(0.12)
+
+
+def test_wait_for_first_svid_wakes_on_a_publication_from_another_thread(ca) -> None:
+    import threading
+
+    from proxy.identity import messages
+    from proxy.identity.snapshot import IdentitySnapshot
+
+    store = IdentityStore()
+    snapshot = IdentitySnapshot.from_context(messages.x509_context(x509_response([(pki.make_svid(ca, "/t"), ca)])))
+    timer = threading.Timer(0.1, lambda: store.publish(snapshot, time.time()))
+
+    async def main() -> IdentitySnapshot:
+        timer.start()
+        return await wait_for_first_svid(store, 5)
+
+    started = time.monotonic()
+    assert trio.run(main).spiffe_id == "spiffe://example.org/t"
+    assert time.monotonic() - started < 2
