@@ -83,3 +83,33 @@ def test_in_process_agent_serves_the_spiffe_library(short_dir: Path) -> None:
     bundle = X509Bundle.from_der_blob(TrustDomain.parse("example.org"), got["bundle"])
     assert bundle.certificates()
     assert not (short_dir / "inproc.sock").exists()  # removed on shutdown
+
+
+def test_ca_rotation_publishes_old_and_new_authorities_on_the_bundle_streams(agent_factory) -> None:
+    import grpc
+
+    from proxy.workload_api import workload_pb2 as pb
+    from proxy.spiffe.svid import split_der_certificates
+
+    agent = agent_factory([("spiffe://example.org/app", [f"unix:uid:{os.getuid()}"])],
+                          trust_domains=[{"name": "example.org", "ca_ttl": "6s"}], x509_svid_ttl="2s")
+    header = [("workload.spiffe.io", "true")]
+    with grpc.insecure_channel(agent.endpoint) as channel:
+        bundles = channel.unary_stream("/SpiffeWorkloadAPI/FetchX509Bundles",
+                                       request_serializer=lambda m: m.SerializeToString(),
+                                       response_deserializer=pb.X509BundlesResponse.FromString)
+        counts = []
+        try:
+            for resp in bundles(pb.X509BundlesRequest(), metadata=header, timeout=6):
+                counts.append(len(split_der_certificates(resp.bundles["spiffe://example.org"])))
+                if len(counts) >= 2 and counts[-1] == 2:
+                    break
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        jwt = channel.unary_stream("/SpiffeWorkloadAPI/FetchJWTBundles",
+                                   request_serializer=lambda m: m.SerializeToString(),
+                                   response_deserializer=pb.JWTBundlesResponse.FromString)
+        first = next(iter(jwt(pb.JWTBundlesRequest(), metadata=header, timeout=5)))
+    assert counts[0] == 1 and 2 in counts, (counts, agent.log())  # the next authority published at half-life
+    assert len(json.loads(first.bundles["spiffe://example.org"])["keys"]) == 2  # and its JWT key too
+    assert "ca rotation trust_domain=example.org authorities=2" in agent.log()
