@@ -1,0 +1,69 @@
+"""Session resumption: only within the same contexts, and a resumed peer is still identified and checked."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def _first_connection(engine, harness, server_ctx, client_ctx, key="upstream-a", clean=True):
+    """A full handshake whose client reads the server's TLS 1.3 tickets, then closes (cleanly: close_notify)."""
+    est = harness.connect(server_ctx, client_ctx, key)
+    assert not est.client.resumed
+    plain, _ = harness.pair()
+    assert engine.Relay(est.client, plain.fileno()).tls_to_plain() == engine.WANT_TLS_READ  # tickets consumed
+    if clean:
+        assert est.client.shutdown() == engine.DONE
+    est.client.close()
+    est.server.close()
+    return est
+
+
+@pytest.fixture
+def contexts(engine, test_pki, server_leaf, client_leaf):
+    return (engine.ServerContext(test_pki.material(server_leaf)),
+            engine.ClientContext(test_pki.material(client_leaf)))
+
+
+def test_same_client_context_resumes_and_still_reports_the_peer(engine, harness, contexts, server_leaf, client_leaf):
+    server_ctx, client_ctx = contexts
+    _first_connection(engine, harness, server_ctx, client_ctx)
+    est = harness.connect(server_ctx, client_ctx, "upstream-a")
+    assert est.client.resumed and est.server.resumed
+    assert est.client.peer_spiffe_id == "spiffe://example.org/server"
+    assert est.server.peer_spiffe_id == "spiffe://example.org/client"
+    assert est.client.peer_not_after == pytest.approx(server_leaf.cert.not_valid_after_utc.timestamp())
+    assert est.server.peer_not_after == pytest.approx(client_leaf.cert.not_valid_after_utc.timestamp())
+
+
+def test_session_is_only_offered_under_its_own_key(engine, harness, contexts):
+    server_ctx, client_ctx = contexts
+    _first_connection(engine, harness, server_ctx, client_ctx, key="upstream-a")
+    est = harness.connect(server_ctx, client_ctx, "upstream-b")
+    assert not est.client.resumed
+    est = harness.connect(server_ctx, client_ctx)  # no key: never resumes
+    assert not est.client.resumed
+
+
+def test_new_client_context_does_not_resume(engine, harness, contexts, test_pki, client_leaf):
+    server_ctx, client_ctx = contexts
+    _first_connection(engine, harness, server_ctx, client_ctx)
+    rotated = engine.ClientContext(test_pki.material(client_leaf, generation=2))
+    est = harness.connect(server_ctx, rotated, "upstream-a")
+    assert not est.client.resumed and not est.server.resumed
+
+
+def test_new_server_context_refuses_old_tickets(engine, harness, contexts, test_pki, server_leaf):
+    server_ctx, client_ctx = contexts
+    _first_connection(engine, harness, server_ctx, client_ctx)
+    rotated = engine.ServerContext(test_pki.material(server_leaf, generation=2))
+    est = harness.connect(rotated, client_ctx, "upstream-a")
+    assert not est.client.resumed and not est.server.resumed
+    assert est.server.peer_spiffe_id == "spiffe://example.org/client"
+
+
+def test_connection_closed_without_close_notify_leaves_no_session(engine, harness, contexts):
+    """OpenSSL retires the session of an aborted connection (a truncation could hide an attack)."""
+    server_ctx, client_ctx = contexts
+    _first_connection(engine, harness, server_ctx, client_ctx, clean=False)
+    est = harness.connect(server_ctx, client_ctx, "upstream-a")
+    assert not est.client.resumed

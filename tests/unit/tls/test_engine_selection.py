@@ -1,0 +1,78 @@
+"""Which engine runs, and that both engines expose the same contract (names, constants, .pyi)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import proxy
+from proxy import _fastpath  # type: ignore[attr-defined]
+from proxy.tls import engine_py
+
+CONTRACT = ["NAME", "DONE", "WANT_READ", "WANT_WRITE", "WANT_TLS_READ", "WANT_TLS_WRITE", "WANT_PLAIN_READ",
+            "WANT_PLAIN_WRITE", "EOF", "ServerContext", "ClientContext", "TlsConnection", "Relay",
+            "parse_spiffe_id", "spiffe_id_from_der", "verify_x509_svid_chain", "classify_tls_error"]
+CONSTANTS = [n for n in CONTRACT if n.isupper() and n != "NAME"]
+
+
+def _engine_in_subprocess(**env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SPIFFE_SIDECAR_")}
+    out = subprocess.run([sys.executable, "-c", "from proxy.tls.engine import load_engine; print(load_engine().NAME)"],
+                         env={**clean, **env}, capture_output=True, text=True, check=True,
+                         cwd=pathlib.Path(proxy.__file__).parent.parent)
+    return out.stdout.strip()
+
+
+def test_compiled_engine_is_the_default() -> None:
+    assert _engine_in_subprocess() == "fastpath"
+
+
+def test_no_extensions_env_selects_the_python_engine() -> None:
+    assert _engine_in_subprocess(SPIFFE_SIDECAR_NO_EXTENSIONS="1") == "python"
+
+
+@pytest.mark.parametrize("engine", [_fastpath, engine_py], ids=["fastpath", "python"])
+def test_engine_exposes_the_whole_contract(engine) -> None:
+    missing = [name for name in CONTRACT if not hasattr(engine, name)]
+    assert missing == []
+
+
+def test_both_engines_use_the_same_status_numbers() -> None:
+    assert {n: getattr(_fastpath, n) for n in CONSTANTS} == {n: getattr(engine_py, n) for n in CONSTANTS}
+    relay = [getattr(_fastpath, n) for n in CONSTANTS if n.startswith(("WANT_TLS", "WANT_PLAIN", "EOF"))]
+    assert len(set(relay)) == len(relay)
+
+
+@pytest.mark.parametrize("detail", ["wrong version number", "http request", "peer did not return a certificate",
+                                    "tlsv1 alert unknown ca", "unexpected eof while reading", "no shared cipher",
+                                    "unsupported protocol", "sslv3 alert certificate expired", ""])
+def test_both_engines_classify_openssl_errors_alike(detail: str) -> None:
+    assert _fastpath.classify_tls_error(detail) is engine_py.classify_tls_error(detail)
+
+
+def test_stub_file_matches_the_compiled_module() -> None:
+    stub = pathlib.Path(proxy.__file__).parent / "_fastpath.pyi"
+    tree = ast.parse(stub.read_text())
+    declared: dict[str, set[str]] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            declared[node.name] = {n.name for n in node.body if isinstance(n, ast.FunctionDef)} \
+                if isinstance(node, ast.ClassDef) else set()
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            declared[node.target.id] = set()
+    public = {n for n in dir(_fastpath) if not n.startswith("_") and not isinstance(getattr(_fastpath, n), type(os))
+              and getattr(getattr(_fastpath, n), "__module__", _fastpath.__name__) == _fastpath.__name__}
+    assert public == set(declared), "the .pyi and the module disagree on public names"
+    for name, members in declared.items():
+        obj = getattr(_fastpath, name)
+        for member in members - {"__init__"}:
+            assert hasattr(obj, member), f"{name}.{member} is in the .pyi but not in the module"
+
+
+def test_fastpath_reports_the_openssl_it_drives() -> None:
+    assert _fastpath.openssl_version().startswith("OpenSSL ")
