@@ -95,12 +95,14 @@ def one_round(plan: Plan, rnd: int, running: dict[str, Endpoints], pki: BenchPki
         figures: Figures = {}
         for phase in phase_names(plan, rnd):
             bar.describe(f"round {rnd + 1}/{plan.rounds} {name} {phase}")
+            start = time.monotonic()
             try:
                 figures |= measure.PHASES[phase](running[name], plan.settings, pki)
             except Exception as exc:  # noqa: BLE001 - record it and keep the other figures
                 result.errors.setdefault(name, []).append(f"round {rnd + 1} {phase}: {exc}")
                 bar.write(f"{name} {phase} failed: {exc}")
-            time.sleep(0.3)
+            figures[f"wall_s_{phase}"] = time.monotonic() - start
+            time.sleep(0.2)
             bar.step()
         result.rounds.setdefault(name, []).append(figures)
 

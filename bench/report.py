@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.metrics import BY_KEY, RATIO_KEYS
+from bench.metrics import BY_KEY, COST_RATIO_KEYS, RATIO_KEYS
 from bench.stats import Summary, ratio
 
 MAIN_KEYS = ("ka_rps", "ka_p50_ms", "ka_p99_ms", "cc_rps", "cc_p99_ms", "hs_rate", "bulk_mbs")
-COST_KEYS = ("cpu_req_us_client", "cpu_req_us_server", "cpu_conn_us_client", "cpu_conn_us_server",
-             "cpu_hs_us_server", "cpu_gib_s_client", "cpu_gib_s_server")
+COST_KEYS = ("cpu_req_us_client", "cpu_req_us_server", "cpu_req_us_pair", "cpu_conn_us_client",
+             "cpu_conn_us_server", "cpu_conn_us_pair", "cpu_hs_us_server", "cpu_gib_s_client", "cpu_gib_s_server",
+             "cpu_gib_s_pair")
 MEM_KEYS = ("rss_idle_mib_client", "rss_idle_mib_server", "rss_conn_kib_client", "rss_conn_kib_server",
             "rss_conn_kib_pair")
 
@@ -54,12 +55,25 @@ def ratio_table(summaries: Mapping[str, Summary]) -> list[str]:
     return rows
 
 
+def cost_ratio_table(summaries: Mapping[str, Summary]) -> list[str]:
+    """CPU per unit of work over haproxy's (lower is better; 0.5x = half the CPU)."""
+    head = "| variant | " + " | ".join(f"{BY_KEY[k].label} ×haproxy" for k in COST_RATIO_KEYS) + " |"
+    rows = [head, "|---" * (len(COST_RATIO_KEYS) + 1) + "|"]
+    for name in summaries:
+        vals = [ratio(summaries, name, "haproxy", k) for k in COST_RATIO_KEYS]
+        if any(v is not None for v in vals):
+            rows.append(f"| {name} | " + " | ".join("–" if v is None else f"{v:.2f}x" for v in vals) + " |")
+    return rows
+
+
 def goal_table(goals: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Goals met or missed, with the factor still missing."""
-    rows = ["| goal | variant | measured | verdict |", "|---|---|---|---|"]
+    """Goals met or missed, with the factor still missing, and the same ratio
+    judged by CPU per unit of work (base's CPU over ours)."""
+    rows = ["| goal | variant | measured | verdict | by CPU cost |", "|---|---|---|---|---|"]
     for g in goals:
         verdict = "met" if g["met"] else f"missed: {g['factor_short']:.2f}x short"
-        rows.append(f"| {g['goal']} | {g['variant']} | {g['ratio']:.2f}x | {verdict} |")
+        cost = "–" if g.get("by_cpu_cost") is None else f"{g['by_cpu_cost']:.2f}x"
+        rows.append(f"| {g['goal']} | {g['variant']} | {g['ratio']:.2f}x | {verdict} | {cost} |")
     return rows
 
 
@@ -69,6 +83,7 @@ def render(summaries: Mapping[str, Summary], goals: Sequence[Mapping[str, Any]],
     out = ["### Throughput and latency (median (min–max) over rounds)", "", *table(summaries, MAIN_KEYS), "",
            "### Ratios (medians)", "", *ratio_table(summaries), "",
            "### CPU cost per unit of work (from /proc utime+stime)", "", *table(summaries, COST_KEYS), "",
+           "### CPU cost ratios (lower is better)", "", *cost_ratio_table(summaries), "",
            "### Memory", "", *table(summaries, MEM_KEYS), ""]
     if goals:
         out += ["### Goals (issue 6)", "", *goal_table(goals), ""]

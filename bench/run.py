@@ -30,9 +30,9 @@ MIB = 1 << 20
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="2 rounds, 2 s phases, 256 MiB, 200 idle conns")
+    p.add_argument("--quick", action="store_true", help="2 rounds, 1 s phases, 256 MiB, 200 idle conns")
     p.add_argument("--rounds", type=int, help="rounds over all variants (quick 2, full 5)")
-    p.add_argument("--seconds", type=float, help="length of each load phase (quick 2, full 10)")
+    p.add_argument("--seconds", type=float, help="length of each load phase (quick 1, full 10)")
     p.add_argument("--bulk-mib", type=int, help="bulk transfer size (quick 256, full 1024)")
     p.add_argument("--idle-conns", type=int, help="idle connections held for RSS (quick 200, full 1000)")
     p.add_argument("--connections", type=int, default=32, help="wrk connections on keep-alive (32)")
@@ -54,7 +54,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def settings_of(a: argparse.Namespace) -> tuple[Settings, int]:
     quick = a.quick
-    seconds = a.seconds or (2.0 if quick else 10.0)
+    seconds = a.seconds or (1.0 if quick else 10.0)
     bulk_mib = a.bulk_mib or (256 if quick else 1024)
     return Settings(seconds=seconds, ka_connections=a.connections, cc_connections=16, stime_parallel=2,
                     bulk_bytes=bulk_mib * MIB, bulk_timeout=30.0 if quick else 120.0,
