@@ -35,6 +35,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from ruamel.yaml.comments import CommentedMap
 
 from proxy.config.durations import parse_duration
+from proxy.config.transparent import read_transparent
 from proxy.config.model import (AdminConfig, FilesSource, HostPort, IdentityConfig, InboundListener, Limits,
                                 LogConfig, LogFormat, LogLevel, OutboundListener, Runtime, SidecarConfig,
                                 parse_host_port, parse_size, parse_workload_api_address)
@@ -157,11 +158,15 @@ def _address(*, ip_only: bool = False) -> Callable[[str], HostPort]:
     return lambda text: parse_host_port(text, ip_only=ip_only)
 
 
+def _check_path_like(text: str) -> str:
+    if not text:
+        raise ValueError("expected a file path (or stdout, stderr, off for log.access), got an empty string")
+    return text
+
+
 def _path(base_dir: Path) -> Callable[[str], Path]:
     def check(text: str) -> Path:
-        if not text:
-            raise ValueError("expected a file path, got an empty string")
-        p = Path(text).expanduser()
+        p = Path(_check_path_like(text)).expanduser()
         return p if p.is_absolute() else base_dir / p
     return check
 
@@ -229,7 +234,7 @@ def read_inbound(sec: Section, limits: Limits) -> InboundListener:
     _loopback_only(sec, "forward_to", forward_to, "allow_non_loopback_forward", "plaintext to the app")
     optout = bool(sec.take("allow_non_loopback_forward", bool, default=False))
     policy = sec.take("policy", str, required=True)
-    own = read_limits(Fields(sec.take_section("limits") or _empty(sec, "limits"), {}), limits)
+    own = _own_limits(sec, limits)
     sec.finish()
     return InboundListener(name=name, listen=listen, forward_to=forward_to, policy=policy,
                            allow_non_loopback_forward=optout, limits=own, line=sec.line)
@@ -246,14 +251,15 @@ def read_outbound(sec: Section, limits: Limits) -> OutboundListener:
         raise ConfigError(sec.file, sec.line, sec.field("expect"),
                           "is required: the SPIFFE ID (pattern) the upstream must present")
     expect = read_peer_patterns(sec, "expect", single_ok=True)
-    own = read_limits(Fields(sec.take_section("limits") or _empty(sec, "limits"), {}), limits)
+    own = _own_limits(sec, limits)
     sec.finish()
     return OutboundListener(name=name, listen=listen, connect_to=connect_to, expect=expect,
                             allow_non_loopback_listen=optout, limits=own, line=sec.line)
 
 
-def _empty(sec: Section, key: str) -> Section:
-    return Section(CommentedMap(), sec.file, sec.field(key), sec.line)
+def _own_limits(listener: Section, limits: Limits) -> Limits:
+    sec = listener.take_section("limits") or Section(CommentedMap(), listener.file, listener.field("limits"), None)
+    return read_limits(Fields(sec, {}), limits)
 
 
 def read_admin(f: Fields) -> AdminConfig | None:
@@ -274,17 +280,11 @@ def read_log(f: Fields) -> LogConfig:
     """Read ``log:``."""
     log = LogConfig(
         level=f.take("level", str, default=LogLevel.INFO, check=_enum(LogLevel)),
-        access=f.take("access", str, default="stdout", check=_check_access),
+        access=f.take("access", str, default="stdout", check=_check_path_like),
         format=f.take("format", str, default=LogFormat.AUTO, check=_enum(LogFormat)),
     )
     f.section.finish()
     return log
-
-
-def _check_access(value: str) -> str:
-    if not value:
-        raise ValueError("expected stdout, stderr, off, or a file path")
-    return value
 
 
 def _listeners(root: Section, limits: Limits) -> tuple[tuple[InboundListener, ...], tuple[OutboundListener, ...]]:
@@ -322,16 +322,17 @@ def build_sidecar_config(doc: Any, file: str, *, env: Mapping[str, str] | None =
     runtime = f.take("runtime", str, default=Runtime.TRIO, check=_enum(Runtime))
     limits = read_limits(f.sub("limits"), Limits())
     inbound, outbound = _listeners(root, limits)
-    policy_file = f.take("policy_file", str, check=_path(base))
+    tsec = root.take_section("transparent")
     config = SidecarConfig(
         file=file, identity=identity, runtime=runtime, inbound=inbound, outbound=outbound,
-        policy_file=policy_file, limits=limits, admin=read_admin(f.sub("admin")), log=read_log(f.sub("log")),
+        transparent=read_transparent(tsec, lambda s: _own_limits(s, limits)) if tsec else None, policy_file=f.take("policy_file", str, check=_path(base)), limits=limits,
+        admin=read_admin(f.sub("admin")), log=read_log(f.sub("log")),
         drain_timeout=f.take("drain_timeout", (str, int, float), default=30.0, check=parse_duration),
     )
     root.finish()
-    if config.inbound and config.policy_file is None:
-        raise ConfigError(file, root.line_of("inbound"), "policy_file",
-                          "is required: inbound listeners name policies from it")
+    if config.policy_references() and config.policy_file is None:
+        raise ConfigError(file, root.line_of("inbound"), "policy_file", "is required: inbound listeners name"
+                          " policies from it")
     if check_policies and config.policy_file is not None:
         check_policy_references(config, _read_policies(config, root))
     return config
@@ -356,11 +357,10 @@ def check_policy_references(config: SidecarConfig, policies: PolicySet) -> None:
     Raises:
         ConfigError: pointing at the sidecar.yaml line of the listener.
     """
-    for i, listener in enumerate(config.inbound):
-        if listener.policy not in policies:
+    for name, field, line in config.policy_references():
+        if name not in policies:
             known = ", ".join(repr(n) for n in policies.names()) or "none"
-            raise ConfigError(config.file, listener.line, f"inbound[{i}].policy",
-                              f"no policy {listener.policy!r} in {policies.file} (it defines: {known})")
+            raise ConfigError(config.file, line, field, f"no policy {name!r} in {policies.file} (it defines: {known})")
 
 
 def load_sidecar_config(path: str | Path, *, env: Mapping[str, str] | None = None,

@@ -17,10 +17,13 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from proxy.config.durations import format_duration
 from proxy.policy.match import PeerMatcher
+
+if TYPE_CHECKING:
+    from proxy.config.transparent import TransparentConfig
 
 
 class Runtime(enum.Enum):
@@ -228,6 +231,7 @@ class SidecarConfig:
         identity: SVID source.
         runtime: trio (default) or uvloop.
         inbound / outbound: explicit listeners.
+        transparent: iptables-fed listeners (``proxy.config.transparent``), or None.
         policy_file: resolved path of the policy file, or None when there are no inbound listeners.
         limits: global limits (each listener holds its effective copy).
         admin: the admin endpoint, or None.
@@ -240,18 +244,20 @@ class SidecarConfig:
     runtime: Runtime = Runtime.TRIO
     inbound: tuple[InboundListener, ...] = ()
     outbound: tuple[OutboundListener, ...] = ()
+    transparent: TransparentConfig | None = None
     policy_file: Path | None = None
     limits: Limits = Limits()
     admin: AdminConfig | None = None
     log: LogConfig = LogConfig()
     drain_timeout: float = 30.0
 
-    def policy_names(self) -> dict[str, int | None]:
-        """Policy names the listeners reference -> line of the first reference."""
-        names: dict[str, int | None] = {}
-        for listener in self.inbound:
-            names.setdefault(listener.policy, listener.line)
-        return names
+    def policy_references(self) -> list[tuple[str, str, int | None]]:
+        """(policy name, referring field, sidecar.yaml line) for every policy a listener names."""
+        refs = [(i.policy, f"inbound[{n}].policy", i.line) for n, i in enumerate(self.inbound)]
+        if self.transparent is not None and self.transparent.inbound is not None:
+            refs += [(p.policy, f"transparent.inbound.ports[{n}].policy", p.line)
+                     for n, p in enumerate(self.transparent.inbound.ports)]
+        return refs
 
     def restart_required(self, new: SidecarConfig) -> tuple[str, ...]:
         """Fields that differ in ``new`` and cannot be applied by a live reload.
@@ -267,6 +273,7 @@ class SidecarConfig:
                 "identity": c.identity, "runtime": c.runtime, "admin": c.admin, "policy_file": c.policy_file,
                 "inbound": [(i.name, i.listen, i.forward_to) for i in c.inbound],
                 "outbound": [(o.name, o.listen, o.connect_to) for o in c.outbound],
+                "transparent": _listens(c.transparent),
             }
         old_shape, new_shape = shape(self), shape(new)
         return tuple(k for k in old_shape if old_shape[k] != new_shape[k])
@@ -354,14 +361,22 @@ def parse_workload_api_address(text: str) -> str:
     raise ValueError(f"invalid Workload API address {text!r}: {forms}")
 
 
+def _listens(t: TransparentConfig | None) -> tuple[Any, ...]:
+    if t is None:
+        return ()
+    return (t.inbound and (t.inbound.listen, t.inbound.mode), t.outbound and t.outbound.listen)
+
+
 def _plain(value: Any) -> Any:
-    if isinstance(value, (HostPort, Path)):
+    if isinstance(value, (HostPort, Path, ipaddress.IPv4Network, ipaddress.IPv6Network)):
         return str(value)
+    if isinstance(value, frozenset):
+        return sorted(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         if isinstance(value, PeerMatcher):
             return list(value.patterns)
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if f.name != "line"}
+                if f.name not in ("line", "by_port")}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, float):
