@@ -74,11 +74,11 @@ def available_backends(family: int) -> list[Backend]:
         save, restore = shutil.which(f"{base}-{kind}-save"), shutil.which(f"{base}-{kind}-restore")
         if save and restore:
             found.append(Backend(kind, family, save, restore))
-    if not found:
-        save, restore = shutil.which(f"{base}-save"), shutil.which(f"{base}-restore")
-        kind = _plain_kind(save) if save and restore else None
-        if save and restore and kind:
-            found.append(Backend(kind, family, save, restore))
+    plain_save, plain_restore = shutil.which(f"{base}-save"), shutil.which(f"{base}-restore")
+    if not found and plain_save and plain_restore:
+        plain_kind = _plain_kind(plain_save)
+        if plain_kind:
+            found.append(Backend(plain_kind, family, plain_save, plain_restore))
     return found
 
 
