@@ -49,6 +49,8 @@ from proxy.spiffe.svid import (
 # OpenSSL's default depth is 100; SPIFFE chains are a root and at most a few
 # intermediates, and a bound keeps a hostile chain from costing much.
 MAX_INTERMEDIATES = 8
+# Paths explored per verification; an honest chain needs one per certificate.
+MAX_SEARCH_STEPS = 64
 
 Authorities = Callable[[TrustDomain], Sequence[bytes] | None]
 
@@ -124,7 +126,7 @@ def _validate_path(leaf: x509.Certificate, intermediates: list[x509.Certificate]
     if len(intermediates) > MAX_INTERMEDIATES:
         raise VerificationError(VerifyFailure.UNTRUSTED_CHAIN, f"{spiffe_id}: more than {MAX_INTERMEDIATES} intermediates")
     first_problem: str | None = None
-    for path in _candidate_paths([leaf], intermediates, roots):
+    for path in _candidate_paths(leaf, intermediates, roots):
         problem = _path_problem(path, now)
         if problem is None:
             return
@@ -133,18 +135,39 @@ def _validate_path(leaf: x509.Certificate, intermediates: list[x509.Certificate]
     raise VerificationError(VerifyFailure.UNTRUSTED_CHAIN, f"{spiffe_id}: {detail}")
 
 
-def _candidate_paths(path: list[x509.Certificate], intermediates: list[x509.Certificate],
+def _candidate_paths(leaf: x509.Certificate, intermediates: list[x509.Certificate],
                      roots: list[x509.Certificate]) -> Iterator[list[x509.Certificate]]:
-    """Yield leaf-first paths ending at a root, each link's signature verified."""
-    child = path[-1]
-    for root in roots:
-        if _issued_by(child, root):
-            yield [*path, root]
-    if len(path) > MAX_INTERMEDIATES:
-        return
-    for cert in intermediates:
-        if not any(cert is c for c in path) and _issued_by(child, cert):
-            yield from _candidate_paths([*path, cert], intermediates, roots)
+    """Yield leaf-first paths ending at a root, each link's signature verified.
+
+    A depth-first search with a budget of extensions and memoised
+    signatures: a hostile peer can send intermediates that all sign one
+    another (same key, same name), and the permutations must not cost more
+    than a bounded number of steps.
+    """
+    memo: dict[tuple[int, int], bool] = {}
+    budget = [MAX_SEARCH_STEPS]
+
+    def issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+        key = (id(child), id(issuer))
+        if key not in memo:
+            memo[key] = _issued_by(child, issuer)
+        return memo[key]
+
+    def extend(path: list[x509.Certificate]) -> Iterator[list[x509.Certificate]]:
+        budget[0] -= 1
+        if budget[0] < 0:
+            return
+        child = path[-1]
+        for root in roots:
+            if issued_by(child, root):
+                yield [*path, root]
+        if len(path) > MAX_INTERMEDIATES:
+            return
+        for cert in intermediates:
+            if not any(cert is c for c in path) and issued_by(child, cert):
+                yield from extend([*path, cert])
+
+    return extend([leaf])
 
 
 def _issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
