@@ -1,7 +1,8 @@
 """The one place the current identity lives: validated snapshots, swapped whole.
 
 ``IdentityStore.publish`` validates an incoming snapshot (our leaf not
-expired, a bundle for our own trust domain present), numbers it, and swaps
+expired, a bundle for our own trust domain present, our chain verifying
+against it as a peer would verify it), numbers it, and swaps
 one reference. An invalid update never replaces a good snapshot: the
 store keeps the last good one and records why the update was refused.
 ``current(now)`` fails closed: None before the first SVID, after a
@@ -26,9 +27,10 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from proxy.errors import NoIdentityError
+from proxy.errors import NoIdentityError, VerificationError
 from proxy.identity import rotation
 from proxy.identity.snapshot import IdentitySnapshot, has_bundle
+from proxy.spiffe.verify import verify_x509_svid_chain
 
 _log = logging.getLogger(__name__)
 
@@ -196,6 +198,12 @@ class IdentityStore:
         td = svid.spiffe_id.trust_domain
         if not has_bundle(snapshot.bundles, td):
             return f"refused update: no bundle for our own trust domain {td.name!r}"
+        try:
+            # Peers verify us against this very bundle: an SVID that does not
+            # chain to it would fail every handshake, so keep the last good one.
+            verify_x509_svid_chain(svid.chain_der, snapshot.bundles.der_map(), now)
+        except VerificationError as exc:
+            return f"refused update: our X.509-SVID does not verify against our own bundle: {exc}"
         return None
 
     def _notify(self, snapshot: IdentitySnapshot | None) -> None:

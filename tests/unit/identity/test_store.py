@@ -116,3 +116,19 @@ def test_status_reports_readiness_expiry_and_staleness(make_snapshot) -> None:
     late = store.status(start + 0.8 * (end - start))
     assert late.ready and late.stale
     assert not store.status(end).ready
+
+
+def test_svid_not_chaining_to_our_own_bundle_is_refused(make_snapshot) -> None:
+    from support import pki
+    from support.grpcio_workload_server import x509_response
+
+    from proxy.identity import messages
+
+    store = IdentityStore()
+    good = store.publish(make_snapshot(), NOW)
+    rogue_ca, real_ca = pki.make_ca("example.org"), pki.make_ca("example.org")
+    response = x509_response([(pki.make_svid(rogue_ca, "/web"), real_ca)])  # signed by a CA not in the bundle
+    rogue = IdentitySnapshot.from_context(messages.x509_context(response))
+    with pytest.raises(NoIdentityError, match="does not verify against our own bundle"):
+        store.publish(rogue, NOW)
+    assert store.current(NOW) is good
