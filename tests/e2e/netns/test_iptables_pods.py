@@ -85,6 +85,17 @@ def test_inbound_connection_to_the_app_port_reaches_the_inbound_listener_with_it
     assert seen == [(b.ip, 8080)]
 
 
+def test_ipv6_inbound_connection_is_redirected_when_ipv6_rules_are_installed(pods: PodNetwork) -> None:
+    a, b = pods["a"], pods["b"]
+    b.sidecar_cli(*INSTALL, "--ipv6")
+    with b.original_destination_reporter(INBOUND, host="::") as seen:
+        report = _report(a.connect(b.ip6, 8080, uid=APP_UID))
+    assert report["original"] == [b.ip6, 8080] and report["peer"] == a.ip6
+    assert seen == [(b.ip6, 8080)]
+    b.sidecar_cli("iptables", "remove")
+    assert "SPIFFE" not in b.iptables_save("ip6tables-save")
+
+
 def test_outbound_connection_from_the_app_reaches_the_outbound_listener_with_its_original_destination(pods: PodNetwork) -> None:
     a, b = pods["a"], pods["b"]
     a.sidecar_cli(*INSTALL)
