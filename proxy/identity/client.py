@@ -28,7 +28,7 @@ from typing import AsyncGenerator, Iterator, Sequence
 import trio
 from google.protobuf.message import DecodeError
 
-from proxy.errors import InvalidSvidError, SpiffeError
+from proxy.errors import InvalidSvidError
 from proxy.identity import messages
 from proxy.identity.address import WorkloadApiAddress, parse_address, resolve_address
 from proxy.identity.snapshot import X509Context
@@ -290,4 +290,4 @@ async def open_workload_api(address: WorkloadApiAddress | str | None = None) -> 
         await client.aclose()
 
 
-__all__ = ["WorkloadApiClient", "open_workload_api", "DEFAULT_UNARY_TIMEOUT", "SpiffeError"]
+__all__ = ["DEFAULT_UNARY_TIMEOUT", "WorkloadApiClient", "open_workload_api"]
