@@ -248,7 +248,9 @@ cdef int _verify_path(_TrustStore ts, X509* leaf, stack_st_X509* untrusted, time
     OpenSSL builds the path, checks the CAs, then verifies signatures and
     validity from the root down, stopping at the first error: the leaf's
     own validity is therefore judged only on an otherwise good path, as in
-    the Python core.
+    the Python core. Every bundle entry is a trust anchor, self-signed or
+    not (SPIRE with an upstream authority publishes its intermediate; Go's
+    verifier, hence go-spiffe, treats roots the same): PARTIAL_CHAIN.
     """
     cdef X509_STORE_CTX* ctx = X509_STORE_CTX_new()
     cdef int ok, err, depth
@@ -257,6 +259,7 @@ cdef int _verify_path(_TrustStore ts, X509* leaf, stack_st_X509* untrusted, time
     try:
         if X509_STORE_CTX_init(ctx, ts.store, leaf, untrusted) != 1:
             raise MemoryError()
+        X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_PARTIAL_CHAIN)
         X509_STORE_CTX_set_time(ctx, 0, now)
         ok = X509_verify_cert(ctx)
         err = X509_STORE_CTX_get_error(ctx)

@@ -57,6 +57,7 @@ cdef extern from "openssl/x509.h" nogil:
     void X509_STORE_CTX_free(X509_STORE_CTX* c)
     int X509_STORE_CTX_init(X509_STORE_CTX* c, X509_STORE* s, X509* leaf, stack_st_X509* untrusted)
     void X509_STORE_CTX_set_time(X509_STORE_CTX* c, unsigned long flags, time_t t)
+    void X509_STORE_CTX_set_flags(X509_STORE_CTX* c, unsigned long flags)
     int X509_STORE_CTX_set_purpose(X509_STORE_CTX* c, int purpose)
     X509* X509_STORE_CTX_get0_cert(const X509_STORE_CTX* c)
     stack_st_X509* X509_STORE_CTX_get0_untrusted(const X509_STORE_CTX* c)
@@ -74,6 +75,7 @@ cdef extern from "openssl/x509.h" nogil:
     int X509_V_ERR_CERT_REJECTED
     int X509_V_ERR_APPLICATION_VERIFICATION
     int X509_PURPOSE_ANY
+    unsigned long X509_V_FLAG_PARTIAL_CHAIN
 
 
 cdef extern from "openssl/x509v3.h" nogil:
