@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from proxy.agent.config import TrustDomainConfig
+from proxy.errors import SidecarError
 from proxy.spiffe.id import SpiffeId
 from proxy.spiffe.jwt_svid import public_jwk
 
@@ -119,11 +120,14 @@ class LocalCA:
     def open(cls, config: TrustDomainConfig, now: float) -> "LocalCA":
         """Load the authorities kept in ca_dir (if any), else create the first one."""
         ca = cls(config)
-        if config.ca_dir is not None:
-            ca.authorities = [a for a in _load_dir(ca._dir()) if a.not_after > now + 1]
-            ca.authorities.sort(key=lambda a: a.not_before)
-        if not ca.authorities:
-            ca._add_authority(now)
+        try:
+            if config.ca_dir is not None:
+                ca.authorities = [a for a in _load_dir(ca._dir()) if a.not_after > now + 1]
+                ca.authorities.sort(key=lambda a: a.not_before)
+            if not ca.authorities:
+                ca._add_authority(now)
+        except (OSError, ValueError, IndexError) as exc:
+            raise SidecarError(f"trust domain {config.trust_domain}: cannot use ca_dir {config.ca_dir}: {exc}") from None
         ca.sequence = 1
         ca.tick(now)
         return ca

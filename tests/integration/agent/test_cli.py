@@ -67,3 +67,12 @@ def test_socket_env_var_overrides_the_config(short_dir: Path) -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0 and "agent started" in err and "stopping on SIGTERM" in err
+
+
+def test_unusable_ca_dir_fails_start_up_with_a_message(short_dir: Path) -> None:
+    blocker = short_dir / "not-a-dir"
+    blocker.write_text("")
+    cfg = agent_yaml(short_dir, entries=[], trust_domains=[{"name": "example.org", "ca_dir": str(blocker)}])
+    done = _agent("--config", str(cfg), "--socket", str(short_dir / "c.sock"))
+    assert done.returncode != 0
+    assert "cannot use ca_dir" in done.stderr and "Traceback" not in done.stderr
