@@ -194,6 +194,13 @@ class _Runner:
     def _close_sockets(self) -> None:
         if self.tls is not None:
             try:
+                if self.conn.facts.tls_version:
+                    # One non-blocking close_notify attempt: a peer of a connection
+                    # we end (idle, lifetime, denied) then sees a clean EOF, not a reset.
+                    self.tls.shutdown()
+            except (SidecarError, OSError):
+                pass
+            try:
                 self.tls.close()
             except (SidecarError, OSError):
                 pass

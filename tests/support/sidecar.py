@@ -17,12 +17,25 @@ SPIFFE_SIDECAR_REQUIRE_EXTENSIONS=1 (fastpath: fail rather than fall back).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from dataclasses import field
 from typing import Any, Callable, Iterator
+
+import pytest
+
+from proxy.connection.close import ConnectionRecord
+from proxy.connection.machine import ConnectionSpec, Direction
+from proxy.connection.verify import check_expected_peer
+from proxy.policy.match import compile_matcher
+from proxy.runtime.base import DataPlane, ListenerPlan
+from proxy.runtime.sockets import open_listening_socket
+from proxy.tls.material import TlsMaterial
 
 from proxy.demo.processes import SidecarProcess
 
@@ -31,6 +44,7 @@ from support import pki
 RUNTIMES = ("trio", "uvloop")
 ENGINES = ("python", "fastpath")
 COMBOS = [(r, e) for r in RUNTIMES for e in ENGINES]
+FRONTEND, BACKEND = "spiffe://example.org/frontend", "spiffe://example.org/backend"
 ENGINE_ENV = {"python": {"SPIFFE_SIDECAR_NO_EXTENSIONS": "1"},
               "fastpath": {"SPIFFE_SIDECAR_REQUIRE_EXTENSIONS": "1", "SPIFFE_SIDECAR_NO_EXTENSIONS": "0"}}
 
@@ -157,3 +171,122 @@ def running(*sidecars: SidecarHarness) -> Iterator[tuple[SidecarHarness, ...]]:
     finally:
         for sc in sidecars:
             sc.process.stop()
+
+
+# --- an in-process data plane (integration tests) ------------------------------------
+
+
+
+def engine_module(name: str) -> Any:
+    if name == "python":
+        from proxy.tls import engine_py
+
+        return engine_py
+    if not fastpath_available():
+        pytest.skip("the compiled engine is not built")
+    from proxy import _fastpath  # type: ignore[attr-defined]
+
+    return _fastpath
+
+
+def material(ca: pki.Ca, path: str, generation: int = 1, **kw: Any) -> TlsMaterial:
+    leaf = pki.make_svid(ca, path, **kw)
+    return TlsMaterial(spiffe_id=f"spiffe://{ca.trust_domain}{path}", chain_der=tuple(leaf.chain_der),
+                       key_der=leaf.key_der, bundles={ca.trust_domain: (ca.der,)},
+                       not_after=leaf.cert.not_valid_after_utc.timestamp(), generation=generation)
+
+
+@dataclass
+class Allow:
+    """A minimal policy decision (the real evaluator is tested with the policy)."""
+
+    allowed: bool
+    rule: str | None
+    reason: Any = None
+    explanation: str = ""
+
+
+def allow_frontend(peer: str) -> Allow:
+    return Allow(True, "frontend") if peer == FRONTEND else Allow(False, None, None, f"{peer} not allowed")
+
+
+@dataclass
+class Plane:
+    """A running in-process data plane: ``port(name)``, ``records``, and the knobs tests turn."""
+
+    engine: Any
+    runtime: str
+    records: list[ConnectionRecord] = field(default_factory=list)
+    plans: dict[str, ListenerPlan] = field(default_factory=dict)
+    contexts: dict[str, Any] = field(default_factory=dict)  # "server"/"client" -> context or None
+    _stop: Callable[[], None] | None = None
+    _thread: threading.Thread | None = None
+
+    def port(self, name: str) -> int:
+        return int(self.plans[name].sock.getsockname()[1])
+
+    def add(self, name: str, direction: Direction, upstream: int, *, authorize: Any = allow_frontend,
+            session_key: str | None = None, **limits: Any) -> None:
+        sock = open_listening_socket("127.0.0.1", 0)
+        spec = ConnectionSpec(listener=name, direction=direction, upstream_host="127.0.0.1", upstream_port=upstream,
+                              authorize=authorize, **limits)
+        side = "server" if direction is Direction.INBOUND else "client"
+        self.plans[name] = ListenerPlan(name=name, direction=direction, sock=sock, spec=lambda: spec,
+                                        context=lambda: self.contexts.get(side), session_key=session_key)
+
+    def add_pair(self, app_port: int, **limits: Any) -> None:
+        """inbound "in" -> app, outbound "out" -> "in" expecting the backend."""
+        self.add("in", Direction.INBOUND, app_port, **limits)
+        matcher = compile_matcher([BACKEND])
+        self.add("out", Direction.OUTBOUND, self.port("in"), session_key="in",
+                 authorize=lambda peer: check_expected_peer(peer, matcher, "out"), **limits)
+
+    def start(self) -> None:
+        plane = DataPlane(engine=self.engine, listeners=list(self.plans.values()), emit=self.records.append)
+        ready = threading.Event()
+        if self.runtime == "trio":
+            import trio
+
+            from proxy.runtime.trio_driver import serve_data_plane
+
+            async def main() -> None:
+                stop = trio.Event()
+                token = trio.lowlevel.current_trio_token()
+                self._stop = lambda: token.run_sync_soon(stop.set)
+                ready.set()
+                await serve_data_plane(plane, stop, grace=0.5)
+
+            self._thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
+        else:
+            import uvloop
+
+            from proxy.runtime.uvloop_driver import serve_data_plane as serve_uv
+
+            async def amain() -> None:
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                self._stop = lambda: loop.call_soon_threadsafe(stop.set)
+                ready.set()
+                await serve_uv(plane, stop, grace=0.5)
+
+            self._thread = threading.Thread(target=uvloop.run, args=(amain(),), daemon=True)
+        self._thread.start()
+        assert ready.wait(5)
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop()
+        if self._thread is not None:
+            self._thread.join(10)
+            assert not self._thread.is_alive(), "data plane did not stop"
+
+    def wait_record(self, predicate: Callable[[ConnectionRecord], bool], timeout: float = 10.0) -> ConnectionRecord:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for record in list(self.records):
+                if predicate(record):
+                    return record
+            time.sleep(0.02)
+        raise AssertionError(f"no matching record in {timeout:g}s: {self.records}")
+
+

@@ -1,0 +1,146 @@
+"""Deadlines, limits and fail-closed behaviour of the data plane, on every runtime x engine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import time
+
+from proxy.connection.machine import Direction
+from proxy.errors import CloseReason
+from support import pki
+from support.net import EchoServer, recv_all
+
+from support.sidecar import Plane, material
+
+
+def roundtrip(port: int, payload: bytes = b"ping") -> bytes:
+    """Send, half-close, read to EOF; a refused connection reads as b"" (EOF or reset)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+            return recv_all(sock)
+        except (ConnectionResetError, BrokenPipeError, OSError):
+            return b""
+
+
+def test_not_ready_fails_closed_until_an_identity_arrives(plane: Plane) -> None:
+    echo = EchoServer()
+    plane.add_pair(echo.port)
+    server, client = plane.contexts.pop("server"), plane.contexts.pop("client")
+    plane.start()
+    assert roundtrip(plane.port("out")) == b""
+    assert plane.wait_record(lambda r: r.listener == "out").close_reason is CloseReason.NOT_READY
+    assert echo.accepted == 0
+    plane.contexts.update(server=server, client=client)
+    assert roundtrip(plane.port("out")) == b"ping"
+    echo.close()
+
+
+def test_handshake_deadline_closes_a_silent_client(plane: Plane) -> None:
+    plane.add("in", Direction.INBOUND, 1, handshake_timeout=0.3)
+    plane.start()
+    with socket.create_connection(("127.0.0.1", plane.port("in")), timeout=5) as sock:
+        start = time.monotonic()
+        assert recv_all(sock) == b""
+        assert time.monotonic() - start < 3
+    record = plane.wait_record(lambda r: r.listener == "in")
+    assert (record.close_reason, record.reason) == (CloseReason.HANDSHAKE_FAILED, "timeout")
+
+
+def test_idle_timeout_closes_a_quiet_relay(plane: Plane) -> None:
+    echo = EchoServer()
+    plane.add_pair(echo.port, idle_timeout=0.4)
+    plane.start()
+    with socket.create_connection(("127.0.0.1", plane.port("out")), timeout=5) as sock:
+        sock.sendall(b"hi")
+        assert sock.recv(10) == b"hi"
+        assert recv_all(sock) == b""  # then nothing for 0.4 s: closed
+    reasons = {plane.wait_record(lambda r, n=n: r.listener == n).close_reason for n in ("in", "out")}
+    # whichever side times out first closes; the other then sees a clean EOF
+    assert CloseReason.IDLE_TIMEOUT in reasons and reasons <= {CloseReason.IDLE_TIMEOUT, CloseReason.COMPLETED}
+    echo.close()
+
+
+def test_max_lifetime_closes_a_busy_connection(plane: Plane) -> None:
+    echo = EchoServer()
+    plane.add_pair(echo.port, max_lifetime=0.5)
+    plane.start()
+    with socket.create_connection(("127.0.0.1", plane.port("out")), timeout=5) as sock:
+        deadline = time.monotonic() + 5
+        with_data = 0
+        try:
+            while time.monotonic() < deadline:
+                sock.sendall(b"x")
+                if not sock.recv(10):
+                    break
+                with_data += 1
+        except OSError:
+            pass
+    assert with_data > 0 and time.monotonic() < deadline
+    record = plane.wait_record(lambda r: r.listener == "out")
+    assert record.close_reason is CloseReason.MAX_LIFETIME
+    echo.close()
+
+
+def test_connection_ends_when_the_peer_certificate_expires(plane: Plane, ca: pki.Ca) -> None:
+    echo = EchoServer()
+    plane.add_pair(echo.port)
+    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=30)
+    plane.contexts["client"] = plane.engine.ClientContext(
+        material(ca, "/frontend", not_before=start, lifetime=dt.timedelta(seconds=31.5)))
+    plane.start()
+    with socket.create_connection(("127.0.0.1", plane.port("out")), timeout=8) as sock:
+        sock.sendall(b"hi")
+        assert sock.recv(10) == b"hi"
+        assert recv_all(sock) == b""
+    record = plane.wait_record(lambda r: r.listener == "in")
+    assert record.close_reason is CloseReason.PEER_CERT_EXPIRED
+    echo.close()
+
+
+def test_beyond_max_connections_new_ones_are_refused_as_overloaded(plane: Plane) -> None:
+    echo = EchoServer()
+    plane.add_pair(echo.port, max_connections=2)
+    plane.start()
+    held = [socket.create_connection(("127.0.0.1", plane.port("out")), timeout=5) for _ in range(2)]
+    for sock in held:
+        sock.sendall(b"a")
+        assert sock.recv(1) == b"a"
+    assert roundtrip(plane.port("out")) == b""
+    assert plane.wait_record(lambda r: r.listener == "out").close_reason is CloseReason.OVERLOADED
+    for sock in held:
+        sock.close()
+    time.sleep(0.3)
+    assert roundtrip(plane.port("out")) == b"ping"
+    echo.close()
+
+
+def test_upstream_refusing_connections_is_recorded(plane: Plane) -> None:
+    echo = EchoServer()
+    dead = echo.port
+    echo.close()
+    plane.add_pair(dead)
+    plane.start()
+    assert roundtrip(plane.port("out")) == b""
+    record = plane.wait_record(lambda r: r.listener == "in")
+    assert record.close_reason is CloseReason.UPSTREAM_CONNECT_FAILED and record.decision == "allow"
+
+
+def test_rotation_new_connections_use_new_contexts_established_keep_theirs(plane: Plane, ca: pki.Ca) -> None:
+    echo = EchoServer()
+    plane.add_pair(echo.port)
+    plane.start()
+    old = socket.create_connection(("127.0.0.1", plane.port("out")), timeout=5)
+    old.sendall(b"1")
+    assert old.recv(1) == b"1"
+    plane.contexts["server"] = plane.engine.ServerContext(material(ca, "/backend", generation=2))
+    plane.contexts["client"] = plane.engine.ClientContext(material(ca, "/frontend", generation=2))
+    assert roundtrip(plane.port("out")) == b"ping"
+    old.sendall(b"2")
+    assert old.recv(1) == b"2"
+    old.close()
+    resumed = [r.resumed for r in plane.records if r.listener == "out"]
+    assert resumed and not any(resumed)  # a new context never resumes an old generation's session
+    echo.close()
