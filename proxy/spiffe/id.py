@@ -74,9 +74,10 @@ def _utf8_len(s: str) -> int:
 
 def trust_domain_rule(name: str) -> str | None:
     """Return the first rule ``name`` breaks as a trust domain name, or None."""
-    for ch in name:
-        if ch not in _TD_ALLOWED:
-            return _TD_SPECIAL.get(ch, TD_CHARS)
+    if not _TD_ALLOWED.issuperset(name):
+        # Slow path only on failure: find the first offending character.
+        ch = next(c for c in name if c not in _TD_ALLOWED)
+        return _TD_SPECIAL.get(ch, TD_CHARS)
     if not name:
         return TD_EMPTY
     if _utf8_len(name) > MAX_TRUST_DOMAIN_BYTES:
@@ -98,9 +99,9 @@ def path_rule(path: str) -> str | None:
     for i, seg in enumerate(segments):
         if not seg:
             return PATH_TRAILING_SLASH if i == last else PATH_EMPTY_SEGMENT
-        for ch in seg:
-            if ch not in _PATH_ALLOWED:
-                return _PATH_SPECIAL.get(ch, PATH_CHARS)
+        if not _PATH_ALLOWED.issuperset(seg):
+            ch = next(c for c in seg if c not in _PATH_ALLOWED)
+            return _PATH_SPECIAL.get(ch, PATH_CHARS)
         if seg in (".", ".."):
             return PATH_DOT_SEGMENT
     return None
@@ -157,11 +158,17 @@ class TrustDomain:
                 raise InvalidTrustDomainError(value, exc.rule) from None
             if path:
                 raise InvalidTrustDomainError(value, TD_HAS_PATH)
-            return cls(name=name)
+            return cls._checked(name)
         rule = trust_domain_rule(value)
         if rule is not None:
             raise InvalidTrustDomainError(value, rule)
         return cls(name=value)
+
+    @classmethod
+    def _checked(cls, name: str) -> TrustDomain:
+        td = object.__new__(cls)
+        object.__setattr__(td, "name", name)
+        return td
 
     def id_string(self) -> str:
         """The trust domain's own SPIFFE ID, ``spiffe://<name>``."""
@@ -202,7 +209,16 @@ class SpiffeId:
             InvalidSpiffeIdError: naming the input and the first rule broken.
         """
         name, path = _split(value)
-        return cls(trust_domain=TrustDomain(name=name), path=path)
+        return cls._checked(TrustDomain._checked(name), path)
+
+    @classmethod
+    def _checked(cls, trust_domain: TrustDomain, path: str) -> SpiffeId:
+        # _split already applied every rule: skip __post_init__'s second pass
+        # (parsing is on the per-connection path of the reference engine).
+        sid = object.__new__(cls)
+        object.__setattr__(sid, "trust_domain", trust_domain)
+        object.__setattr__(sid, "path", path)
+        return sid
 
     @classmethod
     def from_parts(cls, trust_domain: TrustDomain | str, path: str) -> SpiffeId:
