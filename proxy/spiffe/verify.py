@@ -124,7 +124,8 @@ def _validate_path(leaf: x509.Certificate, intermediates: list[x509.Certificate]
                    roots: list[x509.Certificate], now: float, spiffe_id: SpiffeId) -> None:
     """Accept when one signature-valid path to a root passes every RFC 5280 check."""
     if len(intermediates) > MAX_INTERMEDIATES:
-        raise VerificationError(VerifyFailure.UNTRUSTED_CHAIN, f"{spiffe_id}: more than {MAX_INTERMEDIATES} intermediates")
+        raise VerificationError(VerifyFailure.UNTRUSTED_CHAIN,
+                                f"{spiffe_id}: more than {MAX_INTERMEDIATES} intermediates")
     first_problem: str | None = None
     for path in _candidate_paths(leaf, intermediates, roots):
         problem = _path_problem(path, now)
@@ -277,4 +278,5 @@ def _check_validity(leaf: x509.Certificate, now: float, spiffe_id: SpiffeId) -> 
         raise VerificationError(VerifyFailure.NOT_YET_VALID,
                                 f"{spiffe_id}: not valid before {leaf.not_valid_before_utc.isoformat()}")
     if now > leaf.not_valid_after_utc.timestamp():
-        raise VerificationError(VerifyFailure.EXPIRED, f"{spiffe_id}: expired at {leaf.not_valid_after_utc.isoformat()}")
+        raise VerificationError(VerifyFailure.EXPIRED,
+                                f"{spiffe_id}: expired at {leaf.not_valid_after_utc.isoformat()}")
