@@ -35,6 +35,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                                         "file:line:field when not.")
     check.add_argument("file", nargs="?", help="policy.yaml")
     check.add_argument("-c", "--config", help="sidecar.yaml: check it, its policy file, and the references")
+    check.add_argument("--strict", action="store_true", help="exit 1 on warnings too (e.g. a shadowed allow)")
     check.set_defaults(func=run_check)
 
     explain = psub.add_parser("explain", help="show the decision for a peer on a listener, and why",
@@ -72,7 +73,12 @@ def run_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(exc)
     print(_summary(policies))
-    return EXIT_OK
+    from proxy.policy.lint import shadowed_allows
+
+    warnings = [w for p in policies for w in shadowed_allows(p)]
+    for w in warnings:
+        print(f"warning: {w}")
+    return EXIT_INVALID if warnings and args.strict else EXIT_OK
 
 
 def _summary(policies: Any) -> str:

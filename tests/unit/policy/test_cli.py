@@ -103,3 +103,13 @@ def test_explain_unknown_listener(run: Run) -> None:
     res = run("explain", "-c", str(EXAMPLES / "sidecar.yaml"), "--listener", "nope",
               "--peer", "spiffe://example.org/x")
     assert res.returncode == 1 and "no listener 'nope'" in res.stderr and "api" in res.stderr
+
+
+def test_check_warns_about_a_shadowed_allow_and_strict_fails(run: Run, tmp_path: Path) -> None:
+    f = tmp_path / "policy.yaml"
+    f.write_text("policies:\n  p:\n    - {name: a, allow: [spiffe://e.org/x]}\n"
+                 "    - {name: d, deny: ['spiffe://e.org/**']}\n")
+    res = run("check", str(f))
+    assert res.returncode == 0 and "warning:" in res.stdout and "can never grant" in res.stdout
+    assert run("check", "--strict", str(f)).returncode == 1
+    assert "warning" not in run("check", str(EXAMPLES / "policy.yaml")).stdout
