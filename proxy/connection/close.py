@@ -21,7 +21,8 @@ class ConnectionRecord:
     ``reason`` is the machine-readable why of a refusal (a DenyReason,
     HandshakeFailure or VerifyFailure value); ``detail`` the human one.
     ``bytes_in`` counts bytes from the TLS side to the plaintext side,
-    ``bytes_out`` the other way.
+    ``bytes_out`` the other way. ``audit_denies`` names audit-mode deny
+    rules that matched (would have denied; not enforced).
     """
 
     listener: str
@@ -39,6 +40,7 @@ class ConnectionRecord:
     cipher: str | None
     resumed: bool
     start: float
+    audit_denies: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         """One JSON line (stable keys; enum values as their label strings)."""

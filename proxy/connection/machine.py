@@ -156,6 +156,7 @@ class _Facts:
     cipher: str | None = None
     resumed: bool = False
     not_after: float | None = None
+    audit_denies: tuple[str, ...] = ()
     finished: set[ev.RelayDirection] = field(default_factory=set)
 
 
@@ -316,6 +317,8 @@ class Connection:
         self.facts.rule = decision.rule
         if decision.reason is not None:
             self.facts.reason = decision.reason.value
+        audit = getattr(decision, "audit_denies", ())
+        self.facts.audit_denies = tuple(str(name) for name in audit)
 
     def record(self, closed: ev.Closed) -> ConnectionRecord:
         """The connection record as of ``closed`` (also used by tests)."""
@@ -326,4 +329,5 @@ class Connection:
             bytes_in=closed.bytes_tls_to_plain, bytes_out=closed.bytes_plain_to_tls,
             duration=max(0.0, closed.now - self.start_time), close_reason=f.close_reason,
             tls_version=f.tls_version, cipher=f.cipher, resumed=f.resumed, start=self.start_time,
+            audit_denies=f.audit_denies,
         )

@@ -10,6 +10,7 @@ decisions themselves live in proxy.connection; nothing here decides.
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -18,7 +19,11 @@ from typing import Any, AsyncContextManager, Awaitable, Callable, Protocol, Type
 
 from proxy.connection.close import ConnectionRecord
 from proxy.connection.machine import ConnectionSpec, Direction
-from proxy.runtime.sockets import accept_ready
+from proxy.runtime.sockets import RESOURCE_ERRNOS, accept_ready
+
+_log = logging.getLogger("spiffe_sidecar")
+#: Back-off when accept() reports resource exhaustion (trio's serve_listeners uses the same).
+ACCEPT_BACKOFF = 0.1
 
 T = TypeVar("T")
 
@@ -103,8 +108,14 @@ async def serve_listener(io: Io, plane: DataPlane, plan: ListenerPlan, connectio
     fd = plan.sock.fileno()
     while True:
         await io.wait_readable(fd)
-        while (conn := accept_ready(plan.sock)) is not None:
-            plane.active += 1
-            plan.active += 1
-            plane.accepted += 1
-            connections.start_soon(run_connection, io, plane, plan, conn)
+        try:
+            while (conn := accept_ready(plan.sock)) is not None:
+                plane.active += 1
+                plan.active += 1
+                plane.accepted += 1
+                connections.start_soon(run_connection, io, plane, plan, conn)
+        except OSError as exc:
+            if exc.errno not in RESOURCE_ERRNOS:
+                raise
+            _log.error("listener %s: accept failed (%s); backing off %gs", plan.name, exc.strerror, ACCEPT_BACKOFF)
+            await io.sleep(ACCEPT_BACKOFF)

@@ -9,6 +9,7 @@ to the core as ``now``.
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections import deque
@@ -22,6 +23,8 @@ from proxy.errors import CloseReason, SidecarError, TlsError, UpstreamError
 from proxy.runtime.base import DataPlane, Io, ListenerPlan, TaskGroup
 from proxy.runtime.sockets import close_quietly, open_tcp_connection
 from proxy.tls.engine import DONE, WANT_READ
+
+_log = logging.getLogger("spiffe_sidecar")
 
 
 async def run_connection(io: Io, plane: DataPlane, plan: ListenerPlan, sock: socket.socket) -> None:
@@ -55,9 +58,12 @@ class _Runner:
         try:
             while self.pending:
                 await self._execute(self.pending.popleft())
+        except Exception:  # a bug must cost one connection, never the listener
+            _log.exception("connection on %s failed unexpectedly", self.plan.name)
+            self._abort(CloseReason.INTERNAL)
         finally:
             if self.conn.state is not ConnectionState.CLOSED:
-                self._abort()
+                self._abort(CloseReason.DRAINED)
 
     def _feed(self, event: ev.Event) -> None:
         actions = self.conn.handle(event)
@@ -210,11 +216,13 @@ class _Runner:
                 close_quietly(sock)
         self.accepted_sock = self.upstream = None
 
-    def _abort(self) -> None:
-        """Cancelled from outside (stop): close now and still leave the one record."""
+    def _abort(self, reason: CloseReason) -> None:
+        """Cancelled from outside (stop) or broken: close now and still leave the one record."""
         now = time.time()
+        if self.conn.state is ConnectionState.CLOSED:
+            return
         if self.conn.state is not ConnectionState.CLOSING:
-            self.conn.handle(ev.StopRequested(now))
+            self.conn.handle(ev.StopRequested(now, reason))
         self._close_sockets()
         for action in self.conn.handle(ev.Closed(now, *self._byte_counts())):
             if isinstance(action, Log):

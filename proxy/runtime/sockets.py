@@ -32,16 +32,23 @@ def open_listening_socket(host: str, port: int, *, backlog: int = 1024) -> socke
     return sock
 
 
+#: accept() errors that mean "out of descriptors or memory": back off instead of spinning.
+RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
 def accept_ready(listener: socket.socket) -> socket.socket | None:
-    """Accept one pending connection (non-blocking, TCP_NODELAY), or None if none is pending."""
+    """Accept one pending connection (non-blocking, TCP_NODELAY), or None if none is pending.
+
+    Raises OSError with an errno in RESOURCE_ERRNOS when the process is out
+    of resources (the caller backs off, like trio's serve_listeners).
+    """
     try:
         conn, _ = listener.accept()
     except (BlockingIOError, InterruptedError):
         return None
     except OSError as exc:
-        # ECONNABORTED and friends: that one client went away; the listener is fine.
-        if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.ENOBUFS, errno.ENOMEM, errno.EMFILE, errno.ENFILE):
-            return None
+        if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+            return None  # that one client went away; the listener is fine
         raise
     conn.setblocking(False)
     _nodelay(conn)
