@@ -163,7 +163,7 @@ class Demo:
         while time.monotonic() < deadline:
             for record in reversed(self.sidecars[sidecar].records()):
                 if predicate(record):
-                    return record
+                    return dict(record)
             time.sleep(0.05)
         return None
 

@@ -32,7 +32,7 @@ class _AsyncioGroup:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        task = self._group.create_task(fn(*args))
+        task: asyncio.Task[Any] = self._group.create_task(fn(*args))  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
