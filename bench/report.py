@@ -80,11 +80,13 @@ def goal_table(goals: Sequence[Mapping[str, Any]]) -> list[str]:
 def render(summaries: Mapping[str, Summary], goals: Sequence[Mapping[str, Any]],
            skipped: Mapping[str, str], errors: Mapping[str, Sequence[str]]) -> str:
     """The whole Markdown report of one run."""
-    out = ["### Throughput and latency (median (min–max) over rounds)", "", *table(summaries, MAIN_KEYS), "",
-           "### Ratios (medians)", "", *ratio_table(summaries), "",
-           "### CPU cost per unit of work (from /proc utime+stime)", "", *table(summaries, COST_KEYS), "",
-           "### CPU cost ratios (lower is better)", "", *cost_ratio_table(summaries), "",
-           "### Memory", "", *table(summaries, MEM_KEYS), ""]
+    out = ["### Throughput and latency (median (min–max) over rounds)", "", *table(summaries, MAIN_KEYS), ""]
+    if "haproxy" in summaries or "direct" in summaries:
+        out += ["### Ratios (medians)", "", *ratio_table(summaries), ""]
+    out += ["### CPU cost per unit of work (from /proc utime+stime)", "", *table(summaries, COST_KEYS), ""]
+    if "haproxy" in summaries:
+        out += ["### CPU cost ratios (lower is better)", "", *cost_ratio_table(summaries), ""]
+    out += ["### Memory", "", *table(summaries, MEM_KEYS), ""]
     if goals:
         out += ["### Goals (issue 6)", "", *goal_table(goals), ""]
     if skipped:
