@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -199,7 +200,8 @@ class LocalCA:
         """Sign a fresh X.509-SVID (new P-256 key) with the active authority."""
         authority = self.active
         key = ec.generate_private_key(ec.SECP256R1())
-        not_after = min(now + ttl, authority.not_after)
+        # Certificates hold whole seconds: round up so an SVID lives its full TTL, never past its CA.
+        not_after = float(min(math.ceil(now + ttl), int(authority.not_after)))
         attrs = [x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
                  x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIRE"),
                  x509.NameAttribute(NameOID.X500_UNIQUE_IDENTIFIER, secrets.token_hex(16))]
@@ -220,11 +222,11 @@ class LocalCA:
                 .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
                 .add_extension(x509.SubjectAlternativeName(sans), critical=False)
                 .sign(authority.key, hashes.SHA256()))
-        authority.last_expiry = max(authority.last_expiry, float(int(not_after)))
+        authority.last_expiry = max(authority.last_expiry, not_after)
         key_der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
         return IssuedX509(spiffe_id, cert.public_bytes(serialization.Encoding.DER), key_der, serial,
-                          now - BACKDATE, float(int(not_after)))
+                          now - BACKDATE, not_after)
 
     def mint_jwt(self, spiffe_id: SpiffeId, audience: list[str], ttl: float, now: float) -> tuple[str, float]:
         """Sign a JWT-SVID (ES256 or RS256 by the CA's key type); returns (token, exp)."""

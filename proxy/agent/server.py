@@ -149,9 +149,18 @@ class _Connection:
         self.pending: dict[int, tuple[str, float | None, list[bytes]]] = {}
         self.scopes: dict[int, trio.CancelScope] = {}
         self.done = trio.CancelScope()
+        self.wakeup = trio.Event()
 
-    async def flush(self) -> None:
-        """Write what the connection has queued; a broken socket ends the connection."""
+    def flush(self) -> None:
+        """Ask the writer task to send what the connection has queued.
+
+        Calls never write to the socket themselves: a call cancelled by its
+        deadline in the middle of send_all would leave half an HTTP/2 frame
+        on the wire and corrupt every other call on the connection.
+        """
+        self.wakeup.set()
+
+    async def _write(self) -> None:
         async with self.lock:
             data = self.conn.data_to_send()
             if data:
@@ -160,14 +169,22 @@ class _Connection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self.done.cancel()
 
+    async def _writer(self) -> None:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup = trio.Event()
+            await self._write()
+
     async def run(self) -> None:
+        """Serve until the peer closes, breaks HTTP/2, or the agent stops."""
         with self.done:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer)
                 await self._pump(nursery)
                 nursery.cancel_scope.cancel()
 
     async def _pump(self, nursery: trio.Nursery) -> None:
-        await self.flush()
+        self.flush()
         while True:
             try:
                 data = await self.stream.receive_some(READ_SIZE)
@@ -179,24 +196,28 @@ class _Connection:
                 events = self.conn.receive_data(data)
             except gs.GrpcProtocolError as exc:
                 log.info("closing connection pid=%d: HTTP/2 error: %s", self.peer.pid, exc)
-                await self.flush()
+                await self._write()  # the GOAWAY naming the error, before we hang up
                 return
             for ev in events:
                 self._dispatch(ev, nursery)
-            await self.flush()
+            self.flush()
 
     def _dispatch(self, ev: gs.Event, nursery: trio.Nursery) -> None:
         if isinstance(ev, gs.CallStarted):
             self._start(ev)
         elif isinstance(ev, gs.RequestMessage) and ev.stream_id in self.pending:
-            self.pending[ev.stream_id][2].append(ev.data)
+            messages = self.pending[ev.stream_id][2]
+            messages.append(ev.data)
+            if len(messages) > 1:  # unary and server-streaming take one; never buffer more
+                del self.pending[ev.stream_id]
+                self.conn.send_status(ev.stream_id, StatusCode.INVALID_ARGUMENT, "expected one request message")
         elif isinstance(ev, gs.RequestEnded) and ev.stream_id in self.pending:
             method, timeout, messages = self.pending.pop(ev.stream_id)
             if len(messages) != 1:
                 self.conn.send_status(ev.stream_id, StatusCode.INVALID_ARGUMENT,
                                       f"expected exactly one request message, got {len(messages)}")
                 return
-            scope = trio.CancelScope(deadline=trio.current_time() + timeout if timeout else float("inf"))
+            scope = trio.CancelScope(deadline=trio.current_time() + timeout if timeout is not None else float("inf"))
             self.scopes[ev.stream_id] = scope
             nursery.start_soon(self._run_call, ev.stream_id, method, messages[0], scope)
         elif isinstance(ev, gs.CallCancelled):
@@ -220,7 +241,7 @@ class _Connection:
     async def _run_call(self, stream_id: int, method: str, request: bytes, scope: trio.CancelScope) -> None:
         async def send(payload: bytes) -> None:
             self.conn.send_message(stream_id, payload)
-            await self.flush()
+            self.flush()
 
         status, message = StatusCode.OK, ""
         with scope:
@@ -237,4 +258,4 @@ class _Connection:
             status, message = StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"
         self.scopes.pop(stream_id, None)
         self.conn.send_status(stream_id, status, message)
-        await self.flush()
+        self.flush()
