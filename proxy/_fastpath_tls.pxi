@@ -139,7 +139,9 @@ cdef SSL_CTX* _new_ssl_ctx(object material, bint server) except NULL:
         if server:
             # Required to resume sessions that carried a client certificate.
             SSL_CTX_set_session_id_context(ctx, _SESSION_ID_CONTEXT, len(_SESSION_ID_CONTEXT))
-            SSL_CTX_set_num_tickets(ctx, 2)
+            # One ticket per handshake: the client keeps only the newest
+            # session per key, so a second ticket would be minted for nothing.
+            SSL_CTX_set_num_tickets(ctx, 1)
         else:
             # Sessions live in ClientContext._sessions, keyed by the caller.
             SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE)
