@@ -98,6 +98,7 @@ class SidecarHarness:
                  policy: dict[str, Any] | None = None, limits: dict[str, Any] | None = None,
                  name: str | None = None, python: str | None = None, drain_timeout: str = "1s") -> None:
         SidecarHarness._count += 1
+        self.runtime, self.engine = runtime, engine
         self.name = name or f"sidecar{SidecarHarness._count}"
         doc: dict[str, Any] = {"identity": identity.yaml() if isinstance(identity, Identity) else identity,
                                "runtime": runtime, "log": {"level": "debug"}, "drain_timeout": drain_timeout}
@@ -117,11 +118,17 @@ class SidecarHarness:
     def __enter__(self) -> SidecarHarness:
         self.process.start()
         try:
-            self.process.wait_ready(30.0)
+            self.wait_ready()
         except BaseException:
             self.process.stop()
             raise
         return self
+
+    def wait_ready(self) -> None:
+        """Wait for the ready line, and check it names the runtime and engine asked for."""
+        self.process.wait_ready(30.0)
+        want = f"runtime {self.runtime}, engine {self.engine}"
+        assert want in self.log(), f"{self.name} is not running {want}:\n{self.log()}"
 
     def __exit__(self, *exc: object) -> None:
         self.process.stop()
@@ -166,7 +173,7 @@ def running(*sidecars: SidecarHarness) -> Iterator[tuple[SidecarHarness, ...]]:
         for sc in sidecars:
             sc.process.start()
         for sc in sidecars:
-            sc.process.wait_ready(30.0)
+            sc.wait_ready()
         yield sidecars
     finally:
         for sc in sidecars:
