@@ -81,6 +81,18 @@ def our_namespaces() -> list[str]:
     return [line.split()[0] for line in _ip("netns", "list", check=False).stdout.splitlines() if line.startswith(mine)]
 
 
+def app_python(uid: int | None) -> str:
+    """The interpreter for an app-role process (stdlib only) running as `uid`.
+
+    The test's own interpreter may live where other uids cannot read (here
+    /root/.pyenv under a 0700 /root), so processes under another uid use the
+    system python3 when there is one.
+    """
+    if uid is None or uid == 0:
+        return sys.executable
+    return shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+
+
 def as_uid(argv: Sequence[str], uid: int | None) -> list[str]:
     """argv run under another uid/gid (no supplementary groups), or unchanged."""
     if uid is None:
@@ -164,7 +176,7 @@ class Pod:
 
     def connect(self, host: str, port: int, *, uid: int | None = None) -> str:
         """An app in this pod dials host:port in plain TCP; returns what it was told."""
-        return self.run([sys.executable, "-c", _CLIENT, host, str(port)], uid=uid, timeout=15).stdout
+        return self.run([app_python(uid), "-c", _CLIENT, host, str(port)], uid=uid, timeout=15).stdout
 
     def start_banner_server(self, port: int, banner: str) -> None:
         """An app in this pod listening on `port`, answering "<banner> from <peer ip>"."""

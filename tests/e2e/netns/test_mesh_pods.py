@@ -35,7 +35,7 @@ from typing import Iterator
 import pytest
 
 from proxy.interception.original_dst import peek_is_tls_client_hello
-from support.netns import PodNetwork, require_netns, sweep_stale
+from support.netns import PodNetwork, app_python, require_netns, sweep_stale
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -200,7 +200,7 @@ def test_app_a_reaches_app_b_through_both_sidecars_and_only_tls_crosses_the_veth
 
 def test_pod_c_whose_identity_b_does_not_allow_is_refused(mesh: Mesh) -> None:
     c, b = mesh.net["c"], mesh.net["b"]
-    result = c.run([sys.executable, "-c", _CLIENT_TOLERANT % (b.ip, APP_PORT)], uid=APP_UID, check=False)
+    result = c.run([app_python(APP_UID), "-c", _CLIENT_TOLERANT % (b.ip, APP_PORT)], uid=APP_UID, check=False)
     assert result.returncode == 0 and "app-b" not in result.stdout
     log = (mesh.workdir / "b" / "sidecar.log").read_text()
     assert '"peer_id":"spiffe://example.org/c","decision":"deny"' in log.replace(" ", "")
