@@ -29,6 +29,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import hyperframe.exceptions
 
 from proxy.workload_api.grpc import (
     MessageDecoder,
@@ -132,7 +133,8 @@ class GrpcServerConnection:
         """
         try:
             h2_events = self._h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+        except (h2.exceptions.H2Error, hyperframe.exceptions.HyperframeError, UnicodeDecodeError) as exc:
+            # UnicodeDecodeError: header bytes that are not UTF-8 (h2 decodes them for us).
             raise GrpcProtocolError(str(exc) or type(exc).__name__) from None
         out: list[Event] = []
         for ev in h2_events:

@@ -150,3 +150,27 @@ def test_bytes_that_are_not_http2_raise_protocol_error() -> None:
     server = GrpcServerConnection()
     with pytest.raises(GrpcProtocolError):
         server.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+
+
+def test_mutated_client_bytes_only_ever_raise_protocol_error() -> None:
+    import random
+
+    client = _client()
+    _request(client, extra=[("workload.spiffe.io", "true"), ("grpc-timeout", "1S")], body=b"\x0a\x03abc")
+    valid = client.data_to_send()
+    rng = random.Random(1234)
+    for _ in range(1500):
+        data = bytearray(valid)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(24, len(data))] = rng.randrange(256)  # past the preface: frames and HPACK
+        cut = rng.randint(1, len(data))
+        server = GrpcServerConnection()
+        try:
+            for part in (bytes(data[:cut]), bytes(data[cut:])):
+                for ev in server.receive_data(part):
+                    if isinstance(ev, CallStarted):
+                        server.send_message(ev.stream_id, b"answer")
+                        server.send_status(ev.stream_id, StatusCode.OK)
+                server.data_to_send()
+        except GrpcProtocolError:
+            pass
