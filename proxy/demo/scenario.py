@@ -206,47 +206,53 @@ class Demo:
     def check_rotation_under_load(self) -> bool:
         want = self.opts.rotations
         self.say(f"\n(c) continuous requests while both sidecars rotate their SVIDs at least {want} times")
-        start = self.generations()
-        stats = {"requests": 0, "failures": 0}
-        errors: list[str] = []
-        stop = threading.Event()
-        lock = threading.Lock()
-
-        def worker() -> None:
-            while not stop.is_set():
-                r = http_get(self.ports["frontend-out"], "/load")
-                with lock:
-                    stats["requests"] += 1
-                    if r.status != 200:
-                        stats["failures"] += 1
-                        errors.append(r.error or f"HTTP {r.status}")
-
-        threads = [threading.Thread(target=worker, daemon=True) for _ in range(2)]
-        for t in threads:
-            t.start()
+        start = seen = self.generations()
+        load = _Load(self.ports["frontend-out"], workers=2)
         deadline = time.monotonic() + self.opts.rotation_timeout
-        seen = dict(start)
-        while time.monotonic() < deadline:
-            now = self.generations()
-            for name in now:
-                if now[name] > seen[name]:
-                    self.say(f"    {name} sidecar rotated to generation {now[name]} "
-                             f"({stats['requests']} requests so far, {stats['failures']} failed)")
-            seen = now
-            if all(now[n] - start[n] >= want for n in now):
-                break
+        while time.monotonic() < deadline and not all(seen[n] - start[n] >= want for n in seen):
             time.sleep(0.1)
-        stop.set()
-        for t in threads:
-            t.join(10)
+            now = self.generations()
+            for name in (n for n in now if now[n] > seen[n]):
+                self.say(f"    {name} sidecar rotated to generation {now[name]} "
+                         f"({load.requests} requests so far, {load.failures} failed)")
+            seen = now
+        load.stop()
         rotated = {n: seen[n] - start[n] for n in seen}
-        ok = stats["failures"] == 0 and stats["requests"] > 0 and all(v >= want for v in rotated.values())
-        self.say(f"    {stats['requests']} requests, {stats['failures']} failed; rotations: "
+        ok = load.failures == 0 and load.requests > 0 and all(v >= want for v in rotated.values())
+        self.say(f"    {load.requests} requests, {load.failures} failed; rotations: "
                  + ", ".join(f"{n} {v}" for n, v in rotated.items()))
-        for error in errors[:3]:
+        for error in load.errors[:3]:
             self.say(f"    failure: {error}")
         self.say(f"    => {'PASS' if ok else 'FAIL'}: SVID rotation under live traffic with no failed request")
         return ok
+
+
+class _Load:
+    """Back-to-back GETs (one connection each) from a few threads until ``stop``."""
+
+    def __init__(self, port: int, workers: int) -> None:
+        self.port = port
+        self.requests = self.failures = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
+        for t in self._threads:
+            t.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            r = http_get(self.port, "/load")
+            with self._lock:
+                self.requests += 1
+                if r.status != 200:
+                    self.failures += 1
+                    self.errors.append(r.error or f"HTTP {r.status}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(10)
 
 
 def run_demo(opts: DemoOptions) -> int:

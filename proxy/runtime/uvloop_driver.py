@@ -176,12 +176,8 @@ def run_sidecar(sidecar: Any) -> int:
     return int(uvloop.run(_main(sidecar)))
 
 
-async def _main(sidecar: Any) -> int:
-    loop = asyncio.get_running_loop()
-    plane = sidecar.open_data_plane()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+def _follow_identity(sidecar: Any, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+    """Log identity changes on the loop; the returned event is set by the first SVID."""
     have_identity = asyncio.Event()
 
     def on_loop(snapshot: Any) -> None:
@@ -191,6 +187,16 @@ async def _main(sidecar: Any) -> int:
 
     # Subscribers run in the identity thread: hop to the loop before touching loop state.
     sidecar.store.subscribe(lambda snapshot: loop.call_soon_threadsafe(on_loop, snapshot))
+    return have_identity
+
+
+async def _main(sidecar: Any) -> int:
+    loop = asyncio.get_running_loop()
+    plane = sidecar.open_data_plane()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    have_identity = _follow_identity(sidecar, loop)
     source = IdentityThread(sidecar.identity_source())
     source.start()
     status = 0
