@@ -48,21 +48,29 @@ memory. Half-close is forwarded both ways: TLS close_notify (or EOF) from
 the peer becomes shutdown(SHUT_WR) on the plain socket, and EOF from the
 app becomes our close_notify; TLS 1.3 lets the other direction keep
 flowing after either.
+
+Layout: engine_py_tls.py holds the contexts, the handshake and the
+verification; this module re-exports them and adds the relay, the only
+part that makes syscalls on plain sockets.
 """
 
 from __future__ import annotations
 
-import errno
 import socket
-from typing import Mapping, Sequence
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
-from proxy.errors import HandshakeFailure, TlsError, VerificationError, VerifyFailure
 from proxy.tls.engine import DONE, WANT_READ, WANT_WRITE
-from proxy.tls.material import TlsMaterial
+from proxy.tls.engine_py_tls import (
+    ClientContext,
+    ServerContext,
+    TlsConnection,
+    classify_tls_error,
+    parse_spiffe_id,
+    spiffe_id_from_der,
+    tls_error,
+    verify_x509_svid_chain,
+)
 
 NAME = "python"
 
@@ -78,252 +86,6 @@ WANT_TLS_WRITE = 2
 WANT_PLAIN_READ = 3
 WANT_PLAIN_WRITE = 4
 EOF = 5
-
-# TLS 1.2 is the floor; only forward-secret AEAD suites. TLS 1.3's own
-# suites are all AEAD, so OpenSSL's defaults stay.
-TLS12_CIPHERS = (
-    b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    b"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    b"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
-)
-# A server must name a session-id context or OpenSSL refuses to resume
-# sessions that carried a client certificate.
-SESSION_ID_CONTEXT = b"spiffe-sidecar"
-# Bounded, so a client talking to many upstream keys cannot grow without limit.
-MAX_CACHED_SESSIONS = 1024
-
-# OpenSSL reason strings -> why the handshake failed. Shared with the
-# compiled engine so both report the same HandshakeFailure.
-_REASON_TABLE: tuple[tuple[str, HandshakeFailure], ...] = (
-    ("peer did not return a certificate", HandshakeFailure.NO_CLIENT_CERT),
-    ("certificate required", HandshakeFailure.NO_CLIENT_CERT),
-    ("unexpected eof", HandshakeFailure.PEER_CLOSED),
-    ("wrong version number", HandshakeFailure.NOT_TLS),
-    ("http request", HandshakeFailure.NOT_TLS),
-    ("https proxy request", HandshakeFailure.NOT_TLS),
-    ("unknown protocol", HandshakeFailure.NOT_TLS),
-    ("packet length too long", HandshakeFailure.NOT_TLS),
-    ("record layer failure", HandshakeFailure.NOT_TLS),
-    ("unexpected message", HandshakeFailure.NOT_TLS),
-    ("alert bad certificate", HandshakeFailure.VERIFY),
-    ("alert unknown ca", HandshakeFailure.VERIFY),
-    ("alert certificate", HandshakeFailure.VERIFY),
-    ("alert unsupported certificate", HandshakeFailure.VERIFY),
-    ("certificate verify failed", HandshakeFailure.VERIFY),
-)
-
-
-def classify_tls_error(detail: str) -> HandshakeFailure:
-    """Map OpenSSL's error text to a HandshakeFailure (a metric label)."""
-    low = detail.lower()
-    for marker, reason in _REASON_TABLE:
-        if marker in low:
-            return reason
-    return HandshakeFailure.PROTOCOL
-
-
-def _tls_error(exc: SSL.Error) -> Exception:
-    """Translate a pyOpenSSL exception into proxy.errors (or OSError)."""
-    if isinstance(exc, SSL.SysCallError):
-        code, msg = exc.args[0], exc.args[1] if len(exc.args) > 1 else ""
-        if code in (-1, 0, errno.ECONNRESET, errno.EPIPE):
-            return TlsError(HandshakeFailure.PEER_CLOSED, "peer closed the connection")
-        return OSError(code, str(msg))
-    if isinstance(exc, SSL.ZeroReturnError):
-        return TlsError(HandshakeFailure.PEER_CLOSED, "peer sent close_notify")
-    errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
-    detail = "; ".join(str(e[-1]) for e in errors) or str(exc)
-    return TlsError(classify_tls_error(detail), detail)
-
-
-# --- Contexts -----------------------------------------------------------------
-
-
-def _accept_all(conn: SSL.Connection, cert: object, errno: int, depth: int, ok: int) -> bool:
-    # OpenSSL's own chain check uses one merged store and WebPKI rules; the
-    # SPIFFE check runs right after the handshake instead (see top).
-    return True
-
-
-def _build_context(material: TlsMaterial, *, server: bool) -> SSL.Context:
-    ctx = SSL.Context(SSL.TLS_SERVER_METHOD if server else SSL.TLS_CLIENT_METHOD)
-    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
-    ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
-    ctx.set_cipher_list(TLS12_CIPHERS)
-    if not material.chain_der:
-        raise TlsError(HandshakeFailure.INTERNAL, "TLS material has no certificate chain")
-    certs = [x509.load_der_x509_certificate(d) for d in material.chain_der]
-    ctx.use_certificate(certs[0])
-    for cert in certs[1:]:
-        ctx.add_extra_chain_cert(cert)
-    ctx.use_privatekey(serialization.load_der_private_key(material.key_der, password=None))  # type: ignore[arg-type]
-    ctx.check_privatekey()
-    ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _accept_all)
-    if server:
-        ctx.set_session_id(SESSION_ID_CONTEXT)
-    else:
-        # The client keeps sessions itself (per session_key), not OpenSSL.
-        ctx.set_session_cache_mode(SSL.SESS_CACHE_CLIENT | SSL.SESS_CACHE_NO_INTERNAL)
-    return ctx
-
-
-class _Context:
-    """What server and client contexts share: the material and the SSL.Context."""
-
-    _server = True
-
-    def __init__(self, material: TlsMaterial) -> None:
-        self.material = material
-        self.generation = material.generation
-        self.bundles: Mapping[str, Sequence[bytes]] = material.bundles
-        self._ctx = _build_context(material, server=self._server)
-
-
-class ServerContext(_Context):
-    """Accepts TLS from peers that present a valid X.509-SVID of a known trust domain."""
-
-    _server = True
-
-    def new_connection(self, fd: int) -> TlsConnection:
-        """A server-side connection on the connected, non-blocking fd (not owned)."""
-        return TlsConnection(self, fd, server=True)
-
-
-class ClientContext(_Context):
-    """Originates TLS with our SVID and verifies the server's SVID; caches sessions."""
-
-    _server = False
-
-    def __init__(self, material: TlsMaterial) -> None:
-        super().__init__(material)
-        self._sessions: dict[str, SSL.Session] = {}
-
-    def new_connection(self, fd: int, session_key: str | None = None) -> TlsConnection:
-        """A client-side connection; offers the session cached under session_key, if any."""
-        conn = TlsConnection(self, fd, server=False, session_key=session_key)
-        if session_key is not None and session_key in self._sessions:
-            conn._conn.set_session(self._sessions[session_key])
-        return conn
-
-    def _store_session(self, key: str, session: SSL.Session) -> None:
-        self._sessions.pop(key, None)
-        if len(self._sessions) >= MAX_CACHED_SESSIONS:
-            del self._sessions[next(iter(self._sessions))]  # oldest first (insertion order)
-        self._sessions[key] = session
-
-
-# --- One connection: handshake, verification, shutdown ----------------------------
-
-
-class TlsConnection:
-    """One TLS connection over a borrowed fd; see proxy.tls.engine for the contract."""
-
-    def __init__(self, context: _Context, fd: int, *, server: bool, session_key: str | None = None) -> None:
-        self._context = context
-        self._server = server
-        self._session_key = session_key
-        self._conn: SSL.Connection | None = SSL.Connection(context._ctx, fd)
-        if server:
-            self._conn.set_accept_state()
-        else:
-            self._conn.set_connect_state()
-        self._verified = False
-        self.peer_spiffe_id = ""
-        self.peer_not_after = 0.0
-        self.version = ""
-        self.cipher = ""
-        self.resumed = False
-
-    @property
-    def ssl(self) -> SSL.Connection:
-        """The live pyOpenSSL connection (raises once closed)."""
-        if self._conn is None:
-            raise TlsError(HandshakeFailure.INTERNAL, "connection is closed")
-        return self._conn
-
-    def handshake(self) -> int:
-        """Advance the handshake one step: DONE, WANT_READ or WANT_WRITE."""
-        conn = self.ssl
-        if self._verified:
-            return DONE
-        try:
-            conn.do_handshake()
-        except SSL.WantReadError:
-            return WANT_READ
-        except SSL.WantWriteError:
-            return WANT_WRITE
-        except SSL.Error as exc:
-            raise _tls_error(exc) from None
-        self.version = conn.get_protocol_version_name()
-        self.cipher = conn.get_cipher_name() or ""
-        # pyOpenSSL has no public "was this resumed" call; the binding does.
-        self.resumed = bool(SSL._lib.SSL_session_reused(conn._ssl))  # type: ignore[attr-defined]
-        self._verify_peer(conn)
-        self._verified = True
-        return DONE
-
-    def _peer_chain_der(self, conn: SSL.Connection) -> list[bytes]:
-        leaf = conn.get_peer_certificate(as_cryptography=True)
-        if leaf is None:
-            raise VerificationError(VerifyFailure.NO_CERTIFICATE, "peer sent no certificate")
-        leaf_der = leaf.public_bytes(serialization.Encoding.DER)
-        rest = [c.public_bytes(serialization.Encoding.DER) for c in conn.get_peer_cert_chain(as_cryptography=True) or []]
-        # OpenSSL's peer chain includes the leaf on the client side only.
-        if rest and rest[0] == leaf_der:
-            rest = rest[1:]
-        return [leaf_der, *rest]
-
-    def _verify_peer(self, conn: SSL.Connection) -> None:
-        chain = self._peer_chain_der(conn)
-        if self.resumed:
-            peer_id = self._verify_resumed(chain[0])
-            # The wall clock is read below us (pyOpenSSL), as OpenSSL reads it
-            # in the compiled engine; the SPIFFE core only ever gets `now`.
-            leaf = conn.get_peer_certificate()
-            if leaf is None or leaf.has_expired():
-                raise VerificationError(VerifyFailure.EXPIRED, f"{peer_id}: certificate expired")
-        else:
-            peer_id = verify_x509_svid_chain(chain, self._context.bundles)  # now=None: the current time
-        self.peer_spiffe_id = peer_id
-        self.peer_not_after = x509.load_der_x509_certificate(chain[0]).not_valid_after_utc.timestamp()
-
-    def _verify_resumed(self, leaf_der: bytes) -> str:
-        """Leaf rules and trust domain of a resumed session's peer (the chain was checked when it was made)."""
-        from proxy.spiffe.svid import leaf_profile_failure, load_certificate, spiffe_id_from_certificate
-
-        sid = spiffe_id_from_certificate(load_certificate(leaf_der))
-        failure = leaf_profile_failure(load_certificate(leaf_der), sid)
-        if failure is not None:
-            raise VerificationError(failure[0], f"{sid}: {failure[1]}")
-        if sid.trust_domain.name not in self._context.bundles:
-            raise VerificationError(VerifyFailure.UNKNOWN_TRUST_DOMAIN, f"{sid}: no bundle for its trust domain")
-        return str(sid)
-
-    def shutdown(self) -> int:
-        """Send close_notify: DONE, or WANT_WRITE to call again when writable."""
-        try:
-            self.ssl.shutdown()
-        except SSL.WantWriteError:
-            return WANT_WRITE
-        except SSL.WantReadError:
-            return WANT_READ
-        except SSL.Error as exc:
-            raise _tls_error(exc) from None
-        return DONE
-
-    def close(self) -> None:
-        """Free the TLS state (idempotent). The fd stays open: the runtime owns it.
-
-        A verified client connection leaves its session for resumption: by
-        now any TLS 1.3 tickets the server sent have been read.
-        """
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        if self._verified and not self._server and self._session_key is not None:
-            session = conn.get_session()
-            if session is not None and isinstance(self._context, ClientContext):
-                self._context._store_session(self._session_key, session)
 
 
 # --- Relay ------------------------------------------------------------------------
@@ -386,7 +148,7 @@ class Relay:
                     raise OSError(exc.args[0], str(exc.args[1])) from None
                 p.eof = True  # closed without close_notify: still the end of the stream
             except SSL.Error as exc:
-                raise _tls_error(exc) from None
+                raise tls_error(exc) from None
 
     def plain_to_tls(self) -> int:
         """Pump plain -> TLS until something would block; return a RelayStatus."""
@@ -422,7 +184,7 @@ class Relay:
 def _relay_error(exc: SSL.Error) -> Exception:
     if isinstance(exc, SSL.SysCallError) and exc.args[0] not in (-1, 0):
         return OSError(exc.args[0], str(exc.args[1]))
-    return _tls_error(exc)
+    return tls_error(exc)
 
 
 def _sock_call(fd: int, method: str, buf: memoryview | bytearray) -> int:
@@ -443,29 +205,3 @@ def _shutdown_write(fd: int) -> None:
         pass  # the app already closed: nothing left to tell it
     finally:
         sock.detach()
-
-
-# --- Twins of the SPIFFE core -----------------------------------------------------
-
-
-def parse_spiffe_id(s: str) -> tuple[str, str]:
-    """(trust domain name, path) of a strictly parsed SPIFFE ID; raises InvalidSpiffeIdError."""
-    from proxy.spiffe.id import SpiffeId
-
-    sid = SpiffeId.parse(s)
-    return sid.trust_domain.name, sid.path
-
-
-def spiffe_id_from_der(der: bytes) -> str:
-    """The one URI SAN of a DER certificate, strictly parsed; raises VerificationError."""
-    from proxy.spiffe.svid import spiffe_id_from_der as core
-
-    return str(core(der))
-
-
-def verify_x509_svid_chain(chain_der: Sequence[bytes], bundles: Mapping[str, Sequence[bytes]],
-                           now: float | None = None) -> str:
-    """SPIFFE peer verification (the contract's check order); returns the peer's SPIFFE ID."""
-    from proxy.spiffe.verify import verify_x509_svid_chain as core
-
-    return str(core(chain_der, bundles, now))
