@@ -8,8 +8,10 @@ SO_ORIGINAL_DST (IPv4, returns a sockaddr_in) and IP6T_SO_ORIGINAL_DST
 linkerd2-proxy does the same (proxy/transport/src/orig_dst.rs).
 
 These helpers are synchronous and take a plain socket (or anything with
-fileno() and family), so either runtime driver can call them right after
-accept(); they do no I/O beyond one getsockopt.
+getsockopt() and family), so either runtime driver can call them right after
+accept(); they do no I/O beyond one getsockopt. The ClientHello sniffer is
+re-exported from sniff.py, which imports no socket so the sans-IO core may
+use it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import struct
 from typing import Protocol
 
 from proxy.errors import InterceptionError
+from proxy.interception.sniff import peek_is_tls_client_hello
+
+__all__ = ["original_destination", "parse_sockaddr_in", "parse_sockaddr_in6", "peek_is_tls_client_hello"]
 
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h, level SOL_IP
 IP6T_SO_ORIGINAL_DST = 80  # linux/netfilter_ipv6/ip6_tables.h, level SOL_IPV6
@@ -76,30 +81,3 @@ def original_destination(sock: SocketLike) -> tuple[str, int]:
         option = "SO_ORIGINAL_DST" if sock.family == socket.AF_INET else "IP6T_SO_ORIGINAL_DST"
         raise InterceptionError(f"{option} failed: {exc.strerror or exc} (is the connection tracked by netfilter?)") from None
     raise InterceptionError(f"original destination needs an AF_INET or AF_INET6 socket, got family {sock.family}")
-
-
-_TLS_HANDSHAKE = 0x16
-_CLIENT_HELLO = 0x01
-
-
-def peek_is_tls_client_hello(data: bytes) -> bool:
-    """True when the first bytes of a connection look like a TLS ClientHello.
-
-    Permissive inbound mode peeks (MSG_PEEK) at the first bytes to route a
-    connection to the mTLS path or straight to the app. A TLS record header is
-    content type 0x16 (handshake), legacy version 0x03 0x01..0x03 (TLS 1.3
-    still writes 0x0301 or 0x0303 here), a two-byte length, then the handshake
-    type 0x01 (ClientHello). Six bytes decide; fewer is "not (yet) TLS", so
-    the caller should peek until it has six or the peer stops sending.
-    """
-    if len(data) < 6:
-        return False
-    content_type, major, minor = data[0], data[1], data[2]
-    record_length = (data[3] << 8) | data[4]
-    return (
-        content_type == _TLS_HANDSHAKE
-        and major == 0x03
-        and 0x01 <= minor <= 0x03
-        and 0 < record_length <= 16384 + 2048
-        and data[5] == _CLIENT_HELLO
-    )
