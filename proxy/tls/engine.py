@@ -105,7 +105,7 @@ def load_engine() -> ModuleType:
     """Return the engine module this process uses (compiled unless disabled or absent)."""
     if not extensions_disabled():
         try:
-            from proxy import _fastpath  # type: ignore[attr-defined]
+            from proxy import _fastpath
 
             return _fastpath
         except ImportError:
