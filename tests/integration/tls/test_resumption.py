@@ -67,3 +67,26 @@ def test_connection_closed_without_close_notify_leaves_no_session(engine, harnes
     _first_connection(engine, harness, server_ctx, client_ctx, clean=False)
     est = harness.connect(server_ctx, client_ctx, "upstream-a")
     assert not est.client.resumed
+
+
+def test_resumption_refuses_a_peer_whose_certificate_expired_since(engine, harness, test_pki, server_leaf):
+    """A ticket outlives the certificate it was made with: the resumed check still rejects the expired peer."""
+    import datetime as dt
+    import time
+
+    from support import pki
+
+    from proxy.errors import VerificationError, VerifyFailure
+
+    short = pki.make_svid(test_pki.root, "/short-lived", not_before=pki._now() - dt.timedelta(seconds=1),
+                          lifetime=dt.timedelta(seconds=3))
+    server_ctx = engine.ServerContext(test_pki.material(server_leaf))
+    client_ctx = engine.ClientContext(test_pki.material(short))
+    _first_connection(engine, harness, server_ctx, client_ctx)
+    time.sleep(max(0.0, short.cert.not_valid_after_utc.timestamp() - time.time() + 1.1))
+    s_sock, c_sock = harness.pair()
+    server, client = server_ctx.new_connection(s_sock.fileno()), client_ctx.new_connection(c_sock.fileno(), "upstream-a")
+    errors = harness.handshake(server, s_sock, client, c_sock)
+    assert isinstance(errors.get("server"), VerificationError), errors
+    assert errors["server"].reason is VerifyFailure.EXPIRED
+    assert server.resumed, "the refusal must come from the resumed-session check, not a full handshake"
