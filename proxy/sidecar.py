@@ -15,16 +15,26 @@ it at most ``first_svid_timeout`` seconds.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from proxy.config.model import InboundListener, OutboundListener, Runtime, SidecarConfig
+from proxy.config.model import (
+    InboundListener,
+    InboundMode,
+    Limits,
+    OutboundListener,
+    Runtime,
+    SidecarConfig,
+    Unmatched,
+)
+from proxy.config.transparent import TransparentInbound, TransparentOutbound
 from proxy.connection.close import ConnectionRecord
 from proxy.connection.events import DecisionLike
-from proxy.connection.machine import ConnectionSpec, Direction
+from proxy.connection.machine import ConnectionSpec, Direction, Mode
 from proxy.connection.verify import check_expected_peer
 from proxy.identity.snapshot import IdentitySnapshot
 from proxy.identity.store import IdentityStore
@@ -32,6 +42,7 @@ from proxy.identity.swap import ContextSwap
 from proxy.policy.evaluate import PolicySet
 from proxy.runtime.base import DataPlane, ListenerPlan
 from proxy.runtime.sockets import close_quietly, open_listening_socket
+from proxy.errors import CloseReason
 from proxy.tls.engine import load_engine
 
 _log = logging.getLogger("spiffe_sidecar")
@@ -71,6 +82,11 @@ class Sidecar:
                 plans.append(self._inbound_plan(inbound))
             for outbound in self.config.outbound:
                 plans.append(self._outbound_plan(outbound))
+            transparent = self.config.transparent
+            if transparent is not None and transparent.inbound is not None:
+                plans.append(self._transparent_inbound_plan(transparent.inbound))
+            if transparent is not None and transparent.outbound is not None:
+                plans.append(self._transparent_outbound_plan(transparent.outbound))
         except OSError:
             for plan in plans:
                 close_quietly(plan.sock)
@@ -83,14 +99,11 @@ class Sidecar:
         sock = open_listening_socket(listener.listen.host, listener.listen.port)
         limits = listener.limits
 
-        def spec() -> ConnectionSpec:
+        def spec(destination: tuple[str, int] | None) -> ConnectionSpec:
             return ConnectionSpec(
                 listener=listener.name, direction=Direction.INBOUND, upstream_host=listener.forward_to.host,
                 upstream_port=listener.forward_to.port,
-                authorize=functools.partial(_evaluate, self.policies, listener.policy),
-                handshake_timeout=limits.handshake_timeout, connect_timeout=limits.connect_timeout,
-                idle_timeout=limits.idle_timeout, max_lifetime=limits.max_connection_lifetime,
-                max_connections=limits.max_connections)
+                authorize=functools.partial(_evaluate, self.policies, listener.policy), **_limits(limits))
 
         return ListenerPlan(name=listener.name, direction=Direction.INBOUND, sock=sock, spec=spec,
                             context=lambda: self._context(server=True))
@@ -100,13 +113,63 @@ class Sidecar:
         limits = listener.limits
         spec_value = ConnectionSpec(
             listener=listener.name, direction=Direction.OUTBOUND, upstream_host=listener.connect_to.host,
-            upstream_port=listener.connect_to.port,
+            upstream_port=listener.connect_to.port, session_key=str(listener.connect_to),
             authorize=functools.partial(check_expected_peer, matcher=listener.expect, listener=listener.name),
-            handshake_timeout=limits.handshake_timeout, connect_timeout=limits.connect_timeout,
-            idle_timeout=limits.idle_timeout, max_lifetime=limits.max_connection_lifetime,
-            max_connections=limits.max_connections)
-        return ListenerPlan(name=listener.name, direction=Direction.OUTBOUND, sock=sock, spec=lambda: spec_value,
-                            context=lambda: self._context(server=False), session_key=str(listener.connect_to))
+            **_limits(limits))
+        return ListenerPlan(name=listener.name, direction=Direction.OUTBOUND, sock=sock,
+                            spec=lambda destination: spec_value, context=lambda: self._context(server=False))
+
+    def _transparent_inbound_plan(self, tin: TransparentInbound) -> ListenerPlan:
+        sock = open_listening_socket(tin.listen.host, tin.listen.port)
+        mode = Mode.SNIFF if tin.mode is InboundMode.PERMISSIVE else Mode.MTLS
+
+        def spec(destination: tuple[str, int] | None) -> ConnectionSpec:
+            port = destination[1] if destination else 0
+            route = tin.route(port)
+            if route is None:
+                return ConnectionSpec(listener=TRANSPARENT_INBOUND, direction=Direction.INBOUND, upstream_host="",
+                                      upstream_port=0, authorize=_deny_all, refusal=(
+                                          CloseReason.DENIED, f"no route for original destination port {port}"))
+            return ConnectionSpec(
+                listener=f"{TRANSPARENT_INBOUND}:{port}", direction=Direction.INBOUND, mode=mode,
+                upstream_host=route.forward_to.host, upstream_port=route.forward_to.port,
+                authorize=functools.partial(_evaluate, self.policies, route.policy), **_limits(tin.limits))
+
+        return ListenerPlan(name=TRANSPARENT_INBOUND, direction=Direction.INBOUND, sock=sock, spec=spec,
+                            context=lambda: self._context(server=True), transparent=True)
+
+    def _transparent_outbound_plan(self, tout: TransparentOutbound) -> ListenerPlan:
+        sock = open_listening_socket(tout.listen.host, tout.listen.port)
+        own = self._own_listen_ports()
+
+        def spec(destination: tuple[str, int] | None) -> ConnectionSpec:
+            ip, port = destination or ("", 0)
+            common: dict[str, Any] = dict(listener=TRANSPARENT_OUTBOUND, direction=Direction.OUTBOUND,
+                                          upstream_host=ip, upstream_port=port, **_limits(tout.limits))
+            if port in own and _is_local(ip):
+                return ConnectionSpec(**common, authorize=_deny_all, refusal=(
+                    CloseReason.DENIED, f"original destination {ip}:{port} is this sidecar's own listener (loop)"))
+            route = tout.route_for(ip, port)
+            if route is not None:
+                return ConnectionSpec(**common, session_key=f"{ip}:{port}", authorize=functools.partial(
+                    check_expected_peer, matcher=route.expect, listener=TRANSPARENT_OUTBOUND))
+            if tout.unmatched is Unmatched.PASSTHROUGH:
+                return ConnectionSpec(**common, mode=Mode.PLAINTEXT, authorize=_deny_all)
+            return ConnectionSpec(**common, authorize=_deny_all, refusal=(
+                CloseReason.DENIED, f"no route for original destination {ip}:{port} (unmatched: refuse)"))
+
+        return ListenerPlan(name=TRANSPARENT_OUTBOUND, direction=Direction.OUTBOUND, sock=sock, spec=spec,
+                            context=lambda: self._context(server=False), transparent=True)
+
+    def _own_listen_ports(self) -> frozenset[int]:
+        """Ports this sidecar listens on: an original destination among them is a loop."""
+        c, t = self.config, self.config.transparent
+        ports = [x.listen.port for x in c.inbound] + [x.listen.port for x in c.outbound]
+        if t is not None and t.inbound is not None:
+            ports.append(t.inbound.listen.port)
+        if t is not None and t.outbound is not None:
+            ports.append(t.outbound.listen.port)
+        return frozenset(ports)
 
     def _context(self, *, server: bool) -> Any | None:
         pair = self.swap.current_at(time.time())
@@ -135,6 +198,13 @@ class Sidecar:
         parts = [f"inbound {x.name} {x.listen} -> {x.forward_to} (policy {x.policy})" for x in self.config.inbound]
         parts += [f"outbound {x.name} {x.listen} -> {x.connect_to} (expect {x.expect.describe()})"
                   for x in self.config.outbound]
+        t = self.config.transparent
+        if t is not None and t.inbound is not None:
+            parts.append(f"transparent inbound {t.inbound.listen} ({t.inbound.mode.value}, ports "
+                         + ", ".join(str(p.port) for p in t.inbound.ports) + ")")
+        if t is not None and t.outbound is not None:
+            parts.append(f"transparent outbound {t.outbound.listen} ({len(t.outbound.routes)} routes, "
+                         f"unmatched: {t.outbound.unmatched.value})")
         return "; ".join(parts) or "no listeners"
 
     def log_identity(self, snapshot: IdentitySnapshot | None) -> None:
@@ -153,9 +223,54 @@ class Sidecar:
             _log.error("not ready: an SVID arrived but no TLS context could be built: %s (failing closed)",
                        self.swap.last_error)
             return
+        if self.config.transparent is not None:
+            import os
+
+            uid, gid = os.getuid(), os.getgid()
+            level = logging.WARNING if uid == 0 else logging.INFO
+            _log.log(level, "transparent mode: running as uid %d gid %d; the interception rules must exempt this"
+                     " %s (--proxy-uid/--proxy-gid) or our own upstream connections loop back to us",
+                     uid, gid, "gid (uid 0 is shared by every root process)" if uid == 0 else "uid")
         _log.info("ready: %s as %s, runtime %s, engine %s; %s", "serving",
                   snapshot.spiffe_id if snapshot else "?", self.config.runtime.value, self.engine.NAME,
                   self.describe_listeners())
+
+
+TRANSPARENT_INBOUND = "transparent-inbound"
+TRANSPARENT_OUTBOUND = "transparent-outbound"
+
+
+def _limits(limits: Limits) -> dict[str, Any]:
+    """The per-connection limits of a listener, as ConnectionSpec keywords."""
+    return dict(handshake_timeout=limits.handshake_timeout, connect_timeout=limits.connect_timeout,
+                idle_timeout=limits.idle_timeout, max_lifetime=limits.max_connection_lifetime,
+                max_connections=limits.max_connections)
+
+
+def _is_local(ip: str) -> bool:
+    """True when ``ip`` is one of this host's addresses as far as a loop is concerned."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified or ip in _local_addresses()
+
+
+@functools.lru_cache(maxsize=1)
+def _local_addresses() -> frozenset[str]:
+    import socket
+
+    try:
+        return frozenset(str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None))
+    except OSError:
+        return frozenset()
+
+
+def _deny_all(peer_id: str) -> DecisionLike:
+    from proxy.connection.verify import ExpectDecision
+    from proxy.errors import DenyReason
+
+    return ExpectDecision(False, None, DenyReason.NO_MATCHING_RULE, "this connection has no authorization route")
 
 
 def _evaluate(policies: PolicySet | None, policy_name: str, peer_id: str) -> DecisionLike:

@@ -6,6 +6,6 @@ policy), connect (upstream addresses), relay (timers), close (the record);
 machine.py ties them together in one transition table.
 """
 
-from proxy.connection.machine import Connection, ConnectionSpec, ConnectionState, Direction
+from proxy.connection.machine import Connection, ConnectionSpec, ConnectionState, Direction, Mode
 
-__all__ = ["Connection", "ConnectionSpec", "ConnectionState", "Direction"]
+__all__ = ["Connection", "ConnectionSpec", "ConnectionState", "Direction", "Mode"]

@@ -31,6 +31,17 @@ class StartHandshake(Action):
 
 
 @dataclass(frozen=True, slots=True)
+class PeekFirstBytes(Action):
+    """Peek (MSG_PEEK, without consuming) at least ``count`` bytes or up to EOF, before ``deadline``.
+
+    Report FirstBytesPeeked or DeadlineExpired(HANDSHAKE).
+    """
+
+    count: int
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectUpstream(Action):
     """Open a TCP connection to ``host:port`` before ``deadline``.
 
@@ -48,12 +59,14 @@ class StartRelay(Action):
 
     ``idle_timeout`` is a sliding window (seconds without a byte moving
     either way) or None; ``lifetime_deadline`` is absolute, reported as
-    DeadlineExpired(``lifetime_kind``) when it passes.
+    DeadlineExpired(``lifetime_kind``) when it passes. ``tls`` False: both
+    sides are plaintext (permissive inbound, passthrough outbound).
     """
 
     idle_timeout: float | None
     lifetime_deadline: float | None
     lifetime_kind: DeadlineKind
+    tls: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,8 @@ class ConnectionRecord:
     HandshakeFailure or VerifyFailure value); ``detail`` the human one.
     ``bytes_in`` counts bytes from the TLS side to the plaintext side,
     ``bytes_out`` the other way. ``audit_denies`` names audit-mode deny
-    rules that matched (would have denied; not enforced).
+    rules that matched (would have denied; not enforced). ``plaintext``
+    marks a connection relayed without TLS (permissive or passthrough).
     """
 
     listener: str
@@ -41,6 +42,7 @@ class ConnectionRecord:
     resumed: bool
     start: float
     audit_denies: tuple[str, ...] = ()
+    plaintext: bool = False
 
     def to_json(self) -> str:
         """One JSON line (stable keys; enum values as their label strings)."""

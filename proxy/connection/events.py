@@ -67,6 +67,23 @@ class Refused(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class FirstBytesPeeked(Event):
+    """Permissive inbound: the first bytes the client sent, peeked (not consumed)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClientHelloSeen(Event):
+    """The peeked bytes start a TLS ClientHello: take the mTLS path (derived)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlaintextSeen(Event):
+    """The peeked bytes are not TLS: permissive mode forwards them as they are (derived)."""
+
+
+@dataclass(frozen=True, slots=True)
 class HandshakeCompleted(Event):
     """The TLS handshake finished and the engine verified the peer's X.509-SVID."""
 

@@ -20,6 +20,12 @@ Outbound (originate mTLS for an app)::
       -HandshakeCompleted-> VERIFIED -PeerVerified-> (expect) -Authorized->
       RELAYING -> CLOSING -> CLOSED
 
+Permissive inbound (transparent mode) first peeks at the client's bytes:
+a ClientHello takes the inbound path above, anything else is forwarded as
+plaintext (no identity, no policy). Passthrough (transparent outbound with
+no route, when allowed) connects and relays plaintext. The tables are in
+transitions.py.
+
 Any failure, deadline or stop goes to CLOSING with a ``Close(reason)``;
 CLOSING ignores late events from the driver; ``Closed`` emits the one
 connection record. The machine never reads a clock and does no I/O.
@@ -27,98 +33,38 @@ connection record. The machine never reads a clock and does no I/O.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import Callable
 
 from proxy.connection import events as ev
 from proxy.connection.accept import admit
-from proxy.connection.actions import Action, Close, ConnectUpstream, Log, StartHandshake
+from proxy.connection.actions import Action, Close, ConnectUpstream, Log, PeekFirstBytes, StartHandshake
 from proxy.connection.authorize import Authorizer, authorize
 from proxy.connection.close import ConnectionRecord, close_reason_for_deadline
 from proxy.connection.handshake import is_verify_failure
 from proxy.connection.relay import relay_deadlines
-from proxy.errors import CloseReason, SidecarError
+from proxy.connection.transitions import (
+    INBOUND_TRANSITIONS,
+    OUTBOUND_TRANSITIONS,
+    PASSTHROUGH_TRANSITIONS,
+    PERMISSIVE_INBOUND_TRANSITIONS,
+    ConnectionState,
+    Direction,
+    InvalidTransition,
+    Mode,
+    S,
+    next_state,
+    table_for,
+)
+from proxy.errors import CloseReason
+from proxy.interception.sniff import peek_is_tls_client_hello
 
+__all__ = ["Connection", "ConnectionSpec", "ConnectionState", "Direction", "InvalidTransition", "Mode",
+           "INBOUND_TRANSITIONS", "OUTBOUND_TRANSITIONS", "PASSTHROUGH_TRANSITIONS", "PERMISSIVE_INBOUND_TRANSITIONS",
+           "next_state", "table_for"]
 
-class ConnectionState(enum.Enum):
-    """Where a connection is in its life (see the module docstring)."""
-
-    ACCEPTED = "accepted"
-    HANDSHAKING = "handshaking"
-    VERIFIED = "verified"
-    AUTHORIZED = "authorized"
-    CONNECTING_UPSTREAM = "connecting_upstream"
-    RELAYING = "relaying"
-    CLOSING = "closing"
-    CLOSED = "closed"
-
-
-class Direction(enum.Enum):
-    """Inbound terminates mTLS in front of our app; outbound originates it for our app."""
-
-    INBOUND = "inbound"
-    OUTBOUND = "outbound"
-
-
-class InvalidTransition(SidecarError):
-    """An event arrived in a state where it cannot happen: a driver bug."""
-
-    def __init__(self, state: ConnectionState, event: ev.Event) -> None:
-        self.state = state
-        self.event = event
-        super().__init__(f"no transition from {state.name} on {type(event).__name__}")
-
-
-S = ConnectionState
-Transitions = dict[tuple[ConnectionState, type[ev.Event]], ConnectionState]
-
-_COMMON: Transitions = {
-    (S.ACCEPTED, ev.Refused): S.CLOSING,
-    (S.HANDSHAKING, ev.HandshakeFailed): S.CLOSING,
-    (S.VERIFIED, ev.PeerVerified): S.VERIFIED,
-    (S.VERIFIED, ev.Denied): S.CLOSING,
-    (S.RELAYING, ev.DirectionFinished): S.RELAYING,
-    (S.RELAYING, ev.RelayFinished): S.CLOSING,
-    (S.RELAYING, ev.RelayFailed): S.CLOSING,
-    (S.CLOSING, ev.Closed): S.CLOSED,
-}
-
-INBOUND_TRANSITIONS: Transitions = {
-    **_COMMON,
-    (S.ACCEPTED, ev.Accepted): S.HANDSHAKING,
-    (S.HANDSHAKING, ev.HandshakeCompleted): S.VERIFIED,
-    (S.VERIFIED, ev.Authorized): S.AUTHORIZED,
-    (S.AUTHORIZED, ev.UpstreamConnected): S.RELAYING,
-    (S.AUTHORIZED, ev.UpstreamFailed): S.CLOSING,
-}
-
-OUTBOUND_TRANSITIONS: Transitions = {
-    **_COMMON,
-    (S.ACCEPTED, ev.Accepted): S.CONNECTING_UPSTREAM,
-    (S.CONNECTING_UPSTREAM, ev.UpstreamConnected): S.HANDSHAKING,
-    (S.CONNECTING_UPSTREAM, ev.UpstreamFailed): S.CLOSING,
-    (S.HANDSHAKING, ev.HandshakeCompleted): S.VERIFIED,
-    (S.VERIFIED, ev.Authorized): S.RELAYING,
-}
-
-#: Events that end a connection from any open state.
-_ABORTS = (ev.DeadlineExpired, ev.StopRequested, ev.RelayFailed)
-#: Events a driver may still report after it was told to close (races): ignored.
-_LATE = (ev.DeadlineExpired, ev.StopRequested, ev.DirectionFinished, ev.RelayFailed, ev.RelayFinished,
-         ev.UpstreamConnected, ev.UpstreamFailed, ev.HandshakeCompleted, ev.HandshakeFailed)
-
-
-def next_state(table: Transitions, state: ConnectionState, event: ev.Event) -> ConnectionState | None:
-    """The table lookup, with the abort and late-event rules; None if invalid."""
-    found = table.get((state, type(event)))
-    if found is not None:
-        return found
-    if state is S.CLOSING and isinstance(event, _LATE):
-        return S.CLOSING
-    if state not in (S.CLOSING, S.CLOSED) and isinstance(event, _ABORTS):
-        return S.CLOSING
-    return None
+#: Bytes that decide whether a permissive inbound connection speaks TLS.
+SNIFF_BYTES = 6
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,7 +73,9 @@ class ConnectionSpec:
 
     ``authorize`` is the inbound policy evaluator or the outbound expect
     check, fetched when the connection is accepted (reloads affect new
-    connections only). Timeouts are seconds; None disables one.
+    connections only). ``session_key`` keys client-side TLS resumption (the
+    upstream address). ``refusal`` is a routing verdict made before the
+    machine starts (transparent mode). Timeouts are seconds; None disables one.
     """
 
     listener: str
@@ -135,6 +83,9 @@ class ConnectionSpec:
     upstream_host: str
     upstream_port: int
     authorize: Authorizer
+    mode: Mode = Mode.MTLS
+    session_key: str | None = None
+    refusal: tuple[CloseReason, str] | None = None
     handshake_timeout: float = 10.0
     connect_timeout: float = 5.0
     idle_timeout: float | None = 300.0
@@ -157,6 +108,7 @@ class _Facts:
     resumed: bool = False
     not_after: float | None = None
     audit_denies: tuple[str, ...] = ()
+    plaintext: bool = False
     finished: set[ev.RelayDirection] = field(default_factory=set)
 
 
@@ -171,10 +123,14 @@ class Connection:
         self.state = ConnectionState.ACCEPTED
         self.start_time = now
         self.facts = _Facts()
-        self._table = INBOUND_TRANSITIONS if spec.direction is Direction.INBOUND else OUTBOUND_TRANSITIONS
+        self._table = table_for(spec.direction, spec.mode)
+        self.facts.plaintext = spec.mode is Mode.PLAINTEXT
         self._handlers: dict[type[ev.Event], Callable[[ev.Event], Handled]] = {
             ev.Accepted: self._on_accepted,
             ev.Refused: self._on_refused,
+            ev.FirstBytesPeeked: self._on_first_bytes_peeked,
+            ev.ClientHelloSeen: self._on_client_hello_seen,
+            ev.PlaintextSeen: self._on_plaintext_seen,
             ev.HandshakeCompleted: self._on_handshake_completed,
             ev.HandshakeFailed: self._on_handshake_failed,
             ev.PeerVerified: self._on_peer_verified,
@@ -197,7 +153,8 @@ class Connection:
 
     def start(self, now: float, *, ready: bool, active: int) -> list[Action]:
         """Admit or refuse the connection; the first call after accept."""
-        refusal = admit(ready=ready, active=active, max_connections=self.spec.max_connections)
+        refusal = admit(ready=ready, active=active, max_connections=self.spec.max_connections,
+                        needs_identity=self.spec.mode is not Mode.PLAINTEXT, refusal=self.spec.refusal)
         if refusal is not None:
             return self.handle(ev.Refused(now, refusal[0], refusal[1]))
         return self.handle(ev.Accepted(now))
@@ -221,8 +178,25 @@ class Connection:
     # --- handlers, in connection order ---------------------------------
 
     def _on_accepted(self, event: ev.Event) -> Handled:
-        if self.inbound:
-            return [StartHandshake(deadline=event.now + self.spec.handshake_timeout)], None
+        deadline = event.now + self.spec.handshake_timeout
+        if self.spec.mode is Mode.SNIFF:
+            return [PeekFirstBytes(count=SNIFF_BYTES, deadline=deadline)], None
+        if self.inbound and self.spec.mode is Mode.MTLS:
+            return [StartHandshake(deadline=deadline)], None
+        return [self._connect_upstream(event.now)], None
+
+    def _on_first_bytes_peeked(self, event: ev.Event) -> Handled:
+        assert isinstance(event, ev.FirstBytesPeeked)
+        if peek_is_tls_client_hello(event.data):
+            return [], ev.ClientHelloSeen(event.now)
+        return [], ev.PlaintextSeen(event.now)
+
+    def _on_client_hello_seen(self, event: ev.Event) -> Handled:
+        return [StartHandshake(deadline=event.now + self.spec.handshake_timeout)], None
+
+    def _on_plaintext_seen(self, event: ev.Event) -> Handled:
+        self.facts.plaintext = True
+        self.facts.detail = "permissive: plaintext forwarded without identity or policy"
         return [self._connect_upstream(event.now)], None
 
     def _on_refused(self, event: ev.Event) -> Handled:
@@ -260,7 +234,7 @@ class Connection:
         return [self._close(CloseReason.DENIED, str(detail))], None
 
     def _on_upstream_connected(self, event: ev.Event) -> Handled:
-        if self.inbound:
+        if self.inbound or self.facts.plaintext:
             return [self._start_relay()], None
         return [StartHandshake(deadline=event.now + self.spec.handshake_timeout)], None
 
@@ -305,11 +279,13 @@ class Connection:
 
     def _start_relay(self) -> Action:
         return relay_deadlines(idle_timeout=self.spec.idle_timeout, max_lifetime=self.spec.max_lifetime,
-                               start=self.start_time, peer_not_after=self.facts.not_after)
+                               start=self.start_time, peer_not_after=self.facts.not_after,
+                               tls=not self.facts.plaintext)
 
     def _close(self, reason: CloseReason, detail: str = "") -> Close:
         self.facts.close_reason = reason
-        self.facts.detail = detail
+        if detail or not self.facts.plaintext:
+            self.facts.detail = detail
         return Close(reason=reason, detail=detail)
 
     def _note_decision(self, decision: ev.DecisionLike, verdict: str) -> None:
@@ -326,7 +302,7 @@ class Connection:
         return ConnectionRecord(
             listener=self.spec.listener, direction=self.spec.direction.value, peer_id=f.peer_id,
             decision=f.decision, rule=f.rule, reason=f.reason, detail=f.detail,
-            bytes_in=closed.bytes_tls_to_plain, bytes_out=closed.bytes_plain_to_tls,
+            bytes_in=closed.bytes_tls_to_plain, plaintext=f.plaintext, bytes_out=closed.bytes_plain_to_tls,
             duration=max(0.0, closed.now - self.start_time), close_reason=f.close_reason,
             tls_version=f.tls_version, cipher=f.cipher, resumed=f.resumed, start=self.start_time,
             audit_denies=f.audit_denies,

@@ -65,15 +65,17 @@ class ListenerPlan:
     ``spec`` and ``context`` are called once per accepted connection: the
     current policy evaluator and the current TLS context (None when no SVID
     is available: the connection is refused, fail closed). Established
-    connections keep what they got.
+    connections keep what they got. ``spec`` receives the connection's
+    original destination on a ``transparent`` listener (None otherwise).
     """
 
     name: str
     direction: Direction
     sock: socket.socket
-    spec: Callable[[], ConnectionSpec]
+    spec: Callable[[tuple[str, int] | None], ConnectionSpec]
     context: Callable[[], Any | None]
     session_key: str | None = None
+    transparent: bool = False
     active: int = 0
 
 

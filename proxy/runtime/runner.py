@@ -16,12 +16,12 @@ from collections import deque
 from typing import Any
 
 from proxy.connection import events as ev
-from proxy.connection.actions import Action, Close, ConnectUpstream, Log, StartHandshake, StartRelay
+from proxy.connection.actions import Action, Close, ConnectUpstream, Log, PeekFirstBytes, StartHandshake, StartRelay
 from proxy.connection.handshake import handshake_failed
 from proxy.connection.machine import Connection, ConnectionState, Direction
 from proxy.errors import CloseReason, SidecarError, TlsError, UpstreamError
 from proxy.runtime.base import DataPlane, Io, ListenerPlan, TaskGroup
-from proxy.runtime.sockets import close_quietly, open_tcp_connection
+from proxy.runtime.sockets import PlainRelay, close_quietly, destination_of, open_tcp_connection, peek
 from proxy.tls.engine import DONE, WANT_READ
 
 _log = logging.getLogger("spiffe_sidecar")
@@ -50,7 +50,8 @@ class _Runner:
         self.locks: dict[tuple[int, bool], Any] = {}
         now = time.time()
         self.context = plan.context()
-        self.conn = Connection(plan.spec(), now=now)
+        self.spec = plan.spec(destination_of(sock) if plan.transparent else None)
+        self.conn = Connection(self.spec, now=now)
 
     async def run(self) -> None:
         ready = self.context is not None
@@ -74,6 +75,8 @@ class _Runner:
     async def _execute(self, action: Action) -> None:
         if isinstance(action, StartHandshake):
             await self._handshake(action)
+        elif isinstance(action, PeekFirstBytes):
+            await self._peek(action)
         elif isinstance(action, ConnectUpstream):
             await self._connect(action)
         elif isinstance(action, StartRelay):
@@ -104,7 +107,8 @@ class _Runner:
             if self.plan.direction is Direction.INBOUND:
                 self.tls = self.context.new_connection(sock.fileno())
             else:
-                self.tls = self.context.new_connection(sock.fileno(), session_key=self.plan.session_key)
+                key = self.spec.session_key or self.plan.session_key
+                self.tls = self.context.new_connection(sock.fileno(), session_key=key)
         except (SidecarError, OSError) as exc:
             self._feed(handshake_failed(time.time(), exc))
             return
@@ -122,6 +126,25 @@ class _Runner:
         t = self.tls
         return ev.HandshakeCompleted(time.time(), t.peer_spiffe_id, t.peer_not_after, t.version, t.cipher,
                                      bool(t.resumed))
+
+    async def _peek(self, action: PeekFirstBytes) -> None:
+        sock = self.accepted_sock
+        assert sock is not None
+
+        async def first_bytes() -> bytes:
+            while True:
+                data = peek(sock, action.count)
+                if data is not None and (len(data) >= action.count or data == b""):
+                    return data
+                await self.io.wait_readable(sock.fileno())
+
+        try:
+            finished, data = await self.io.run_until(action.deadline, first_bytes)
+        except OSError as exc:
+            self._feed(handshake_failed(time.time(), exc))
+            return
+        self._feed(ev.FirstBytesPeeked(time.time(), data) if finished and data is not None
+                   else ev.DeadlineExpired(time.time(), ev.DeadlineKind.HANDSHAKE))
 
     # --- upstream ------------------------------------------------------
 
@@ -141,7 +164,10 @@ class _Runner:
 
     async def _relay(self, action: StartRelay) -> None:
         engine = self.plane.engine
-        self.relay = engine.Relay(self.tls, self.plain_sock.fileno(), self.plane.buffer_size)  # type: ignore[union-attr]
+        if action.tls:
+            self.relay = engine.Relay(self.tls, self.plain_sock.fileno(), self.plane.buffer_size)  # type: ignore[union-attr]
+        else:
+            self.relay = PlainRelay(engine, self.tls_sock, self.plain_sock, self.plane.buffer_size)  # type: ignore[arg-type]
         async with self.io.open_group() as group:
             self.group = group
             group.start_soon(self._pump, self.relay.tls_to_plain, ev.RelayDirection.TLS_TO_PLAIN)

@@ -92,3 +92,87 @@ def close_quietly(sock: socket.socket | None) -> None:
             sock.close()
         except OSError:
             pass
+
+
+def destination_of(sock: socket.socket) -> tuple[str, int]:
+    """Where the client meant to go: SO_ORIGINAL_DST after an iptables REDIRECT.
+
+    A connection nobody redirected (or in a namespace without conntrack)
+    was meant for exactly where it arrived: our own listener. Transparent
+    routing then finds no route (inbound) or refuses the loop (outbound).
+    """
+    from proxy.errors import InterceptionError
+    from proxy.interception.original_dst import original_destination
+
+    try:
+        return original_destination(sock)  # type: ignore[arg-type]  # socket.family is read-only
+    except InterceptionError:
+        host, port = sock.getsockname()[:2]
+        return str(host), int(port)
+
+
+def peek(sock: socket.socket, count: int) -> bytes | None:
+    """Up to ``count`` bytes without consuming them; None if none are there yet, b"" at EOF."""
+    try:
+        return sock.recv(count, socket.MSG_PEEK)
+    except (BlockingIOError, InterruptedError):
+        return None
+
+
+class PlainRelay:
+    """The engines' Relay contract for two plaintext sockets (permissive inbound, passthrough).
+
+    "tls" names the peer side here only to share the statuses: bytes move
+    between ``peer_fd`` and ``plain_fd`` through one bounded buffer per
+    direction, and EOF on one side becomes shutdown(SHUT_WR) on the other.
+    """
+
+    def __init__(self, statuses: object, peer: socket.socket, plain: socket.socket, buffer_size: int) -> None:
+        s = statuses
+        self._codes = (getattr(s, "WANT_TLS_READ"), getattr(s, "WANT_TLS_WRITE"), getattr(s, "WANT_PLAIN_READ"),
+                       getattr(s, "WANT_PLAIN_WRITE"), getattr(s, "EOF"))
+        self._peer, self._plain = peer, plain
+        self._bufs = [bytearray(buffer_size), bytearray(buffer_size)]
+        self._spans = [[0, 0, False], [0, 0, False]]  # start, end, eof
+        self.bytes_tls_to_plain = 0
+        self.bytes_plain_to_tls = 0
+
+    def tls_to_plain(self) -> int:
+        tls_read, _, _, plain_write, eof = self._codes
+        return self._pump(0, self._peer, self._plain, tls_read, plain_write, eof)
+
+    def plain_to_tls(self) -> int:
+        _, tls_write, plain_read, _, eof = self._codes
+        return self._pump(1, self._plain, self._peer, plain_read, tls_write, eof)
+
+    def _pump(self, i: int, src: socket.socket, dst: socket.socket, want_read: int, want_write: int, eof: int) -> int:
+        buf, span = self._bufs[i], self._spans[i]
+        view = memoryview(buf)
+        while True:
+            if span[0] < span[1]:
+                try:
+                    sent = dst.send(view[span[0]:span[1]])
+                except (BlockingIOError, InterruptedError):
+                    return want_write
+                span[0] += sent
+                self._count(i, sent)
+                continue
+            if span[2]:
+                return eof
+            try:
+                got = src.recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                return want_read
+            span[0], span[1] = 0, got
+            if got == 0:
+                span[2] = True
+                try:
+                    dst.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+
+    def _count(self, i: int, n: int) -> None:
+        if i == 0:
+            self.bytes_tls_to_plain += n
+        else:
+            self.bytes_plain_to_tls += n

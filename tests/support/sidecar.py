@@ -96,7 +96,8 @@ class SidecarHarness:
     def __init__(self, directory: Path, *, runtime: str, engine: str, identity: Identity | dict[str, Any],
                  inbound: list[dict[str, Any]] = (), outbound: list[dict[str, Any]] = (),  # type: ignore[assignment]
                  policy: dict[str, Any] | None = None, limits: dict[str, Any] | None = None,
-                 name: str | None = None, python: str | None = None, drain_timeout: str = "1s") -> None:
+                 name: str | None = None, python: str | None = None, drain_timeout: str = "1s",
+                 extra: dict[str, Any] | None = None) -> None:
         SidecarHarness._count += 1
         self.runtime, self.engine = runtime, engine
         self.name = name or f"sidecar{SidecarHarness._count}"
@@ -104,6 +105,7 @@ class SidecarHarness:
                                "runtime": runtime, "log": {"level": "debug"}, "drain_timeout": drain_timeout}
         if inbound:
             doc["inbound"] = list(inbound)
+        if inbound or policy:
             policy_path = directory / f"{self.name}.policy.yaml"
             policy_path.write_text(json.dumps({"policies": policy or {}}))
             doc["policy_file"] = str(policy_path)
@@ -111,6 +113,7 @@ class SidecarHarness:
             doc["outbound"] = list(outbound)
         if limits:
             doc["limits"] = limits
+        doc.update(extra or {})  # e.g. {"transparent": {...}}
         self.config = directory / f"{self.name}.yaml"
         self.config.write_text(json.dumps(doc, indent=1))
         self.process = SidecarProcess(self.name, self.config, directory, python=python, env=ENGINE_ENV[engine])
@@ -238,7 +241,7 @@ class Plane:
         spec = ConnectionSpec(listener=name, direction=direction, upstream_host="127.0.0.1", upstream_port=upstream,
                               authorize=authorize, **limits)
         side = "server" if direction is Direction.INBOUND else "client"
-        self.plans[name] = ListenerPlan(name=name, direction=direction, sock=sock, spec=lambda: spec,
+        self.plans[name] = ListenerPlan(name=name, direction=direction, sock=sock, spec=lambda dst: spec,
                                         context=lambda: self.contexts.get(side), session_key=session_key)
 
     def add_pair(self, app_port: int, **limits: Any) -> None:

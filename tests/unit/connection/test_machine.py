@@ -141,7 +141,7 @@ def test_outbound_connects_first_then_requires_the_expected_peer() -> None:
         def matches(self, spiffe_id: str) -> bool:
             return spiffe_id == "spiffe://example.org/backend"
 
-        def __str__(self) -> str:
+        def describe(self) -> str:
             return "spiffe://example.org/backend"
 
     s = spec(Direction.OUTBOUND, listener="backend",
@@ -207,3 +207,47 @@ def test_connection_core_does_no_io() -> None:
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
+
+
+CLIENT_HELLO_START = bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+
+
+def test_permissive_inbound_takes_the_mtls_path_for_a_client_hello() -> None:
+    from proxy.connection.actions import PeekFirstBytes
+    from proxy.connection.machine import Mode
+
+    conn = Connection(spec(mode=Mode.SNIFF), now=0.0)
+    (peek,) = conn.start(0.0, ready=True, active=0)
+    assert isinstance(peek, PeekFirstBytes) and conn.state is ConnectionState.SNIFFING
+    assert conn.handle(ev.FirstBytesPeeked(0.1, CLIENT_HELLO_START)) == [StartHandshake(deadline=10.1)]
+    assert conn.handle(completed(0.2))[0] == ConnectUpstream("127.0.0.1", 8080, 5.2)
+
+
+def test_permissive_inbound_forwards_plaintext_without_identity_or_policy() -> None:
+    from proxy.connection.machine import Mode
+
+    conn = Connection(spec(mode=Mode.SNIFF), now=0.0)
+    conn.start(0.0, ready=True, active=0)
+    (connect,) = conn.handle(ev.FirstBytesPeeked(0.1, b"GET / HTTP/1.1\r\n"))
+    assert isinstance(connect, ConnectUpstream) and conn.state is ConnectionState.CONNECTING_UPSTREAM
+    (relay,) = conn.handle(ev.UpstreamConnected(0.2))
+    assert isinstance(relay, StartRelay) and relay.tls is False
+    conn.handle(ev.DirectionFinished(1.0, ev.RelayDirection.TLS_TO_PLAIN))
+    conn.handle(ev.DirectionFinished(1.0, ev.RelayDirection.PLAIN_TO_TLS))
+    record = close_with_log(conn, 1.0, 5, 6)
+    assert record.plaintext and record.peer_id is None and record.decision is None  # type: ignore[attr-defined]
+
+
+def test_passthrough_needs_no_identity_and_relays_plaintext() -> None:
+    from proxy.connection.machine import Mode
+
+    conn = Connection(spec(Direction.OUTBOUND, mode=Mode.PLAINTEXT), now=0.0)
+    assert conn.start(0.0, ready=False, active=0) == [ConnectUpstream("127.0.0.1", 8080, 5.0)]
+    (relay,) = conn.handle(ev.UpstreamConnected(0.1))
+    assert isinstance(relay, StartRelay) and relay.tls is False
+
+
+def test_a_routing_refusal_closes_before_anything_else() -> None:
+    conn = Connection(spec(refusal=(CloseReason.DENIED, "no route for original destination port 9")), now=0.0)
+    (close,) = conn.start(0.0, ready=True, active=0)
+    assert isinstance(close, Close) and close.reason is CloseReason.DENIED and "port 9" in close.detail

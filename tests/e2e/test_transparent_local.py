@@ -1,0 +1,73 @@
+"""Transparent listeners on loopback, without iptables: what SO_ORIGINAL_DST cannot tell.
+
+A connection nobody redirected was meant for the listener it reached, so:
+the permissive inbound listener routes it by its own port (mTLS for a
+ClientHello, plaintext otherwise), and the outbound listener refuses it as a
+loop. Routing by a redirected destination runs in the netns suite
+(tests/e2e/netns); this module needs neither root nor conntrack.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Iterator
+
+import pytest
+
+from support import pki
+from support.net import EchoServer, free_port, recv_all
+from support.sidecar import Identity, SidecarHarness, running
+
+FRONTEND, BACKEND = "spiffe://example.org/frontend", "spiffe://example.org/backend"
+
+
+@pytest.fixture(scope="module")
+def mesh(module_combo: tuple[str, str], tmp_path_factory: pytest.TempPathFactory, ca: pki.Ca) -> Iterator[dict[str, Any]]:
+    runtime, engine = module_combo
+    d = tmp_path_factory.mktemp(f"transparent-{runtime}-{engine}")
+    echo = EchoServer()
+    tin, tout, out = free_port(), free_port(), free_port()
+    backend = SidecarHarness(d, runtime=runtime, engine=engine, identity=Identity.mint(d, ca, "/backend"),
+                             name="backend", policy={"api": [{"name": "frontend", "allow": [FRONTEND]}]},
+                             extra={"transparent": {"inbound": {
+                                 "listen": f"0.0.0.0:{tin}", "mode": "permissive",
+                                 "ports": [{"port": tin, "forward_to": f"127.0.0.1:{echo.port}", "policy": "api"}]}}})
+    frontend = SidecarHarness(d, runtime=runtime, engine=engine, identity=Identity.mint(d, ca, "/frontend"),
+                              name="frontend", outbound=[{"name": "to-backend", "listen": f"127.0.0.1:{out}",
+                                                          "connect_to": f"127.0.0.1:{tin}", "expect": BACKEND}],
+                              extra={"transparent": {"outbound": {
+                                  "listen": f"127.0.0.1:{tout}", "unmatched": "passthrough",
+                                  "routes": [{"cidr": "10.0.0.0/8", "expect": BACKEND}]}}})
+    with running(backend, frontend):
+        yield {"backend": backend, "frontend": frontend, "tin": tin, "tout": tout, "out": out}
+    echo.close()
+
+
+def exchange(port: int, payload: bytes) -> bytes:
+    """Send, half-close, read to EOF; a connection refused at once reads as b""."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+            return recv_all(sock)
+        except OSError:  # reset, or not connected any more
+            return b""
+
+
+def test_permissive_inbound_takes_mtls_for_a_client_hello(mesh: dict[str, Any]) -> None:
+    assert exchange(mesh["out"], b"over mtls") == b"over mtls"
+    rec = mesh["backend"].wait_record(lambda r: r["peer_id"] == FRONTEND)
+    assert rec["listener"] == f"transparent-inbound:{mesh['tin']}" and rec["decision"] == "allow"
+    assert rec["plaintext"] is False and rec["tls_version"]
+
+
+def test_permissive_inbound_forwards_plaintext_beside_mtls(mesh: dict[str, Any]) -> None:
+    assert exchange(mesh["tin"], b"GET / HTTP/1.1\r\n\r\n") == b"GET / HTTP/1.1\r\n\r\n"
+    rec = mesh["backend"].wait_record(lambda r: r["plaintext"] is True)
+    assert rec["peer_id"] is None and rec["close_reason"] == "completed" and rec["bytes_in"] == 18
+
+
+def test_transparent_outbound_refuses_a_connection_to_itself(mesh: dict[str, Any]) -> None:
+    assert exchange(mesh["tout"], b"loop?") == b""
+    rec = mesh["frontend"].wait_record(lambda r: r["listener"] == "transparent-outbound")
+    assert rec["close_reason"] == "denied" and "loop" in rec["detail"]
