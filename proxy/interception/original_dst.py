@@ -37,7 +37,8 @@ _SOCKADDR_IN6_LEN = 28
 class SocketLike(Protocol):
     """What original_destination needs from a socket (socket.socket, trio's, ...)."""
 
-    family: int
+    @property
+    def family(self) -> int: ...
 
     def getsockopt(self, level: int, optname: int, buflen: int) -> bytes: ...
 
