@@ -49,6 +49,23 @@ _log = logging.getLogger("spiffe_sidecar")
 
 #: How long start-up waits for the first X.509-SVID before giving up (listeners refuse meanwhile).
 FIRST_SVID_TIMEOUT = 30.0
+FIRST_SVID_TIMEOUT_ENV = "SPIFFE_SIDECAR_FIRST_SVID_TIMEOUT"
+
+
+def first_svid_timeout() -> float:
+    """FIRST_SVID_TIMEOUT, or the duration in $SPIFFE_SIDECAR_FIRST_SVID_TIMEOUT ("10s", "2m")."""
+    import os
+
+    from proxy.config.durations import parse_duration
+    from proxy.errors import ConfigError
+
+    text = os.environ.get(FIRST_SVID_TIMEOUT_ENV)
+    if not text:
+        return FIRST_SVID_TIMEOUT
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"${FIRST_SVID_TIMEOUT_ENV}", None, "", str(exc)) from None
 
 
 class Sidecar:
@@ -69,7 +86,7 @@ class Sidecar:
         self.store = IdentityStore()
         self.swap = ContextSwap(self.engine, self.store)
         self.emit = emit if emit is not None else access_log_sink(config.log.access)
-        self.first_svid_timeout = FIRST_SVID_TIMEOUT
+        self.first_svid_timeout = first_svid_timeout()
         self.plane: DataPlane | None = None
 
     # --- listeners -------------------------------------------------------

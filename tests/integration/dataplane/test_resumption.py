@@ -1,0 +1,43 @@
+"""TLS 1.3 resumption never replaces the identity check: expect is re-checked on resumed sessions."""
+
+from __future__ import annotations
+
+import socket
+
+from proxy.connection.machine import Direction
+from proxy.connection.verify import check_expected_peer
+from proxy.errors import CloseReason
+from proxy.policy.match import compile_matcher
+from support.net import EchoServer, recv_all
+from support.sidecar import BACKEND, Plane
+
+
+def roundtrip(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(b"ping")
+            sock.shutdown(socket.SHUT_WR)
+            return recv_all(sock)
+        except OSError:
+            return b""
+
+
+def test_a_resumed_session_is_still_checked_against_expect(plane: Plane) -> None:
+    echo = EchoServer()
+    plane.add("in", Direction.INBOUND, echo.port)
+    backend, payments = compile_matcher([BACKEND]), compile_matcher(["spiffe://example.org/payments"])
+    key = f"127.0.0.1:{plane.port('in')}"
+    plane.add("right", Direction.OUTBOUND, plane.port("in"), session_key=key,
+              authorize=lambda peer: check_expected_peer(peer, backend, "right"))
+    plane.add("wrong", Direction.OUTBOUND, plane.port("in"), session_key=key,
+              authorize=lambda peer: check_expected_peer(peer, payments, "wrong"))
+    plane.start()
+    assert roundtrip(plane.port("right")) == b"ping"
+    assert roundtrip(plane.port("right")) == b"ping"
+    assert roundtrip(plane.port("wrong")) == b""
+    wrong = plane.wait_record(lambda r: r.listener == "wrong")
+    plane.wait_record(lambda r: len([x for x in plane.records if x.listener == "right"]) == 2)
+    right = sorted((r for r in plane.records if r.listener == "right"), key=lambda r: r.start)
+    assert [r.resumed for r in right] == [False, True]
+    assert wrong.resumed and wrong.close_reason is CloseReason.DENIED and wrong.reason == "unexpected_peer"
+    echo.close()
