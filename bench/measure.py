@@ -110,6 +110,15 @@ def idle_memory(ep: Endpoints, st: Settings, pki: BenchPki) -> Figures:
     return out
 
 
+def warm_connections(ep: Endpoints, count: int = 16) -> None:
+    """Open and close a few connections through the pair, so one-time
+    allocations (lazy imports, caches, first handshake) are not counted as
+    per-connection memory."""
+    host, port = _host_port(ep.http_url)
+    with hold_idle(host, port, count, timeout=60.0):
+        pass
+
+
 def idle_rss(ep: Endpoints) -> Figures:
     """Resident memory of each proxy at rest (sampled before any load)."""
     return {f"rss_idle_mib_{s.label}": s.sample().rss_bytes / (1 << 20) for s in ep.sides}
@@ -122,5 +131,6 @@ def _host_port(url: str) -> tuple[str, int]:
 
 
 Phase = Callable[[Endpoints, Settings, BenchPki], Figures]
+# "memory" is run on a freshly started pair by the orchestrator (see orchestrate.memory_phase).
 PHASES: dict[str, Phase] = {"keepalive": keepalive, "newconn": newconn, "handshakes": handshakes,
                             "bulk": bulk, "memory": idle_memory}

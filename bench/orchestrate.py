@@ -30,7 +30,6 @@ class RunResult:
     """Raw per-round figures and what went wrong, per variant."""
 
     rounds: dict[str, list[Figures]] = field(default_factory=dict)
-    idle: dict[str, Figures] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     errors: dict[str, list[str]] = field(default_factory=dict)
 
@@ -53,15 +52,45 @@ def raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def start_variants(plan: Plan, ctx: StartContext, result: RunResult, bar: Progress) -> dict[str, Endpoints]:
+@dataclass(frozen=True, slots=True)
+class Running:
+    """A started variant and where it listens."""
+
+    variant: Variant
+    ep: Endpoints
+
+
+def memory_phase(r: Running, ctx: StartContext, st: Settings, pki: BenchPki) -> Figures:
+    """Idle RSS and RSS per held connection, on a pair started just for this.
+
+    A pair that has been through the load phases keeps freed memory in its
+    allocator pools, so new connections reuse it and RSS barely moves (the
+    per-connection figure then depends on which load ran before). A fresh
+    pair, warmed by a few connections, measures what connections cost.
+    A user's pair (--pair-pids) cannot be restarted and is measured as is.
+    """
+    if not r.ep.sides or any(s.sid is None for s in r.ep.sides):
+        return measure.idle_rss(r.ep) | measure.idle_memory(r.ep, st, pki)
+    ep = r.variant.start(ctx)
+    try:
+        time.sleep(0.5)
+        out = measure.idle_rss(ep)
+        measure.warm_connections(ep)
+        time.sleep(0.3)
+        return out | measure.idle_memory(ep, st, pki)
+    finally:
+        ctx.procs.stop_sessions([s.sid for s in ep.sides if s.sid is not None])
+
+
+def start_variants(plan: Plan, ctx: StartContext, result: RunResult, bar: Progress) -> dict[str, Running]:
     """Start every available variant; note (and skip) the absent and the broken."""
-    running: dict[str, Endpoints] = {}
+    running: dict[str, Running] = {}
     for v in plan.variants:
         why = v.missing()
         if why is None:
             try:
                 bar.describe(f"starting {v.name}")
-                running[v.name] = v.start(ctx)
+                running[v.name] = Running(v, v.start(ctx))
                 continue
             except (StartError, OSError) as exc:
                 why = f"failed to start: {exc}"
@@ -70,13 +99,13 @@ def start_variants(plan: Plan, ctx: StartContext, result: RunResult, bar: Progre
     return running
 
 
-def warm_up(running: dict[str, Endpoints], bar: Progress) -> None:
+def warm_up(running: dict[str, Running], bar: Progress) -> None:
     """One short keep-alive burst per variant, so no first round pays for
     lazy imports, page faults and first handshakes."""
-    for name, ep in running.items():
+    for name, r in running.items():
         bar.describe(f"warm-up {name}")
         try:
-            wrk.run_wrk(ep.http_url, seconds=1, connections=8, close=False)
+            wrk.run_wrk(r.ep.http_url, seconds=1, connections=8, close=False)
         except Exception as exc:  # noqa: BLE001 - a warm-up failure shows up again in round 1
             bar.write(f"warm-up of {name} failed: {exc}")
 
@@ -86,7 +115,7 @@ def phase_names(plan: Plan, rnd: int) -> list[str]:
     return [p for p in measure.PHASES if p != "memory" or with_memory]
 
 
-def one_round(plan: Plan, rnd: int, running: dict[str, Endpoints], pki: BenchPki,
+def one_round(plan: Plan, rnd: int, running: dict[str, Running], ctx: StartContext, pki: BenchPki,
               result: RunResult, bar: Progress) -> None:
     """Measure every running variant once, starting at a rotating offset."""
     names = list(running)
@@ -97,7 +126,10 @@ def one_round(plan: Plan, rnd: int, running: dict[str, Endpoints], pki: BenchPki
             bar.describe(f"round {rnd + 1}/{plan.rounds} {name} {phase}")
             start = time.monotonic()
             try:
-                figures |= measure.PHASES[phase](running[name], plan.settings, pki)
+                if phase == "memory":
+                    figures |= memory_phase(running[name], ctx, plan.settings, pki)
+                else:
+                    figures |= measure.PHASES[phase](running[name].ep, plan.settings, pki)
             except Exception as exc:  # noqa: BLE001 - record it and keep the other figures
                 result.errors.setdefault(name, []).append(f"round {rnd + 1} {phase}: {exc}")
                 bar.write(f"{name} {phase} failed: {exc}")
@@ -125,11 +157,9 @@ def execute(plan: Plan, keep_workdir: bool = False) -> RunResult:
             ctx = StartContext(procs, pki, start_backends(procs, workdir, plan.sink_port), workdir)
             running = start_variants(plan, ctx, result, bar)
             bar.total = total_steps(plan, len(running))
-            time.sleep(1.0)
-            result.idle = {name: measure.idle_rss(ep) for name, ep in running.items()}
             warm_up(running, bar)
             for rnd in range(plan.rounds if running else 0):
-                one_round(plan, rnd, running, plan.pki or pki, result, bar)
+                one_round(plan, rnd, running, ctx, plan.pki or pki, result, bar)
     finally:
         bar.close()
         if keep_workdir:

@@ -15,13 +15,8 @@ from bench.stats import Summary, summarise
 
 
 def summaries_of(result: RunResult) -> dict[str, Summary]:
-    """Per variant: round figures summarised, idle RSS folded in as n=1."""
-    out: dict[str, Summary] = {}
-    for name, rounds in result.rounds.items():
-        summary = summarise(rounds)
-        summary |= summarise([result.idle.get(name, {})]) if result.idle.get(name) else {}
-        out[name] = summary
-    return out
+    """Per variant: each figure summarised over the rounds that produced it."""
+    return {name: summarise(rounds) for name, rounds in result.rounds.items()}
 
 
 def build(result: RunResult, settings: Settings, command: str, rounds: int) -> dict[str, Any]:
@@ -32,8 +27,7 @@ def build(result: RunResult, settings: Settings, command: str, rounds: int) -> d
         "command": command, "rounds": rounds, "settings": settings.__dict__ if hasattr(settings, "__dict__")
         else {f: getattr(settings, f) for f in settings.__slots__},
         "machine": describe(),
-        "variants": {name: {"rounds": result.rounds[name], "idle": result.idle.get(name, {}),
-                            "summary": summaries[name], "errors": result.errors.get(name, [])}
+        "variants": {name: {"rounds": result.rounds[name], "summary": summaries[name], "errors": result.errors.get(name, [])}
                      for name in result.rounds},
         "skipped": result.skipped,
         "goals": goals.check(summaries),

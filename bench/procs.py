@@ -102,6 +102,11 @@ class ProcessSet:
         except subprocess.TimeoutExpired:
             pass
 
+    def stop_sessions(self, sids: list[int]) -> None:
+        """Stop the groups whose ids are `sids` (one pair, started for a while)."""
+        for proc in [p for p in self.procs if p.pid in sids]:
+            self.stop(proc)
+
     def stop_all(self) -> None:
         for proc in reversed(list(self.procs)):
             self.stop(proc)
