@@ -4,9 +4,9 @@ What runs here is what needs no data plane: the real `spiffe-sidecar iptables`
 command in each pod, plain apps (a client and a banner server) in the app
 role, and, on the sidecar's listener ports, a reporter that answers with the
 destination recovered by the real `original_destination` helper. That proves
-the redirects land where the transparent listeners will sit, with the
-original destination intact. The full mesh scenario (sidecar to sidecar over
-mTLS, pod C denied) is in full_pod_scenario_placeholder.py, outside the suite.
+the redirects land where the transparent listeners sit, with the original
+destination intact, independently of the sidecar. The sidecars themselves run
+in test_mesh_pods.py and test_transparent_routing_pods.py.
 """
 
 from __future__ import annotations

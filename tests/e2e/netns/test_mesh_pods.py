@@ -9,17 +9,13 @@ Everything is real: the embedded agent (`spiffe-sidecar agent`) on one Unix sock
 shared by every pod, one `spiffe-sidecar run` per pod, the rules from
 `spiffe-sidecar iptables install`, a tcpdump capture on A's veth.
 
-Until the transparent listeners exist (they route by SO_ORIGINAL_DST), the
-sidecars bind plain listeners on the redirect ports: A's outbound listener on
-15001 has exactly one upstream (B:8080), and B's inbound listener on 15006
-forwards to the app's one port. What the data plane must add for
-destination-based routing is described in full_pod_scenario_placeholder.py.
+Here the sidecars bind PLAIN listeners on the redirect ports (A's outbound
+listener on 15001 has exactly one upstream, B:8080; B's inbound listener on
+15006 forwards to the app's one port): the deployment that works without
+`transparent:`. Routing by the original destination is
+test_transparent_routing_pods.py.
 
-Why the sidecars keep uid 0 here: this machine's Python lives under /root
-(mode 0700), which no other uid can read, so a sidecar under uid 1337 cannot
-import its own packages. Each sidecar gets its own gid instead, and both the
-agent's entries (unix:gid) and the rules (--proxy-gid) key on that gid. The
-uid exemption itself is proven in test_iptables_pods.py with uid 1337.
+The sidecars keep uid 0 and get a gid each (see tests/support/netns_mesh.py for why).
 """
 
 from __future__ import annotations
@@ -30,27 +26,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Sequence
 
 import pytest
 
 from proxy.interception.original_dst import peek_is_tls_client_hello
-from support.netns import PodNetwork, app_python, require_netns, sweep_stale
+from support.netns import app_python
+from support.netns_mesh import HEALTH_PORT, INBOUND, OUTBOUND, Mesh, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-APP_PORT, HEALTH_PORT, INBOUND, OUTBOUND = 8080, 8081, 15006, 15001
-GIDS = {"a": 1337, "b": 1338, "c": 1339}
+APP_PORT = 8080
 APP_UID = 1000
 
-AGENT_YAML = """socket_path: {socket}
-socket_mode: "0777"
-trust_domains: [{{name: example.org}}]
-entries:
-  - {{spiffe_id: spiffe://example.org/a, selectors: ["unix:gid:1337"]}}
-  - {{spiffe_id: spiffe://example.org/b, selectors: ["unix:gid:1338"]}}
-  - {{spiffe_id: spiffe://example.org/c, selectors: ["unix:gid:1339"]}}
-"""
 CALLER_YAML = """identity: {{workload_api: "unix://{socket}"}}
 outbound:
   - {{name: to-b, listen: "127.0.0.1:{outbound}", connect_to: "{b_ip}:{app}", expect: "spiffe://example.org/b"}}
@@ -73,85 +61,19 @@ except OSError as exc:
 POLICY_YAML = "policies:\n  app:\n    - name: only-a\n      allow: [spiffe://example.org/a]\n"
 
 
-class Mesh:
-    """The pods plus the agent and sidecar processes, stopped in reverse order."""
-
-    def __init__(self, net: PodNetwork, workdir: Path) -> None:
-        self.net, self.workdir = net, workdir
-        self.socket = workdir / "agent.sock"
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def spawn(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-        self.procs.append(proc)
-        return proc
-
-    def install_rules(self, name: str) -> None:
-        self.net[name].sidecar_cli("iptables", "install", "--proxy-gid", str(GIDS[name]), "--inbound-port", str(INBOUND),
-                                   "--outbound-port", str(OUTBOUND), "--exclude-inbound-ports", f"15000,{HEALTH_PORT}")
-
-    def start_sidecar(self, name: str, config: str) -> Path:
-        """Start `spiffe-sidecar run` in the pod under its gid; returns its log (wait for "ready:")."""
-        directory = self.workdir / name
-        directory.mkdir()
-        (directory / "sidecar.yaml").write_text(config)
-        (directory / "policy.yaml").write_text(POLICY_YAML)
-        argv = ["ip", "netns", "exec", self.net[name].netns, "setpriv", f"--regid={GIDS[name]}", "--clear-groups", "--",
-                sys.executable, "-m", "proxy", "run", "--config", str(directory / "sidecar.yaml")]
-        log = directory / "sidecar.log"
-        self.spawn(argv, log)
-        return log
-
-    def logs(self) -> str:
-        return "\n".join(f"== {p.relative_to(self.workdir)}\n{p.read_text()[-2000:]}" for p in sorted(self.workdir.rglob("*.log")))
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-
-def wait_for(log: Path, marker: str, what: str, timeout: float = 20.0) -> None:
-    """Poll a log file for a marker (bounded): the process's own signal that it is ready."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and marker in log.read_text(errors="replace"):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not ready within {timeout:.0f}s:\n{log.read_text(errors='replace') if log.exists() else '(no log)'}")
-
-
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    require_netns(("ip", "iptables", "iptables-save", "setpriv", "tcpdump"))
-    sweep_stale()
-    workdir = tmp_path_factory.mktemp("mesh")
-    with PodNetwork(["a", "b", "c", "kubelet"]) as net:
-        m = Mesh(net, workdir)
-        try:
-            (workdir / "agent.yaml").write_text(AGENT_YAML.format(socket=m.socket))
-            m.spawn([sys.executable, "-m", "proxy", "agent", "--config", str(workdir / "agent.yaml")], workdir / "agent.log")
-            wait_for(workdir / "agent.log", "agent started", "agent")
-            fields = dict(socket=m.socket, outbound=OUTBOUND, inbound=INBOUND, app=APP_PORT, b_ip=net["b"].ip)
-            logs = {}
-            for name in ("a", "b", "c"):
-                m.install_rules(name)
-                logs[name] = m.start_sidecar(name, (SERVER_YAML if name == "b" else CALLER_YAML).format(**fields))
-            for name, log in logs.items():
-                wait_for(log, "ready:", f"sidecar {name}")
-            net["b"].start_banner_server(APP_PORT, "app-b")
-            net["b"].start_banner_server(HEALTH_PORT, "app-b-health")
-            yield m
-        except BaseException:
-            print(m.logs())
-            raise
-        finally:
-            m.stop()
+def mesh(open_mesh: Callable[[Sequence[str]], Mesh]) -> Mesh:
+    m = open_mesh(["a", "b", "c", "kubelet"])
+    try:
+        fields = dict(outbound=OUTBOUND, inbound=INBOUND, app=APP_PORT, b_ip=m.net["b"].ip, socket="{socket}")
+        caller = CALLER_YAML.format(**fields)
+        m.start_sidecars({"a": caller, "b": SERVER_YAML.format(**fields), "c": caller}, POLICY_YAML)
+        m.net["b"].start_banner_server(APP_PORT, "app-b")
+        m.net["b"].start_banner_server(HEALTH_PORT, "app-b-health")
+    except BaseException:
+        print(m.logs())
+        raise
+    return m
 
 
 def _tcp_payloads(pcap: Path, src_ip: str) -> list[bytes]:
@@ -202,7 +124,7 @@ def test_pod_c_whose_identity_b_does_not_allow_is_refused(mesh: Mesh) -> None:
     c, b = mesh.net["c"], mesh.net["b"]
     result = c.run([app_python(APP_UID), "-c", _CLIENT_TOLERANT % (b.ip, APP_PORT)], uid=APP_UID, check=False)
     assert result.returncode == 0 and "app-b" not in result.stdout
-    log = (mesh.workdir / "b" / "sidecar.log").read_text()
+    log = mesh.sidecar_log("b")
     assert '"peer_id":"spiffe://example.org/c","decision":"deny"' in log.replace(" ", "")
 
 

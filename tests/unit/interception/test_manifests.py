@@ -100,12 +100,24 @@ def test_init_container_redirects_to_the_sidecars_listener_ports_and_spares_admi
     docs, config = k8s
     pod = docs["Deployment"]["spec"]["template"]["spec"]
     spec = _init_spec(_container(pod, "spiffe-sidecar-init", "initContainers"))
-    assert {l.listen.port for l in config.inbound} == {spec.inbound_port}
-    assert {l.listen.port for l in config.outbound} == {spec.outbound_port}
+    transparent = config.transparent
+    assert transparent is not None and transparent.inbound is not None and transparent.outbound is not None
+    assert transparent.inbound.listen.port == spec.inbound_port
+    assert transparent.outbound.listen.port == spec.outbound_port
     assert config.admin is not None and config.admin.listen.port in _excluded(spec)
     probe_ports = {probe[kind]["port"] for c in pod["containers"] for key in ("readinessProbe", "livenessProbe")
                    if (probe := c.get(key)) for kind in ("httpGet", "tcpSocket") if kind in probe}
     assert probe_ports and probe_ports <= _excluded(spec), "kubelet probes must reach the app directly"
+
+
+def test_every_app_port_the_service_targets_is_mapped_by_the_inbound_listener(k8s: Any) -> None:
+    docs, config = k8s
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    app_ports = {p["containerPort"] for p in _container(pod, "app")["ports"]}
+    mapped = {m.port: m.forward_to.port for m in config.transparent.inbound.ports}
+    targets = {p["targetPort"] for p in docs["Service"]["spec"]["ports"]}
+    assert targets <= mapped.keys(), "a Service port the sidecar does not map would be refused"
+    assert set(mapped.values()) <= app_ports, "every mapping forwards to a port the app container serves"
 
 
 def test_init_container_has_only_the_network_capabilities_it_needs(k8s: Any) -> None:
