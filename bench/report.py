@@ -92,6 +92,10 @@ def render(summaries: Mapping[str, Summary], goals: Sequence[Mapping[str, Any]],
     if skipped:
         out += ["### Skipped", ""] + [f"- {name}: {why}" for name, why in skipped.items()] + [""]
     errs = [f"- {name}: {e}" for name, es in errors.items() for e in es]
+    for name, summary in summaries.items():
+        for key, what in (("ka_errors", "keep-alive"), ("cc_errors", "new-connection")):
+            if summary.get(key, {}).get("max", 0) > 0:
+                errs.append(f"- {name}: wrk saw up to {summary[key]['max']:.0f} socket errors per {what} phase")
     if errs:
         out += ["### Errors during the run", "", *errs, ""]
     return "\n".join(out)
