@@ -163,7 +163,11 @@ cdef class _Context:
     def __cinit__(self, material, *args, **kwargs):
         self.material = material
         self.generation = material.generation
-        self.stores = _build_stores(material.bundles)
+        try:
+            self.stores = _build_stores(material.bundles)
+        except VerificationError as exc:
+            # Bundles are validated when they arrive; one that is not DER here is our bug, not the peer's.
+            raise TlsError(HandshakeFailure.INTERNAL, f"a trust bundle holds a non-certificate: {exc.detail}") from None
 
     def __dealloc__(self):
         if self.ctx != NULL:

@@ -180,3 +180,29 @@ def test_slow_reader_stops_the_relay_reading_tls(topology):
     writer.join(10)
     reader.join(10)
     assert b"".join(got) == data
+
+
+def test_relay_on_a_closed_connection_raises_tls_error(engine, harness, test_pki, server_leaf, client_leaf):
+    from proxy.errors import TlsError
+
+    est = harness.connect(engine.ServerContext(test_pki.material(server_leaf)),
+                          engine.ClientContext(test_pki.material(client_leaf)))
+    plain, _ = harness.pair()
+    relay = engine.Relay(est.client, plain.fileno())
+    est.client.close()
+    with pytest.raises(TlsError):
+        relay.tls_to_plain()
+    with pytest.raises(TlsError):
+        relay.plain_to_tls()
+
+
+def test_relay_forwards_a_peer_that_vanishes_without_close_notify_as_eof(topology):
+    """A peer process that dies (TCP FIN, no close_notify) still ends the stream for the app."""
+    topo = topology()
+    c_relay, _ = topo.relays
+    topo.server_tls.shutdown(socket.SHUT_RDWR)  # the server side goes away at the TCP level
+    lane = topo.lanes[1]  # client: TLS -> plain
+    topo.run_until(lambda: lane.status == topo.engine.EOF, deadline=5)
+    topo.client_app.settimeout(2)
+    assert topo.client_app.recv(10) == b""  # the app sees EOF
+    assert c_relay.bytes_tls_to_plain == 0
