@@ -61,16 +61,20 @@ DONE = 0
 WANT_READ = 1
 WANT_WRITE = 2
 
-# RelayStatus values, the same numbers as engine_py (parity-tested).
-cdef enum:
-    WANT_TLS_READ = 1
-    WANT_TLS_WRITE = 2
-    WANT_PLAIN_READ = 3
-    WANT_PLAIN_WRITE = 4
-    EOF = 5
+# RelayStatus values, the same numbers as engine_py (parity-tested): a C
+# enum for the GIL-free pumps, and the same values as Python ints.
+cdef enum RelayStatus:
+    S_WANT_TLS_READ = 1
+    S_WANT_TLS_WRITE = 2
+    S_WANT_PLAIN_READ = 3
+    S_WANT_PLAIN_WRITE = 4
+    S_EOF = 5
 
-globals().update(WANT_TLS_READ=WANT_TLS_READ, WANT_TLS_WRITE=WANT_TLS_WRITE, WANT_PLAIN_READ=WANT_PLAIN_READ,
-                 WANT_PLAIN_WRITE=WANT_PLAIN_WRITE, EOF=EOF)
+WANT_TLS_READ = S_WANT_TLS_READ
+WANT_TLS_WRITE = S_WANT_TLS_WRITE
+WANT_PLAIN_READ = S_WANT_PLAIN_READ
+WANT_PLAIN_WRITE = S_WANT_PLAIN_WRITE
+EOF = S_EOF
 
 
 def openssl_version():

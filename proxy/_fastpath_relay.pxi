@@ -36,9 +36,9 @@ cdef int _read_tls(SSL* ssl, Pipe* p, int* err_no) noexcept nogil:
     saved = errno
     e = SSL_get_error(ssl, 0)
     if e == SSL_ERROR_WANT_READ:
-        return WANT_TLS_READ
+        return S_WANT_TLS_READ
     if e == SSL_ERROR_WANT_WRITE:
-        return WANT_TLS_WRITE
+        return S_WANT_TLS_WRITE
     if e == SSL_ERROR_ZERO_RETURN:
         p.eof = True
         return 0
@@ -72,7 +72,7 @@ cdef int _pump_tls_to_plain(SSL* ssl, int fd, Pipe* p, int* err_no) noexcept nog
                 if errno == EINTR:
                     continue
                 if _would_block(errno):
-                    return WANT_PLAIN_WRITE
+                    return S_WANT_PLAIN_WRITE
                 err_no[0] = errno
                 return PUMP_OSERROR
             p.start += <size_t>n
@@ -82,7 +82,7 @@ cdef int _pump_tls_to_plain(SSL* ssl, int fd, Pipe* p, int* err_no) noexcept nog
             if not p.done:
                 shutdown(fd, SHUT_WR)  # fails only if the app already closed: nothing to tell it
                 p.done = True
-            return EOF
+            return S_EOF
         return want
 
 
@@ -97,9 +97,9 @@ cdef int _write_tls(SSL* ssl, Pipe* p, int* err_no) noexcept nogil:
     saved = errno
     e = SSL_get_error(ssl, 0)
     if e == SSL_ERROR_WANT_WRITE:
-        return WANT_TLS_WRITE
+        return S_WANT_TLS_WRITE
     if e == SSL_ERROR_WANT_READ:
-        return WANT_TLS_READ
+        return S_WANT_TLS_READ
     if e == SSL_ERROR_SYSCALL and ERR_peek_error() == 0:
         err_no[0] = saved if saved != 0 else EPIPE
         return PUMP_OSERROR
@@ -112,7 +112,7 @@ cdef int _send_close_notify(SSL* ssl, int* err_no) noexcept nogil:
         return 0
     e = SSL_get_error(ssl, r)
     if e == SSL_ERROR_WANT_WRITE or e == SSL_ERROR_WANT_READ:
-        return WANT_TLS_WRITE
+        return S_WANT_TLS_WRITE
     if e == SSL_ERROR_SYSCALL and ERR_peek_error() == 0:
         err_no[0] = saved if saved != 0 else EPIPE
         return PUMP_OSERROR
@@ -134,7 +134,7 @@ cdef int _pump_plain_to_tls(SSL* ssl, int fd, Pipe* p, int* err_no) noexcept nog
             elif errno == EINTR:
                 pass
             elif _would_block(errno):
-                want = WANT_PLAIN_READ
+                want = S_WANT_PLAIN_READ
             else:
                 err_no[0] = errno
                 return PUMP_OSERROR
@@ -150,7 +150,7 @@ cdef int _pump_plain_to_tls(SSL* ssl, int fd, Pipe* p, int* err_no) noexcept nog
                 if r != 0:
                     return r
                 p.done = True
-            return EOF
+            return S_EOF
         return want
 
 
