@@ -226,11 +226,11 @@ cdef int _new_session_cb(SSL* ssl, SSL_SESSION* sess) noexcept with gil:
         return 0
     try:
         s = _Session.__new__(_Session)
-        s.sess = sess
         (<ClientContext>conn.context).store_session(conn.session_key, s)
-        return 1
     except BaseException:
-        return 0
+        return 0  # OpenSSL keeps ownership: s never held the session
+    s.sess = sess
+    return 1
 
 
 cdef int _cert_verify_cb(X509_STORE_CTX* xctx, void* arg) noexcept with gil:
