@@ -110,8 +110,7 @@ class Relay:
         if buffer_size <= 0:
             raise ValueError("buffer_size must be positive")
         self._tls = conn
-        self._fd = plain_fd
-        # A borrowed fd: the socket object is detached before it could close it.
+        self._fd = plain_fd  # borrowed: every socket object made on it is detached, never closed
         self._down = _Pipe(buffer_size)  # TLS -> plain
         self._up = _Pipe(buffer_size)  # plain -> TLS
         self.bytes_tls_to_plain = 0
@@ -123,7 +122,7 @@ class Relay:
         while True:
             if p.start < p.end:
                 try:
-                    n = _sock_call(self._fd, "send", p.view[p.start:p.end])
+                    n = _send(self._fd, p.view[p.start:p.end])
                 except BlockingIOError:
                     return WANT_PLAIN_WRITE
                 p.start += n
@@ -174,7 +173,7 @@ class Relay:
                 return EOF
             p.start = p.end = 0
             try:
-                p.end = _sock_call(self._fd, "recv_into", p.buf)
+                p.end = _recv_into(self._fd, p.buf)
             except BlockingIOError:
                 return WANT_PLAIN_READ
             if p.end == 0:
@@ -187,12 +186,20 @@ def _relay_error(exc: SSL.Error) -> Exception:
     return tls_error(exc)
 
 
-def _sock_call(fd: int, method: str, buf: memoryview | bytearray) -> int:
-    """send/recv_into on a borrowed fd, never closing it."""
+def _send(fd: int, buf: memoryview) -> int:
+    """send(2) on a borrowed fd (never closing it); MSG_NOSIGNAL: a gone app is EPIPE, not SIGPIPE."""
     sock = socket.socket(fileno=fd)
     try:
-        result: int = getattr(sock, method)(buf)
-        return result
+        return sock.send(buf, socket.MSG_NOSIGNAL)
+    finally:
+        sock.detach()
+
+
+def _recv_into(fd: int, buf: bytearray) -> int:
+    """recv(2) on a borrowed fd, never closing it."""
+    sock = socket.socket(fileno=fd)
+    try:
+        return sock.recv_into(buf)
     finally:
         sock.detach()
 
