@@ -60,8 +60,14 @@ to be readable), ``WANT_WRITE = 2`` (wait for the TLS fd to be writable).
         socket's write side; on plain_to_tls the app closed its write side
         and the relay has sent close_notify).
     ``bytes_tls_to_plain``, ``bytes_plain_to_tls``: counters.
+    RelayStatus values (module constants, equal in both engines, checked by
+    a test): ``WANT_TLS_READ = 1``, ``WANT_TLS_WRITE = 2``,
+    ``WANT_PLAIN_READ = 3``, ``WANT_PLAIN_WRITE = 4``, ``EOF = 5``.
     Raises ``TlsError`` on a TLS protocol error and ``OSError`` on socket
     errors (the runtime maps them at its edge).
+
+``classify_tls_error(detail: str) -> HandshakeFailure``: maps an OpenSSL
+error string to the failure reason used in logs and metrics.
 
 Twins of the SPIFFE core, each with a parity test over the same cases:
 
