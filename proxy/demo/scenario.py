@@ -55,11 +55,11 @@ class _AgentThread:
     """The embedded agent in its own thread (its own trio.run); ``stop`` cancels and joins."""
 
     def __init__(self, config: Any) -> None:
-        from proxy.runtime.uvloop_driver import IdentityThread
         from proxy.agent.server import serve_agent
+        from proxy.runtime.threads import TrioThread
 
         self.socket_path = Path(config.socket_path)
-        self._thread = IdentityThread(functools.partial(serve_agent, config))
+        self._thread = TrioThread(functools.partial(serve_agent, config), name="agent")
 
     def start(self, timeout: float = 10.0) -> None:
         self._thread.start()

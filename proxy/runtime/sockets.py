@@ -105,7 +105,7 @@ def destination_of(sock: socket.socket) -> tuple[str, int]:
     from proxy.interception.original_dst import original_destination
 
     try:
-        return original_destination(sock)  # type: ignore[arg-type]  # socket.family is read-only
+        return original_destination(sock)
     except InterceptionError:
         host, port = sock.getsockname()[:2]
         return str(host), int(port)

@@ -16,11 +16,11 @@ import contextlib
 import logging
 import signal
 import socket
-import threading
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from proxy.runtime.base import DataPlane, ListenerPlan, TaskGroup, serve_listener
+from proxy.runtime.threads import TrioThread
 
 T = TypeVar("T")
 _log = logging.getLogger("spiffe_sidecar")
@@ -124,51 +124,6 @@ async def serve_data_plane(plane: DataPlane, stop: asyncio.Event, *, grace: floa
             task.cancel()
 
 
-class IdentityThread:
-    """Runs the (trio) identity source in its own thread with its own ``trio.run``.
-
-    The Workload API client is trio code; on this runtime it gets a thread
-    so the data path's loop never waits for it. ``stop`` cancels it from
-    the loop's thread through the trio token and joins.
-    """
-
-    def __init__(self, source: Callable[[], Awaitable[Any]]) -> None:
-        self._source = source
-        self._token: Any = None
-        self._scope: Any = None
-        self._started = threading.Event()
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="identity-source", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-        self._started.wait(5.0)
-
-    def _run(self) -> None:
-        import trio
-
-        async def main() -> None:
-            self._token = trio.lowlevel.current_trio_token()
-            with trio.CancelScope() as scope:
-                self._scope = scope
-                self._started.set()
-                await self._source()
-
-        try:
-            trio.run(main)
-        except BaseException as exc:  # reported by the loop thread; the thread must not die silently
-            self.error = exc
-            _log.error("identity source stopped: %s", exc)
-        finally:
-            self._started.set()
-
-    def stop(self) -> None:
-        if self._token is not None and self._scope is not None:
-            with contextlib.suppress(Exception):
-                self._token.run_sync_soon(self._scope.cancel)
-        self._thread.join(5.0)
-
-
 def run_sidecar(sidecar: Any) -> int:
     """Run a ``proxy.sidecar.Sidecar`` on uvloop until SIGINT/SIGTERM; returns the exit code."""
     import uvloop
@@ -197,7 +152,7 @@ async def _main(sidecar: Any) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     have_identity = _follow_identity(sidecar, loop)
-    source = IdentityThread(sidecar.identity_source())
+    source = TrioThread(sidecar.identity_source(), name="identity-source")
     source.start()
     status = 0
 

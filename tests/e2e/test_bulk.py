@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 import time
-from typing import Iterator
+
 
 import pytest
 
