@@ -33,6 +33,7 @@ from proxy.config.model import (
 )
 from proxy.config.transparent import TransparentInbound, TransparentOutbound
 from proxy.connection.close import ConnectionRecord
+from proxy.connection.connect import is_loopback
 from proxy.connection.events import DecisionLike
 from proxy.connection.machine import ConnectionSpec, Direction, Mode
 from proxy.connection.verify import check_expected_peer
@@ -266,11 +267,12 @@ def _limits(limits: Limits) -> dict[str, Any]:
 
 def _is_local(ip: str) -> bool:
     """True when ``ip`` is one of this host's addresses as far as a loop is concerned."""
+    if is_loopback(ip) or ip in _local_addresses():
+        return True
     try:
-        address = ipaddress.ip_address(ip)
+        return ipaddress.ip_address(ip).is_unspecified
     except ValueError:
         return False
-    return address.is_loopback or address.is_unspecified or ip in _local_addresses()
 
 
 @functools.lru_cache(maxsize=1)

@@ -41,6 +41,7 @@ from proxy.connection.accept import admit
 from proxy.connection.actions import Action, Close, ConnectUpstream, Log, PeekFirstBytes, StartHandshake
 from proxy.connection.authorize import Authorizer, authorize
 from proxy.connection.close import ConnectionRecord, close_reason_for_deadline
+from proxy.connection.connect import connect_upstream
 from proxy.connection.handshake import is_verify_failure
 from proxy.connection.relay import relay_deadlines
 from proxy.connection.transitions import (
@@ -274,8 +275,8 @@ class Connection:
     # --- helpers ---------------------------------------------------------
 
     def _connect_upstream(self, now: float) -> ConnectUpstream:
-        return ConnectUpstream(host=self.spec.upstream_host, port=self.spec.upstream_port,
-                               deadline=now + self.spec.connect_timeout)
+        return connect_upstream(self.spec.upstream_host, self.spec.upstream_port, now=now,
+                                timeout=self.spec.connect_timeout)
 
     def _start_relay(self) -> Action:
         return relay_deadlines(idle_timeout=self.spec.idle_timeout, max_lifetime=self.spec.max_lifetime,

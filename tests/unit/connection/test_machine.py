@@ -10,7 +10,7 @@ import pytest
 
 from proxy.connection import events as ev
 from proxy.connection.actions import Close, ConnectUpstream, Log, StartHandshake, StartRelay
-from proxy.connection.connect import check_forward_target, split_host_port
+from proxy.connection.connect import is_loopback
 from proxy.connection.handshake import handshake_failed
 from proxy.connection.machine import (
     Connection,
@@ -191,11 +191,9 @@ def test_record_is_one_json_line() -> None:
     assert "\n" not in line and '"close_reason":"not_ready"' in line
 
 
-def test_forward_target_must_be_loopback_unless_allowed() -> None:
-    assert check_forward_target("127.0.0.1:80", allow_non_loopback=False) == ("127.0.0.1", 80)
-    assert split_host_port("[::1]:443") == ("::1", 443)
-    with pytest.raises(ValueError, match="not a loopback"):
-        check_forward_target("10.0.0.1:80", allow_non_loopback=False)
+def test_loopback_means_this_host_without_name_lookups() -> None:
+    assert is_loopback("127.0.0.2") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("10.0.0.1") and not is_loopback("example.org")
 
 
 def test_connection_core_does_no_io() -> None:
