@@ -18,8 +18,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     """Add the ``run`` subcommand."""
     p = sub.add_parser("run", help="run the sidecar (inbound/outbound mTLS listeners) from a config file",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", required=True, metavar="FILE",
-                   help="sidecar.yaml (env: SPIFFE_SIDECAR_CONFIG)", default=os.environ.get("SPIFFE_SIDECAR_CONFIG"))
+    from_env = os.environ.get("SPIFFE_SIDECAR_CONFIG")
+    p.add_argument("-c", "--config", required=not from_env, default=from_env, metavar="FILE",
+                   help="sidecar.yaml (env: SPIFFE_SIDECAR_CONFIG)")
     p.set_defaults(func=run_command)
 
 

@@ -61,3 +61,17 @@ def test_sigterm_stops_the_sidecar_with_exit_code_zero(runtime: str, tmp_path: P
         held.close()
     assert "stopped" in sc.log()
     echo.close()
+
+
+def test_run_with_an_invalid_config_exits_2_naming_file_line_and_field(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "sidecar.yaml"
+    config.write_text("identity: {workload_api: unix:///tmp/x.sock}\noutbound:\n"
+                      "  - {name: a, listen: 127.0.0.1:1, connect_to: 127.0.0.1:2, expect: spiffe://example.org/b,"
+                      " typo: 1}\n")
+    run = subprocess.run([sys.executable, "-m", "proxy", "run", "-c", str(config)], capture_output=True, text=True,
+                         timeout=30)
+    assert run.returncode == 2
+    assert f"{config}:3" in run.stderr and "typo" in run.stderr
