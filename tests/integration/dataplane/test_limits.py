@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import socket
 import time
@@ -143,4 +144,24 @@ def test_rotation_new_connections_use_new_contexts_established_keep_theirs(plane
     old.close()
     resumed = [r.resumed for r in plane.records if r.listener == "out"]
     assert resumed and not any(resumed)  # a new context never resumes an old generation's session
+    echo.close()
+
+
+def test_an_authority_removed_by_rotation_stops_verifying_new_peers_only(plane: Plane, ca: pki.Ca) -> None:
+    echo = EchoServer()
+    plane.add_pair(echo.port)
+    plane.start()
+    old = socket.create_connection(("127.0.0.1", plane.port("out")), timeout=5)
+    old.sendall(b"1")
+    assert old.recv(1) == b"1"
+    successor = pki.make_ca("example.org")  # the next bundle holds only the successor authority
+    ours = material(ca, "/backend", generation=2)  # our own SVID still chains to the old one
+    plane.contexts["server"] = plane.engine.ServerContext(
+        dataclasses.replace(ours, bundles={"example.org": (successor.der,)}))
+    assert roundtrip(plane.port("out")) == b""  # our frontend's SVID chains to the removed authority
+    refused = plane.wait_record(lambda r: r.listener == "in" and r.close_reason is not CloseReason.COMPLETED)
+    assert refused.close_reason is CloseReason.VERIFY_FAILED and refused.reason == "untrusted_chain"
+    old.sendall(b"2")  # the established connection keeps its context
+    assert old.recv(1) == b"2"
+    old.close()
     echo.close()
