@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -81,16 +82,34 @@ class Demo:
         self.sidecars: dict[str, SidecarProcess] = {}
         self.backend_app: HelloBackend | None = None
         self.agent: _AgentThread | None = None
+        self.bin_dir: Path | None = None
         self.ports = {name: free_port() for name in ("backend-in", "frontend-out", "batch-out")}
 
     # --- set-up ------------------------------------------------------------
 
     def interpreter_copy(self, name: str) -> str:
-        bin_dir = self.dir / "bin"
-        bin_dir.mkdir(exist_ok=True)
-        target = bin_dir / f"{name}-sidecar"
+        """A private copy of this interpreter: its path is the sidecar's unix:path selector."""
+        if self.bin_dir is None:
+            self.bin_dir = self._executable_dir()
+        target = self.bin_dir / f"{name}-sidecar"
         shutil.copy2(os.path.realpath(sys.executable), target)
         return str(target)
+
+    def _executable_dir(self) -> Path:
+        """The work dir's bin/, or one under the user's cache when the temp dir is mounted noexec."""
+        for candidate in (self.dir / "bin", Path.home() / ".cache" / f"spiffe-sidecar-demo-{os.getpid()}"):
+            candidate.mkdir(parents=True, exist_ok=True)
+            probe = candidate / "probe"
+            shutil.copy2(os.path.realpath(sys.executable), probe)
+            try:
+                subprocess.run([str(probe), "-S", "-c", "pass"], check=True, timeout=30,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                return candidate
+            except (OSError, subprocess.SubprocessError):
+                continue
+            finally:
+                probe.unlink(missing_ok=True)
+        raise RuntimeError("cannot run a copied interpreter from the temp dir or ~/.cache (noexec mounts?)")
 
     def start_agent(self, interpreters: dict[str, str]) -> None:
         from proxy.agent.config import agent_config
@@ -154,6 +173,8 @@ class Demo:
             self.backend_app.close()
         if self.agent is not None:
             self.agent.stop()
+        if self.bin_dir is not None and not self.bin_dir.is_relative_to(self.dir):
+            shutil.rmtree(self.bin_dir, ignore_errors=True)
 
     # --- checks ------------------------------------------------------------
 
