@@ -111,30 +111,42 @@ def run_sidecar(sidecar: Any) -> int:
 
 
 async def _main(sidecar: Any) -> int:
-    from proxy.errors import NoIdentityError
-    from proxy.identity.source import wait_for_first_svid
-
     plane = sidecar.open_data_plane()
     stop = trio.Event()
-    status = 0
+    failed: list[str] = []
     sidecar.store.subscribe(sidecar.log_identity)
     async with trio.open_nursery() as root:
         root.start_soon(wait_for_signal, stop)
-        root.start_soon(sidecar.identity_source())
-
-        async def ready_or_stop() -> None:
-            nonlocal status
-            try:
-                await wait_for_first_svid(sidecar.store, sidecar.first_svid_timeout)
-            except NoIdentityError as exc:
-                _log.error("%s", exc)
-                status = 1
-                stop.set()
-                return
-            sidecar.log_ready()
-
-        root.start_soon(ready_or_stop)
+        root.start_soon(_run_identity_source, sidecar, stop, failed)
+        root.start_soon(_ready_or_stop, sidecar, stop, failed)
         await serve_data_plane(plane, stop, grace=min(sidecar.config.drain_timeout, 5.0))
         root.cancel_scope.cancel()
     _log.info("stopped (%d connections served)", plane.accepted)
-    return status
+    return 1 if failed else 0
+
+
+async def _run_identity_source(sidecar: Any, stop: trio.Event, failed: list[str]) -> None:
+    """The identity source; a fatal error (e.g. the server says INVALID_ARGUMENT) stops the sidecar with 1."""
+    from proxy.errors import SidecarError
+
+    try:
+        await sidecar.identity_source()()
+    except SidecarError as exc:
+        _log.error("identity source failed: %s", exc)
+        failed.append(str(exc))
+        stop.set()
+
+
+async def _ready_or_stop(sidecar: Any, stop: trio.Event, failed: list[str]) -> None:
+    """Log the ready line at the first SVID, or stop with 1 when none came within the bound."""
+    from proxy.errors import NoIdentityError
+    from proxy.identity.source import wait_for_first_svid
+
+    try:
+        await wait_for_first_svid(sidecar.store, sidecar.first_svid_timeout)
+    except NoIdentityError as exc:
+        _log.error("%s", exc)
+        failed.append(str(exc))
+        stop.set()
+        return
+    sidecar.log_ready()

@@ -152,29 +152,42 @@ async def _main(sidecar: Any) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     have_identity = _follow_identity(sidecar, loop)
-    source = TrioThread(sidecar.identity_source(), name="identity-source")
+    failed: list[str] = []
+    source = TrioThread(lambda: _run_identity_source(sidecar, loop, stop, failed), name="identity-source")
     source.start()
-    status = 0
-
-    async def ready_or_stop() -> None:
-        nonlocal status
-        try:
-            async with asyncio.timeout(sidecar.first_svid_timeout):
-                await have_identity.wait()
-        except TimeoutError:
-            from proxy.identity.diagnose import first_svid_diagnostic
-
-            _log.error("%s", first_svid_diagnostic(sidecar.store, sidecar.first_svid_timeout))
-            status = 1
-            stop.set()
-            return
-        sidecar.log_ready()
-
-    ready = asyncio.ensure_future(ready_or_stop())
+    ready = asyncio.ensure_future(_ready_or_stop(sidecar, have_identity, stop, failed))
     try:
         await serve_data_plane(plane, stop, grace=min(sidecar.config.drain_timeout, 5.0))
     finally:
         ready.cancel()
         source.stop()
     _log.info("stopped (%d connections served)", plane.accepted)
-    return status
+    return 1 if failed else 0
+
+
+async def _run_identity_source(sidecar: Any, loop: asyncio.AbstractEventLoop, stop: asyncio.Event,
+                               failed: list[str]) -> None:
+    """Runs in the identity thread (trio); a fatal error stops the sidecar with 1 via the loop."""
+    from proxy.errors import SidecarError
+
+    try:
+        await sidecar.identity_source()()
+    except SidecarError as exc:
+        _log.error("identity source failed: %s", exc)
+        failed.append(str(exc))
+        loop.call_soon_threadsafe(stop.set)
+
+
+async def _ready_or_stop(sidecar: Any, have_identity: asyncio.Event, stop: asyncio.Event, failed: list[str]) -> None:
+    """Log the ready line at the first SVID, or stop with 1 when none came within the bound."""
+    try:
+        async with asyncio.timeout(sidecar.first_svid_timeout):
+            await have_identity.wait()
+    except TimeoutError:
+        from proxy.identity.diagnose import first_svid_diagnostic
+
+        _log.error("%s", first_svid_diagnostic(sidecar.store, sidecar.first_svid_timeout))
+        failed.append("no first SVID")
+        stop.set()
+        return
+    sidecar.log_ready()
