@@ -13,6 +13,7 @@ from proxy.identity.files import FileSource, SvidFiles, load_snapshot, run_file_
 from proxy.identity.store import IdentityStore
 
 NOW = time.time()
+NOW_FROM_WALL_CLOCK = True  # refreshed before each test by tests/conftest.py
 
 
 def write_set(d: Path, ca: pki.Ca, path: str = "/web", fed: pki.Ca | None = None) -> SvidFiles:

@@ -23,6 +23,7 @@ from proxy.spiffe.verify import verify_x509_svid
 TD = TrustDomain.parse("example.org")
 WEB = SpiffeId.parse("spiffe://example.org/web")
 NOW = time.time()
+NOW_FROM_WALL_CLOCK = True  # refreshed before each test by tests/conftest.py
 
 
 def _ca(**kw) -> LocalCA:

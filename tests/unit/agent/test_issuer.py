@@ -12,6 +12,7 @@ from proxy.spiffe.id import TrustDomain
 from proxy.workload_api.grpc import GrpcStatusError, StatusCode
 
 NOW = time.time()
+NOW_FROM_WALL_CLOCK = True  # refreshed before each test by tests/conftest.py
 
 
 def _issuer() -> Issuer:

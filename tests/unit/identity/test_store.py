@@ -13,6 +13,7 @@ from proxy.identity.snapshot import IdentitySnapshot
 from proxy.identity.store import IdentityStore, SourceState
 
 NOW = time.time()
+NOW_FROM_WALL_CLOCK = True  # refreshed before each test by tests/conftest.py
 
 
 def test_empty_store_fails_closed(make_snapshot) -> None:

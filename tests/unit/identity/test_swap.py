@@ -20,6 +20,7 @@ from proxy.tls import engine_py
 from proxy.tls.engine import DONE
 
 NOW = time.time()
+NOW_FROM_WALL_CLOCK = True  # refreshed before each test by tests/conftest.py
 
 
 def handshake(server_conn, client_conn, a: socket.socket, b: socket.socket) -> None:

@@ -22,11 +22,12 @@ from proxy.spiffe.id import SpiffeId, TrustDomain
 from proxy.spiffe.verify import verify_x509_svid
 
 NOW = time.time()
+NOW_FROM_WALL_CLOCK = True  # refreshed before each test by tests/conftest.py
 
 
-def _fails(impl, chain: list[bytes], bundles, reason: VerifyFailure, now: float = NOW) -> VerificationError:
+def _fails(impl, chain: list[bytes], bundles, reason: VerifyFailure, now: float | None = None) -> VerificationError:
     with pytest.raises(VerificationError) as info:
-        impl.verify_x509_svid_chain(chain, bundles, now)
+        impl.verify_x509_svid_chain(chain, bundles, NOW if now is None else now)
     assert info.value.reason is reason, info.value.detail
     return info.value
 

@@ -20,6 +20,7 @@ from proxy.errors import InvalidSpiffeIdError, VerificationError
 from proxy.tls import engine_py
 
 NOW = time.time()
+NOW_FROM_WALL_CLOCK = True  # refreshed before each test by tests/conftest.py
 HOUR = dt.timedelta(hours=1)
 
 
