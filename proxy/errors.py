@@ -193,6 +193,8 @@ class CloseReason(enum.Enum):
     HANDSHAKE_FAILED = "handshake_failed"
     VERIFY_FAILED = "verify_failed"
     DENIED = "denied"
+    NO_ROUTE = "no_route"
+    LOOP = "loop"
     UPSTREAM_CONNECT_FAILED = "upstream_connect_failed"
     IDLE_TIMEOUT = "idle_timeout"
     PEER_CERT_EXPIRED = "peer_cert_expired"

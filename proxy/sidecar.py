@@ -147,7 +147,7 @@ class Sidecar:
             if route is None:
                 return ConnectionSpec(listener=TRANSPARENT_INBOUND, direction=Direction.INBOUND, upstream_host="",
                                       upstream_port=0, authorize=_deny_all, refusal=(
-                                          CloseReason.DENIED, f"no route for original destination port {port}"))
+                                          CloseReason.NO_ROUTE, f"no route for original destination port {port}"))
             return ConnectionSpec(
                 listener=f"{TRANSPARENT_INBOUND}:{port}", direction=Direction.INBOUND, mode=mode,
                 upstream_host=route.forward_to.host, upstream_port=route.forward_to.port,
@@ -166,7 +166,7 @@ class Sidecar:
                                           upstream_host=ip, upstream_port=port, **_limits(tout.limits))
             if port in own and _is_local(ip):
                 return ConnectionSpec(**common, authorize=_deny_all, refusal=(
-                    CloseReason.DENIED, f"original destination {ip}:{port} is this sidecar's own listener (loop)"))
+                    CloseReason.LOOP, f"original destination {ip}:{port} is this sidecar's own listener (loop)"))
             route = tout.route_for(ip, port)
             if route is not None:
                 return ConnectionSpec(**common, session_key=f"{ip}:{port}", authorize=functools.partial(
@@ -174,7 +174,7 @@ class Sidecar:
             if tout.unmatched is Unmatched.PASSTHROUGH:
                 return ConnectionSpec(**common, mode=Mode.PLAINTEXT, authorize=_deny_all)
             return ConnectionSpec(**common, authorize=_deny_all, refusal=(
-                CloseReason.DENIED, f"no route for original destination {ip}:{port} (unmatched: refuse)"))
+                CloseReason.NO_ROUTE, f"no route for original destination {ip}:{port} (unmatched: refuse)"))
 
         return ListenerPlan(name=TRANSPARENT_OUTBOUND, direction=Direction.OUTBOUND, sock=sock, spec=spec,
                             context=lambda: self._context(server=False), transparent=True)

@@ -70,4 +70,4 @@ def test_permissive_inbound_forwards_plaintext_beside_mtls(mesh: dict[str, Any])
 def test_transparent_outbound_refuses_a_connection_to_itself(mesh: dict[str, Any]) -> None:
     assert exchange(mesh["tout"], b"loop?") == b""
     rec = mesh["frontend"].wait_record(lambda r: r["listener"] == "transparent-outbound")
-    assert rec["close_reason"] == "denied" and "loop" in rec["detail"]
+    assert rec["close_reason"] == "loop" and "loop" in rec["detail"]

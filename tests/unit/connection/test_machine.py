@@ -246,6 +246,6 @@ def test_passthrough_needs_no_identity_and_relays_plaintext() -> None:
 
 
 def test_a_routing_refusal_closes_before_anything_else() -> None:
-    conn = Connection(spec(refusal=(CloseReason.DENIED, "no route for original destination port 9")), now=0.0)
+    conn = Connection(spec(refusal=(CloseReason.NO_ROUTE, "no route for original destination port 9")), now=0.0)
     (close,) = conn.start(0.0, ready=True, active=0)
-    assert isinstance(close, Close) and close.reason is CloseReason.DENIED and "port 9" in close.detail
+    assert isinstance(close, Close) and close.reason is CloseReason.NO_ROUTE and "port 9" in close.detail
