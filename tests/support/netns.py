@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import select
 import shutil
 import socket
@@ -170,9 +171,14 @@ class Pod:
         return self.run([sys.executable, "-m", "proxy", *args], check=check)
 
     def iptables_save(self, tool: str = "iptables-save") -> str:
-        """The pod's nat table as `tool` prints it, without the timestamped comments."""
+        """The pod's nat table as `tool` prints it, without timestamps or packet counters.
+
+        Chain lines carry counters (":PREROUTING ACCEPT [3:180]") that move
+        whenever a stray packet crosses the pod; rules are what we compare.
+        """
         text = self.run([tool, "-t", "nat"]).stdout
-        return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+        lines = (re.sub(r"\[\d+:\d+\]$", "[0:0]", line) for line in text.splitlines() if not line.startswith("#"))
+        return "\n".join(lines)
 
     def connect(self, host: str, port: int, *, uid: int | None = None) -> str:
         """An app in this pod dials host:port in plain TCP; returns what it was told."""
