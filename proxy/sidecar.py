@@ -22,8 +22,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from proxy.admin import AdminServer
 from proxy.config.model import (
     InboundListener,
+    LogFormat,
     InboundMode,
     Limits,
     OutboundListener,
@@ -40,7 +42,9 @@ from proxy.connection.verify import check_expected_peer
 from proxy.identity.snapshot import IdentitySnapshot
 from proxy.identity.store import IdentityStore
 from proxy.identity.swap import ContextSwap
+from proxy.metrics import Metrics
 from proxy.policy.evaluate import PolicySet
+from proxy.reload import Reloader
 from proxy.runtime.base import DataPlane, ListenerPlan
 from proxy.runtime.sockets import close_quietly, open_listening_socket
 from proxy.errors import CloseReason
@@ -86,9 +90,14 @@ class Sidecar:
         self.engine = engine if engine is not None else load_engine()
         self.store = IdentityStore()
         self.swap = ContextSwap(self.engine, self.store)
-        self.emit = emit if emit is not None else access_log_sink(config.log.access)
+        self.metrics: Metrics | None = Metrics(self.store) if config.admin is not None else None
+        sink = emit if emit is not None else access_log_sink(config.log.access, config.log.format)
+        self.emit = sink if self.metrics is None else _tee(sink, self.metrics.observe)
         self.first_svid_timeout = first_svid_timeout()
         self.plane: DataPlane | None = None
+        self.draining = False  # set at SIGTERM: /ready answers 503 while connections finish
+        self.reloader: Reloader | None = None
+        self.admin: AdminServer | None = None
 
     # --- listeners -------------------------------------------------------
 
@@ -111,7 +120,39 @@ class Sidecar:
             raise
         self.plane = DataPlane(engine=self.engine, listeners=plans, buffer_size=self.config.limits.buffer_size,
                                emit=self.emit)
+        if self.metrics is not None:
+            self.metrics.plane = self.plane
+            self.plane.handshake_observer = self.metrics.observe_handshake
         return self.plane
+
+    # --- operations (admin endpoint, reload watch) -------------------------
+
+    def start_operations(self) -> None:
+        """Bind and serve the admin endpoint (if configured) and start the reload watch.
+
+        Raises:
+            OSError: the admin address cannot be bound (start-up fails like a listener's would).
+        """
+        if self.config.admin is not None:
+            self.admin = AdminServer(self)
+            self.admin.start()
+        self.reloader = Reloader(self)
+        self.reloader.start()
+
+    def begin_drain(self) -> None:
+        """SIGTERM: from now on /ready says not ready; the driver stops accepting."""
+        self.draining = True
+        if self.metrics is not None:
+            self.metrics.draining.set(1)
+        _log.info("draining: not accepting new connections; %d open, up to %gs to finish",
+                  self.plane.active if self.plane else 0, self.config.drain_timeout)
+
+    def stop_operations(self) -> None:
+        """Stop the reload watch and the admin endpoint (after the drain, so probes see it)."""
+        if self.reloader is not None:
+            self.reloader.stop()
+        if self.admin is not None:
+            self.admin.close()
 
     def _inbound_plan(self, listener: InboundListener) -> ListenerPlan:
         sock = open_listening_socket(listener.listen.host, listener.listen.port)
@@ -209,7 +250,8 @@ class Sidecar:
             return functools.partial(run_file_source, files, self.store)
         from proxy.identity.source import run_x509_source
 
-        return functools.partial(run_x509_source, identity.workload_api, self.store)
+        on_state = self.metrics.on_source_state if self.metrics is not None else None
+        return functools.partial(run_x509_source, identity.workload_api, self.store, on_state=on_state)
 
     def describe_listeners(self) -> str:
         """One phrase per listener for the ready line."""
@@ -285,6 +327,14 @@ def _local_addresses() -> frozenset[str]:
         return frozenset()
 
 
+def _tee(first: Callable[[ConnectionRecord], None],
+         second: Callable[[ConnectionRecord], None]) -> Callable[[ConnectionRecord], None]:
+    def both(record: ConnectionRecord) -> None:
+        first(record)
+        second(record)
+    return both
+
+
 def _deny_all(peer_id: str) -> DecisionLike:
     from proxy.connection.verify import ExpectDecision
     from proxy.errors import DenyReason
@@ -301,23 +351,11 @@ def _evaluate(policies: PolicySet | None, policy_name: str, peer_id: str) -> Dec
     return policies.evaluate(policy_name, peer_id)
 
 
-def access_log_sink(target: str) -> Callable[[ConnectionRecord], None]:
-    """Where connection records go: stdout (default), stderr, off, or a file path (appended)."""
-    if target == "off":
-        return lambda record: None
-    stream: TextIO
-    if target in ("stdout", "-"):
-        stream = sys.stdout
-    elif target == "stderr":
-        stream = sys.stderr
-    else:
-        stream = Path(target).open("a", encoding="utf-8", buffering=1)
+def access_log_sink(target: str, fmt: LogFormat = LogFormat.AUTO) -> Callable[[ConnectionRecord], None]:
+    """Where connection records go (see ``proxy.accesslog.open_sink``)."""
+    from proxy.accesslog import open_sink
 
-    def write(record: ConnectionRecord) -> None:
-        stream.write(record.to_json() + "\n")
-        stream.flush()
-
-    return write
+    return open_sink(target, fmt)
 
 
 def run_sidecar(config: SidecarConfig, policies: PolicySet | None) -> int:

@@ -77,6 +77,7 @@ class ListenerPlan:
     session_key: str | None = None
     transparent: bool = False
     active: int = 0
+    accepted: int = 0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -90,6 +91,8 @@ class DataPlane:
     active: int = 0
     accepted: int = 0
     closed_by_reason: dict[str, int] = field(default_factory=dict)
+    #: (listener, seconds) per completed handshake; None when metrics are off (no cost then).
+    handshake_observer: Callable[[str, float], None] | None = None
 
     def count_close(self, record: ConnectionRecord) -> None:
         """Counters by close reason (issue 5 turns these into metrics)."""
@@ -114,6 +117,7 @@ async def serve_listener(io: Io, plane: DataPlane, plan: ListenerPlan, connectio
             while (conn := accept_ready(plan.sock)) is not None:
                 plane.active += 1
                 plan.active += 1
+                plan.accepted += 1
                 plane.accepted += 1
                 connections.start_soon(run_connection, io, plane, plan, conn)
         except OSError as exc:

@@ -112,7 +112,11 @@ class _Runner:
         except (SidecarError, OSError) as exc:
             self._feed(handshake_failed(time.time(), exc))
             return
+        observe = self.plane.handshake_observer  # None when metrics are off: no clock read then
+        started = time.monotonic() if observe is not None else 0.0
         finished, event = await self.io.run_until(action.deadline, self._handshake_steps)
+        if observe is not None and isinstance(event, ev.HandshakeCompleted):
+            observe(self.spec.listener, time.monotonic() - started)
         self._feed(event if finished and event is not None
                    else ev.DeadlineExpired(time.time(), ev.DeadlineKind.HANDSHAKE))
 

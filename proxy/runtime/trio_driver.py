@@ -105,6 +105,23 @@ async def wait_for_signal(stop: trio.Event) -> None:
             return
 
 
+async def _handle_signals(sidecar: Any, stop: trio.Event, everything: trio.CancelScope) -> None:
+    """SIGHUP reloads; the first SIGTERM/SIGINT drains; a second one cancels everything at once."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                if sidecar.reloader is not None:
+                    sidecar.reloader.request()
+            elif not stop.is_set():
+                sidecar.begin_drain()
+                stop.set()
+            else:
+                _log.warning("second %s: closing %d connections now", signal.Signals(signum).name,
+                             sidecar.plane.active if sidecar.plane else 0)
+                everything.cancel()
+                return
+
+
 def run_sidecar(sidecar: Any) -> int:
     """Run a ``proxy.sidecar.Sidecar`` on trio until SIGINT/SIGTERM; returns the exit code."""
     return trio.run(_main, sidecar)
@@ -115,12 +132,17 @@ async def _main(sidecar: Any) -> int:
     stop = trio.Event()
     failed: list[str] = []
     sidecar.store.subscribe(sidecar.log_identity)
-    async with trio.open_nursery() as root:
-        root.start_soon(wait_for_signal, stop)
-        root.start_soon(_run_identity_source, sidecar, stop, failed)
-        root.start_soon(_ready_or_stop, sidecar, stop, failed)
-        await serve_data_plane(plane, stop, grace=min(sidecar.config.drain_timeout, 5.0))
-        root.cancel_scope.cancel()
+    try:
+        sidecar.start_operations()
+        with trio.CancelScope() as everything:
+            async with trio.open_nursery() as root:
+                root.start_soon(_handle_signals, sidecar, stop, everything)
+                root.start_soon(_run_identity_source, sidecar, stop, failed)
+                root.start_soon(_ready_or_stop, sidecar, stop, failed)
+                await serve_data_plane(plane, stop, grace=sidecar.config.drain_timeout)
+                root.cancel_scope.cancel()
+    finally:
+        sidecar.stop_operations()
     _log.info("stopped (%d connections served)", plane.accepted)
     return 1 if failed else 0
 

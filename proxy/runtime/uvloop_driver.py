@@ -149,15 +149,40 @@ async def _main(sidecar: Any) -> int:
     loop = asyncio.get_running_loop()
     plane = sidecar.open_data_plane()
     stop = asyncio.Event()
+    try:
+        sidecar.start_operations()
+        _handle_signals(sidecar, loop, stop, asyncio.current_task())
+        return await _serve(sidecar, loop, plane, stop)
+    finally:
+        sidecar.stop_operations()
+
+
+def _handle_signals(sidecar: Any, loop: asyncio.AbstractEventLoop, stop: asyncio.Event,
+                    main: asyncio.Task[Any] | None) -> None:
+    """SIGHUP reloads; the first SIGTERM/SIGINT drains; a second one cancels everything at once."""
+    def on_stop(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            sidecar.begin_drain()
+            stop.set()
+        elif main is not None:
+            _log.warning("second %s: closing %d connections now", sig.name, sidecar.plane.active)
+            main.cancel()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_stop, sig)
+    loop.add_signal_handler(signal.SIGHUP, lambda: sidecar.reloader and sidecar.reloader.request())
+
+
+async def _serve(sidecar: Any, loop: asyncio.AbstractEventLoop, plane: DataPlane, stop: asyncio.Event) -> int:
     have_identity = _follow_identity(sidecar, loop)
     failed: list[str] = []
     source = TrioThread(lambda: _run_identity_source(sidecar, loop, stop, failed), name="identity-source")
     source.start()
     ready = asyncio.ensure_future(_ready_or_stop(sidecar, have_identity, stop, failed))
     try:
-        await serve_data_plane(plane, stop, grace=min(sidecar.config.drain_timeout, 5.0))
+        await serve_data_plane(plane, stop, grace=sidecar.config.drain_timeout)
+    except asyncio.CancelledError:
+        pass  # a second SIGTERM/SIGINT: connections were cancelled and left their records
     finally:
         ready.cancel()
         source.stop()

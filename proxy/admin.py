@@ -1,0 +1,169 @@
+"""The admin HTTP endpoint: /live, /ready, /metrics, /config, /identity, /policy/explain.
+
+It runs on a thread of its own with the standard library's
+``ThreadingHTTPServer`` rather than on the data plane's event loop: it is
+not the hot path, one implementation then serves both runtimes (trio and
+uvloop) identically, prometheus-client's exposition is synchronous anyway,
+and it keeps answering while the loop is busy or draining (an operator's
+probe must not queue behind data-path work). Everything it reads is a
+single reference load of an immutable object (config, policy set, identity
+snapshot, listener counters), so it needs no lock shared with the data path.
+
+Bound at start (``open_admin``) so a bad or busy address fails the start-up
+with exit 1 like a listener does; loopback only unless ``allow_non_loopback``
+(enforced by the config loader).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from proxy.errors import SidecarError
+
+if TYPE_CHECKING:
+    from proxy.sidecar import Sidecar
+
+_log = logging.getLogger("spiffe_sidecar")
+JSON = "application/json"
+
+
+def readiness(sidecar: Sidecar, now: float) -> tuple[bool, dict[str, Any]]:
+    """(ready, detail): ready only with a usable SVID, every listener bound and not draining."""
+    reasons: list[str] = []
+    if sidecar.draining:
+        reasons.append("draining: not accepting new connections")
+    if sidecar.plane is None:
+        reasons.append("listeners not bound")
+    pair = sidecar.swap.current_at(now)
+    if pair is None:
+        try:
+            sidecar.store.require(now)
+            reasons.append(f"no TLS context: {sidecar.swap.last_error}")
+        except SidecarError as exc:
+            reasons.append(str(exc))
+    detail: dict[str, Any] = {"ready": not reasons, "reasons": reasons}
+    if sidecar.reloader is not None:
+        detail["policy"] = sidecar.reloader.status.as_dict()
+    return not reasons, detail
+
+
+def identity_view(sidecar: Sidecar, now: float) -> dict[str, Any]:
+    """Our SPIFFE ID, expiry, trust domains with authority fingerprints, and the source's state."""
+    store = sidecar.store
+    status = store.status(now)
+    snapshot = store.latest
+    state = status.source
+    out: dict[str, Any] = {
+        "spiffe_id": status.spiffe_id, "ready": status.ready, "generation": status.generation,
+        "seconds_to_expiry": status.seconds_to_expiry, "stale": status.stale,
+        "source": {"state": state.state, "address": state.source, "last_error": state.last_error,
+                   "since": state.since, "attempt": state.attempt},
+        "last_rejection": store.last_rejection,
+    }
+    if snapshot is not None:
+        out["not_after"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(snapshot.not_after))
+        out["trust_domains"] = {td: [hashlib.sha256(der).hexdigest() for der in ders]
+                                for td, ders in sorted(snapshot.bundles.der_map().items())}
+    return out
+
+
+def explain(sidecar: Sidecar, listener: str, peer: str) -> tuple[int, dict[str, Any]]:
+    """What the running policy decides for ``peer`` on ``listener`` (inbound), without a connection."""
+    from proxy.policy.evaluate import Decision
+
+    names = {i.name: i.policy for i in sidecar.config.inbound}
+    if listener not in names:
+        return 404, {"error": f"no inbound listener {listener!r}", "listeners": sorted(names)}
+    policies = sidecar.policies
+    try:
+        if policies is None:
+            from proxy.errors import DenyReason
+
+            decision = Decision(False, None, DenyReason.NO_POLICY, policy=names[listener], peer=peer)
+        else:
+            decision = policies.evaluate(names[listener], peer)
+    except SidecarError as exc:
+        return 400, {"error": str(exc)}
+    return 200, {"listener": listener, **decision.as_dict()}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "spiffe-sidecar-admin"
+    protocol_version = "HTTP/1.1"
+    sidecar: Sidecar  # set on the subclass made by open_admin
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        url = urlsplit(self.path)
+        now = time.time()
+        sc = self.sidecar
+        if url.path == "/live":
+            self._send(200, b"live\n", "text/plain")
+        elif url.path == "/ready":
+            ready, detail = readiness(sc, now)
+            self._json(200 if ready else 503, detail)
+        elif url.path == "/metrics" and sc.metrics is not None:
+            from prometheus_client import CONTENT_TYPE_LATEST
+
+            self._send(200, sc.metrics.render(), CONTENT_TYPE_LATEST)
+        elif url.path in ("/config", "/config_dump"):
+            self._json(200, sc.config.redacted())
+        elif url.path == "/identity":
+            self._json(200, identity_view(sc, now))
+        elif url.path == "/policy/explain":
+            query = parse_qs(url.query)
+            listener, peer = query.get("listener", [""])[0], query.get("peer", [""])[0]
+            if not listener or not peer:
+                self._json(400, {"error": "usage: /policy/explain?listener=NAME&peer=spiffe://..."})
+            else:
+                self._json(*explain(sc, listener, peer))
+        else:
+            self._json(404, {"error": f"no such endpoint {url.path!r}",
+                             "endpoints": ["/live", "/ready", "/metrics", "/config", "/identity",
+                                           "/policy/explain?listener=&peer="]})
+
+    def _json(self, status: int, body: Any) -> None:
+        self._send(status, (json.dumps(body, indent=1, default=str) + "\n").encode(), JSON)
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        _log.debug("admin: " + format, *args)
+
+
+class _Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+class AdminServer:
+    """A bound admin endpoint; ``start`` serves it on a daemon thread, ``close`` stops it."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        admin = sidecar.config.admin
+        assert admin is not None
+        handler = type("AdminHandler", (_Handler,), {"sidecar": sidecar})
+        server_class = _Server6 if ":" in admin.listen.host else ThreadingHTTPServer
+        self.server = server_class((admin.listen.host, admin.listen.port), handler)
+        self.address = admin.listen
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="admin", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(2.0)
