@@ -12,7 +12,7 @@ import os
 import sys
 
 from proxy.interception import iptables
-from proxy.interception.rules import InterceptionSpec, parse_cidrs, parse_include_ports, parse_ports
+from proxy.interception.rules import INBOUND_MODES, InterceptionSpec, parse_cidrs, parse_include_ports, parse_ports
 
 _ENV_PREFIX = "SPIFFE_SIDECAR_IPTABLES_"
 
@@ -51,6 +51,18 @@ def _add_install_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exclude-inbound-cidrs", default=_env("exclude-inbound-cidrs", ""),
                    help="source CIDRs whose connections reach the app directly (e.g. the kubelet's node IP); "
                         "they bypass mTLS and policy, so keep this narrow")
+    p.add_argument("--inbound-mode", choices=INBOUND_MODES, default=_env("inbound-mode", "redirect"),
+                   help="redirect (nat REDIRECT, default) or tproxy (mangle TPROXY plus an ip rule and route: "
+                        "no NAT, the listener must set IP_TRANSPARENT); outbound always uses REDIRECT")
+    p.add_argument("--tproxy-mark", type=_int_any_base, default=_int_any_base(_env("tproxy-mark", "0x539")),
+                   help="firewall mark TPROXY sets and the ip rule matches (default 0x539)")
+    p.add_argument("--tproxy-route-table", type=int, default=int(_env("tproxy-route-table", "133")),
+                   help="routing table holding `local default dev lo` for marked packets (default 133)")
+
+
+def _int_any_base(text: str) -> int:
+    """A mark as iptables and ip print it: 0x539 or 1337."""
+    return int(text, 0)
 
 
 def spec_from_args(args: argparse.Namespace) -> InterceptionSpec:
@@ -65,6 +77,9 @@ def spec_from_args(args: argparse.Namespace) -> InterceptionSpec:
         exclude_outbound_ports=parse_ports(args.exclude_outbound_ports, "--exclude-outbound-ports"),
         exclude_cidrs=parse_cidrs(args.exclude_cidrs, "--exclude-cidrs"),
         exclude_inbound_cidrs=parse_cidrs(args.exclude_inbound_cidrs, "--exclude-inbound-cidrs"),
+        inbound_mode=args.inbound_mode,
+        tproxy_mark=args.tproxy_mark,
+        tproxy_table=args.tproxy_route_table,
     )
 
 
@@ -93,7 +108,8 @@ def _show(args: argparse.Namespace) -> int:
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add `iptables install|remove|show` to the CLI."""
     p = sub.add_parser("iptables", help="install, remove or show the transparent-interception iptables rules",
-                       description="NAT rules that redirect a pod's TCP to the sidecar's transparent listeners "
+                       description="Rules that send a pod's TCP to the sidecar's transparent listeners (nat REDIRECT, or mangle "
+                                   "TPROXY for inbound with --inbound-mode tproxy) "
                                    "(run as root or with CAP_NET_ADMIN, usually in an init container).")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True

@@ -11,6 +11,10 @@ iptables-legacy (x_tables). Rules written with the wrong one are invisible to
 the other tools and may be evaluated in an unexpected order, so `--mode auto`
 picks the one already in use: the one holding our chains, else the one with
 more rules (the Kubernetes iptables-wrapper heuristic), else nft.
+
+REDIRECT lives in the nat table; TPROXY (--inbound-mode tproxy) puts inbound
+in the mangle table and needs policy routing (routing.py), so every command
+here looks at both tables and at our ip rules and routes.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from proxy.errors import InterceptionError
-from proxy.interception.rules import InterceptionSpec, NatState, parse_nat_state, render_install, render_remove, render_show
+from proxy.interception import routing
+from proxy.interception.rules import InterceptionSpec, render_install
+from proxy.interception.table import TABLES, TableState, parse_table_state, render_remove, render_show
 
 MODES = ("auto", "nft", "legacy")
 _TIMEOUT_S = 30.0
@@ -91,9 +97,9 @@ def read_save(backend: Backend, table: str | None = "nat") -> str:
     return result.stdout
 
 
-def read_state(backend: Backend) -> NatState:
-    """Our chains and hooks as they are now in this back end's nat table."""
-    return parse_nat_state(read_save(backend))
+def read_state(backend: Backend, table: str = "nat") -> TableState:
+    """Our chains and hooks as they are now in one table of this back end."""
+    return parse_table_state(read_save(backend, table), table)
 
 
 def _rule_count(backend: Backend) -> int:
@@ -152,74 +158,134 @@ Writer = Callable[[str], None]
 
 
 def install(spec: InterceptionSpec, *, mode: str, families: Iterable[int], dry_run: bool, out: Writer) -> None:
-    """Make each family's nat table hold exactly our rules (idempotent)."""
+    """Make each family's nat and mangle tables and policy routing hold exactly our rules (idempotent)."""
     for family in families:
         backend = choose_backend(mode, family)
-        try:
-            state = read_state(backend)
-            note = ""
-        except InterceptionError as exc:
-            if not dry_run:
-                raise
-            state, note = NatState(), f"# current rules unreadable ({exc.detail}): assuming none are installed\n"
-        text = render_install(spec, family, state)
-        if dry_run:
-            out(f"# {backend.label}: {restore_command(backend)} <<EOF\n{note}{text}# EOF\n")
-            continue
+        for table in TABLES:
+            _install_table(spec, backend, table, dry_run, out)
+        _install_routing(spec, family, dry_run, out)
+        if not dry_run:
+            inbound = (f"TPROXY (mangle, mark {spec.tproxy_mark:#x}, table {spec.tproxy_table})" if spec.tproxy
+                       else "REDIRECT")
+            out(f"{backend.label}: interception installed: inbound tcp -> :{spec.inbound_port} by {inbound}, "
+                f"outbound tcp -> :{spec.outbound_port}, uid {spec.proxy_uid} bypasses\n")
+
+
+def _install_table(spec: InterceptionSpec, backend: Backend, table: str, dry_run: bool, out: Writer) -> None:
+    try:
+        state, note = read_state(backend, table), ""
+    except InterceptionError as exc:
+        if not dry_run:
+            raise
+        state, note = TableState(table=table), f"# current {table} rules unreadable ({exc.detail}): assuming none\n"
+    text = render_install(spec, backend.family, state)
+    if not text:
+        return
+    if dry_run:
+        out(f"# {backend.label}: {restore_command(backend)} <<EOF\n{note}{text}# EOF\n")
+    else:
         apply(backend, text)
-        out(
-            f"{backend.label}: interception installed: inbound tcp -> :{spec.inbound_port}, "
-            f"outbound tcp -> :{spec.outbound_port}, uid {spec.proxy_uid} bypasses\n"
-        )
 
 
-def _backends_with_state(mode: str, families: Iterable[int], out: Writer) -> list[tuple[Backend, NatState]]:
-    """Every readable back end (of the mode) with what of ours it holds.
+def _install_routing(spec: InterceptionSpec, family: int, dry_run: bool, out: Writer) -> None:
+    """The ip rule and route TPROXY needs (or, under REDIRECT, the removal of ours)."""
+    if not routing.available():
+        if spec.tproxy:
+            raise InterceptionError("--inbound-mode tproxy needs iproute2's `ip` for its policy routing"
+                                    " (Debian: apt-get install iproute2)")
+        return
+    try:
+        state = routing.read_routing(family)
+    except InterceptionError:
+        if not dry_run:
+            raise
+        state = routing.RoutingState(family)
+    commands = routing.plan_install(spec, state)
+    if dry_run:
+        out("".join(" ".join(argv) + "\n" for argv in commands))
+    else:
+        routing.apply(commands)
+
+
+def _backends_with_state(mode: str, families: Iterable[int], out: Writer) -> list[tuple[Backend, list[TableState]]]:
+    """Every readable back end (of the mode) with what of ours each table holds.
 
     Remove and show look at every back end, not just the one auto would pick,
     so a rule written by the other back end is never left behind unseen.
     """
     if mode not in MODES:
         raise InterceptionError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
-    found: list[tuple[Backend, NatState]] = []
+    found: list[tuple[Backend, list[TableState]]] = []
     for family in families:
         backends = [b for b in available_backends(family) if mode in ("auto", b.kind)]
         if not backends and family == 4:
             raise InterceptionError(f"no iptables{'' if mode == 'auto' else '-' + mode} found: install it (Debian: apt-get install iptables)")
         for backend in backends:
             try:
-                found.append((backend, read_state(backend)))
+                found.append((backend, [read_state(backend, table) for table in TABLES]))
             except InterceptionError as exc:
                 if family == 4:
                     raise
-                out(f"# {backend.label}: skipped, cannot read its nat table: {exc.output.strip() or exc.detail}\n")
+                out(f"# {backend.label}: skipped, cannot read its tables: {exc.output.strip() or exc.detail}\n")
     return found
 
 
+def _routing_states(families: Iterable[int], out: Writer) -> list[routing.RoutingState]:
+    """Our ip rules and routes per family (none when iproute2 is absent: then we cannot have added any)."""
+    if not routing.available():
+        return []
+    states = []
+    for family in families:
+        try:
+            states.append(routing.read_routing(family))
+        except InterceptionError as exc:
+            if family == 4:
+                raise
+            out(f"# ip -6: skipped, cannot read the policy routing: {exc.output.strip() or exc.detail}\n")
+    return states
+
+
 def remove(*, mode: str, families: Iterable[int], dry_run: bool, out: Writer) -> None:
-    """Delete our hooks and chains from every back end that has them."""
+    """Delete our hooks, chains, ip rules and routes from every back end and family that has them."""
+    families = tuple(families)
     removed = False
-    for backend, state in _backends_with_state(mode, families, out):
-        text = render_remove(state)
-        if not text:
-            continue
-        removed = True
+    for backend, states in _backends_with_state(mode, families, out):
+        for state in states:
+            text = render_remove(state)
+            if not text:
+                continue
+            removed = True
+            if dry_run:
+                out(f"# {backend.label}: {restore_command(backend)} <<EOF\n{text}# EOF\n")
+            else:
+                apply(backend, text)
+                out(f"{backend.label}: interception removed from {state.table} "
+                    f"({len(state.chains)} chains, {len(state.references)} hooks)\n")
+    for rstate in _routing_states(families, out):
+        commands = routing.plan_remove(rstate)
+        removed = removed or bool(commands)
         if dry_run:
-            out(f"# {backend.label}: {restore_command(backend)} <<EOF\n{text}# EOF\n")
-        else:
-            apply(backend, text)
-            out(f"{backend.label}: interception removed ({len(state.chains)} chains, {len(state.references)} hooks)\n")
+            out("".join(" ".join(argv) + "\n" for argv in commands))
+        elif commands:
+            routing.apply(commands)
+            out(f"ip -{rstate.family}: removed {len(rstate.rules)} rules and {len(rstate.routes)} routes\n")
     if not removed:
         out("no spiffe-sidecar interception rules found: nothing to remove\n")
 
 
 def show(*, mode: str, families: Iterable[int], out: Writer) -> bool:
-    """Print our rules per back end; returns False when none are installed."""
+    """Print our rules per back end and table, and our policy routing; False when none are installed."""
+    families = tuple(families)
     any_installed = False
-    for backend, state in _backends_with_state(mode, families, out):
-        if state.installed:
+    for backend, states in _backends_with_state(mode, families, out):
+        for state in states:
+            if state.installed:
+                any_installed = True
+                out(f"# {backend.label} ({state.table})\n{render_show(state)}")
+    for rstate in _routing_states(families, out):
+        if rstate.installed:
             any_installed = True
-            out(f"# {backend.label} (nat)\n{render_show(state)}")
+            out(f"# policy routing (ip -{rstate.family})\n{routing.render_show(rstate)}")
     if not any_installed:
         out("no spiffe-sidecar interception rules installed\n")
     return any_installed

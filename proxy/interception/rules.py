@@ -17,6 +17,19 @@ names so the two never collide):
         excluded ports, excluded destination CIDRs   RETURN
         everything else                              -> SPIFFE_OUTBOUND_REDIRECT (REDIRECT --to-ports outbound)
 
+With ``inbound_mode="tproxy"`` (``--inbound-mode tproxy``) inbound moves to
+the mangle table and outbound stays REDIRECT, as Istio does:
+
+    mangle PREROUTING -p tcp -> SPIFFE_INBOUND
+        -i lo                                        RETURN   (app <-> sidecar and the sidecar -> app hop)
+        excluded source CIDRs, excluded ports        RETURN
+        -m socket --transparent                      -> SPIFFE_DIVERT (MARK, ACCEPT: the sidecar's own flows)
+        conntrack RELATED,ESTABLISHED                RETURN   (replies to the pod's own connections:
+                                                              TPROXY would find a non-transparent socket and drop them)
+        included ports ("*" = every port)            -> SPIFFE_INBOUND_TPROXY
+                                                        (TPROXY --on-port inbound --on-ip 0.0.0.0 --tproxy-mark)
+    plus `ip rule fwmark <mark> lookup <table>` and `local default dev lo table <table>` (routing.py).
+
 Only TCP is intercepted (UDP, e.g. DNS, passes untouched). Loopback is never
 intercepted outbound, which keeps the rules simple: an app that dials its own
 pod IP goes over lo and reaches itself directly, without its sidecar (Istio
@@ -26,15 +39,24 @@ special-cases that; we document it instead).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable
 
 from proxy.errors import InterceptionError
+from proxy.interception.table import (
+    TableState, Wanted, parse_table_state, render_remove, render_show, render_wanted,
+)
+
+__all__ = ["InterceptionSpec", "NatState", "TableState", "parse_nat_state", "parse_table_state", "render_install",
+           "render_remove", "render_show", "wanted_table"]
 
 CHAIN_INBOUND = "SPIFFE_INBOUND"
 CHAIN_INBOUND_REDIRECT = "SPIFFE_INBOUND_REDIRECT"
 CHAIN_OUTBOUND = "SPIFFE_OUTBOUND"
 CHAIN_OUTBOUND_REDIRECT = "SPIFFE_OUTBOUND_REDIRECT"
+CHAIN_INBOUND_TPROXY = "SPIFFE_INBOUND_TPROXY"
+CHAIN_DIVERT = "SPIFFE_DIVERT"
+INBOUND_MODES = ("redirect", "tproxy")
 
 #: Our chains, in the order they are declared and deleted.
 OWN_CHAINS = (CHAIN_INBOUND, CHAIN_INBOUND_REDIRECT, CHAIN_OUTBOUND, CHAIN_OUTBOUND_REDIRECT)
@@ -44,8 +66,14 @@ HOOKS = (
     ("PREROUTING", f"-A PREROUTING -p tcp -j {CHAIN_INBOUND}"),
     ("OUTPUT", f"-A OUTPUT -p tcp -j {CHAIN_OUTBOUND}"),
 )
+#: The same PREROUTING hook, in the mangle table under TPROXY.
+MANGLE_HOOK = f"-A PREROUTING -p tcp -j {CHAIN_INBOUND}"
+
+#: The nat table's state: the name from before the mangle table joined, kept for its callers.
+NatState = TableState
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+RESERVED_TABLES = (253, 254, 255)
 PortRange = tuple[int, int]
 
 
@@ -106,6 +134,14 @@ class InterceptionSpec:
     exclude_outbound_ports: tuple[PortRange, ...] = ()
     exclude_cidrs: tuple[Network, ...] = ()
     exclude_inbound_cidrs: tuple[Network, ...] = ()
+    inbound_mode: str = "redirect"
+    tproxy_mark: int = 0x539
+    tproxy_table: int = 133
+
+    @property
+    def tproxy(self) -> bool:
+        """True when inbound is intercepted by TPROXY (mangle) instead of REDIRECT (nat)."""
+        return self.inbound_mode == "tproxy"
 
     def __post_init__(self) -> None:
         for name in ("inbound_port", "outbound_port"):
@@ -118,6 +154,13 @@ class InterceptionSpec:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise InterceptionError(f"--{name.replace('_', '-')}: {value} must not be negative")
+        if self.inbound_mode not in INBOUND_MODES:
+            raise InterceptionError(f"--inbound-mode {self.inbound_mode!r}: expected one of {', '.join(INBOUND_MODES)}")
+        if not 1 <= self.tproxy_mark <= 0xFFFFFFFF:
+            raise InterceptionError(f"--tproxy-mark: {self.tproxy_mark:#x} must be a non-zero 32-bit mark")
+        if not 1 <= self.tproxy_table <= 0xFFFFFFFF or self.tproxy_table in RESERVED_TABLES:
+            raise InterceptionError(f"--tproxy-route-table: {self.tproxy_table} must be a table number other than"
+                                    " 253 (default), 254 (main) and 255 (local)")
 
 
 def _dport(ports: PortRange) -> str:
@@ -158,101 +201,51 @@ def outbound_rules(spec: InterceptionSpec, family: int) -> list[str]:
     return rules
 
 
-@dataclass(frozen=True, slots=True)
-class NatState:
-    """What of ours is in a live nat table (parsed from iptables-save).
+def tproxy_rules(spec: InterceptionSpec, family: int) -> list[str]:
+    """The rules of SPIFFE_DIVERT, SPIFFE_INBOUND_TPROXY and (mangle) SPIFFE_INBOUND, in order.
 
-    Attributes:
-        chains: our chains that exist.
-        references: rules in built-in chains that jump to one of our chains, as printed.
-        own_rules: the rules inside our chains, as printed.
+    Loopback returns first: mangle sees every packet, including the
+    sidecar's hop to the app on 127.0.0.1, which TPROXY would otherwise
+    send back to the sidecar. Established flows must never reach the TPROXY
+    rule: for a socket that is not transparent (the sidecar's own upstream
+    connections, an excluded port's replies) TPROXY drops the packet.
     """
-
-    chains: tuple[str, ...] = ()
-    references: tuple[str, ...] = ()
-    own_rules: tuple[str, ...] = field(default=())
-
-    @property
-    def installed(self) -> bool:
-        """True when any trace of ours is present."""
-        return bool(self.chains or self.references)
-
-
-def _nat_section(save_text: str) -> list[str]:
-    lines: list[str] = []
-    inside = False
-    for line in save_text.splitlines():
-        if line.startswith("*"):
-            inside = line.strip() == "*nat"
-        elif inside and line.strip() == "COMMIT":
-            inside = False
-        elif inside:
-            lines.append(line.rstrip())
-    return lines
+    mark = f"{spec.tproxy_mark:#x}/0xffffffff"
+    on_ip = "::" if family == 6 else "0.0.0.0"
+    rules = [f"-A {CHAIN_DIVERT} -j MARK --set-xmark {mark}", f"-A {CHAIN_DIVERT} -j ACCEPT",
+             f"-A {CHAIN_INBOUND_TPROXY} -p tcp -j TPROXY --on-port {spec.inbound_port} --on-ip {on_ip} --tproxy-mark {mark}",
+             f"-A {CHAIN_INBOUND} -i lo -j RETURN"]
+    rules += [f"-A {CHAIN_INBOUND} -s {net} -j RETURN" for net in _of_family(spec.exclude_inbound_cidrs, family)]
+    rules += [f"-A {CHAIN_INBOUND} -p tcp {_dport(p)} -j RETURN" for p in spec.exclude_inbound_ports]
+    rules.append(f"-A {CHAIN_INBOUND} -p tcp -m socket --transparent -j {CHAIN_DIVERT}")
+    rules.append(f"-A {CHAIN_INBOUND} -p tcp -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN")
+    if spec.include_inbound_ports is None:
+        rules.append(f"-A {CHAIN_INBOUND} -p tcp -j {CHAIN_INBOUND_TPROXY}")
+    else:
+        rules += [f"-A {CHAIN_INBOUND} -p tcp {_dport(p)} -j {CHAIN_INBOUND_TPROXY}" for p in spec.include_inbound_ports]
+    return rules
 
 
-def parse_nat_state(save_text: str) -> NatState:
-    """Find our chains, the hooks into them and their rules in iptables-save output."""
-    chains: list[str] = []
-    references: list[str] = []
-    own_rules: list[str] = []
-    for line in _nat_section(save_text):
-        if line.startswith(":"):
-            name = line[1:].split()[0]
-            if name in OWN_CHAINS:
-                chains.append(name)
-        elif line.startswith("-A "):
-            chain = line.split()[1]
-            words = line.split()
-            target = words[words.index("-j") + 1] if "-j" in words[:-1] else ""
-            if chain in OWN_CHAINS:
-                own_rules.append(line)
-            elif target in OWN_CHAINS:
-                references.append(line)
-    return NatState(tuple(chains), tuple(references), tuple(own_rules))
+def wanted_table(spec: InterceptionSpec, family: int, table: str) -> Wanted:
+    """What `table` should hold for this spec: nat always carries outbound; inbound is nat or mangle."""
+    if table == "mangle":
+        if not spec.tproxy:
+            return Wanted("mangle")
+        return Wanted("mangle", (CHAIN_INBOUND, CHAIN_INBOUND_TPROXY, CHAIN_DIVERT), tuple(tproxy_rules(spec, family)),
+                      (MANGLE_HOOK,))
+    outbound_hook = HOOKS[1][1]
+    if spec.tproxy:
+        return Wanted("nat", (CHAIN_OUTBOUND, CHAIN_OUTBOUND_REDIRECT), tuple(outbound_rules(spec, family)),
+                      (outbound_hook,))
+    return Wanted("nat", OWN_CHAINS, tuple(inbound_rules(spec, family) + outbound_rules(spec, family)),
+                  tuple(rule for _, rule in HOOKS))
 
 
-def render_install(spec: InterceptionSpec, family: int, state: NatState) -> str:
-    """iptables-restore --noflush input that makes the nat table hold exactly our rules.
-
-    Declaring a chain under --noflush creates it or empties it, so a second
-    install rewrites our chains rather than appending to them; hooks are added
-    only when missing, and stray references to our chains are deleted, so the
-    built-in chains end with exactly one jump each.
-    """
-    lines = ["*nat"]
-    lines += [f":{chain} - [0:0]" for chain in OWN_CHAINS]
-    lines += inbound_rules(spec, family)
-    lines += outbound_rules(spec, family)
-    wanted = {rule for _, rule in HOOKS}
-    present = list(state.references)
-    for rule in present:
-        if rule not in wanted or present.count(rule) > 1:
-            lines.append("-D" + rule[2:])
-            present.remove(rule)
-    lines += [rule for _, rule in HOOKS if rule not in present]
-    lines.append("COMMIT")
-    return "\n".join(lines) + "\n"
+def parse_nat_state(save_text: str) -> TableState:
+    """Find our nat chains, the hooks into them and their rules in iptables-save output."""
+    return parse_table_state(save_text, "nat")
 
 
-def render_remove(state: NatState) -> str:
-    """iptables-restore --noflush input that removes every trace of ours ("" if none).
-
-    References go first (a referenced chain cannot be deleted), then every
-    chain is flushed before any is deleted (our chains jump to each other).
-    """
-    if not state.installed:
-        return ""
-    lines = ["*nat"]
-    lines += ["-D" + rule[2:] for rule in state.references]
-    lines += [f"-F {chain}" for chain in state.chains]
-    lines += [f"-X {chain}" for chain in state.chains]
-    lines.append("COMMIT")
-    return "\n".join(lines) + "\n"
-
-
-def render_show(state: NatState) -> str:
-    """Our part of the nat table, iptables-save style (hooks first)."""
-    lines = [f":{chain} - [0:0]" for chain in state.chains]
-    lines += list(state.references) + list(state.own_rules)
-    return "\n".join(lines) + ("\n" if lines else "")
+def render_install(spec: InterceptionSpec, family: int, state: TableState) -> str:
+    """iptables-restore --noflush input that makes ``state.table`` hold exactly our rules ("" if nothing to do)."""
+    return render_wanted(wanted_table(spec, family, state.table), state)
