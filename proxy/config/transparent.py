@@ -10,6 +10,7 @@ init container's NAT rules send every inbound TCP connection of the pod to
       inbound:
         listen: 0.0.0.0:15006          # not loopback: REDIRECT in PREROUTING delivers to the pod's address
         mode: strict                   # or permissive: plaintext beside mTLS during a migration
+        interception: redirect         # or tproxy: the listener sets IP_TRANSPARENT (needs CAP_NET_ADMIN)
         ports:                         # original destination port -> app + policy; other ports are refused
           - {port: 8080, forward_to: 127.0.0.1:8080, policy: api}   # forward_to defaults to 127.0.0.1:<port>
       outbound:
@@ -19,6 +20,11 @@ init container's NAT rules send every inbound TCP connection of the pod to
           - {destination: payments.default.svc.cluster.local:8080, expect: spiffe://example.org/ns/default/sa/payments}
           - {cidr: 10.96.0.0/12, ports: [8080], expect: {trust_domain: example.org}}
 
+``interception`` must match the init container's ``--inbound-mode``: TPROXY
+only delivers to a listener with IP_TRANSPARENT, and the original
+destination is then the socket's own address instead of SO_ORIGINAL_DST.
+(It is not called ``mode``: that key already says strict or permissive.)
+
 A route names either one ``destination`` (host:port; a host name matches the
 IPs the caller says it resolves to) or a ``cidr`` and/or ``ports``.
 Sans-IO: nothing here resolves names or touches sockets.
@@ -26,6 +32,7 @@ Sans-IO: nothing here resolves names or touches sockets.
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
@@ -38,6 +45,13 @@ from proxy.policy.match import PeerMatcher
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LimitsReader = Callable[[Section], Limits]  # a listener section -> its effective limits
+
+
+class Interception(enum.Enum):
+    """How iptables delivers inbound connections to the transparent inbound listener."""
+
+    REDIRECT = "redirect"  # nat REDIRECT: original destination from SO_ORIGINAL_DST
+    TPROXY = "tproxy"  # mangle TPROXY: IP_TRANSPARENT listener, original destination = getsockname()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +71,7 @@ class TransparentInbound:
     Attributes:
         listen: where REDIRECT delivers (not loopback).
         mode: strict refuses plaintext; permissive forwards it (no identity, no policy).
+        interception: redirect or tproxy, as installed by `iptables install --inbound-mode`.
         ports: the original destination ports served, in file order.
         by_port: the same, by port (one dict lookup per connection).
         limits: effective limits.
@@ -64,6 +79,7 @@ class TransparentInbound:
 
     listen: HostPort
     mode: InboundMode = InboundMode.STRICT
+    interception: Interception = Interception.REDIRECT
     ports: tuple[TransparentPort, ...] = ()
     by_port: Mapping[int, TransparentPort] = field(default_factory=dict)
     limits: Limits = Limits()
@@ -71,6 +87,11 @@ class TransparentInbound:
     def route(self, port: int) -> TransparentPort | None:
         """The mapping for an original destination port, or None (refuse)."""
         return self.by_port.get(port)
+
+    @property
+    def tproxy(self) -> bool:
+        """True when the listener must be opened with IP_TRANSPARENT (``open_listening_socket(transparent=...)``)."""
+        return self.interception is Interception.TPROXY
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,7 +146,7 @@ class TransparentConfig:
     outbound: TransparentOutbound | None = None
 
 
-def _choice(kind: type[InboundMode] | type[Unmatched]) -> Callable[[str], object]:
+def _choice(kind: type[InboundMode] | type[Unmatched] | type[Interception]) -> Callable[[str], object]:
     def check(value: str) -> object:
         try:
             return kind(value)
@@ -150,6 +171,7 @@ def _inbound(sec: Section, limits: LimitsReader) -> TransparentInbound:
         raise sec.error("listen", f"{listen} is loopback, but iptables REDIRECT in PREROUTING delivers to the"
                         " pod's own address: listen on 0.0.0.0 (or [::])")
     mode = sec.take("mode", str, default=InboundMode.STRICT, check=_choice(InboundMode))
+    interception = sec.take("interception", str, default=Interception.REDIRECT, check=_choice(Interception))
     ports: dict[int, TransparentPort] = {}
     for i, item in enumerate(sec.take_list("ports", required=True)):
         if not isinstance(item, Section):
@@ -163,7 +185,8 @@ def _inbound(sec: Section, limits: LimitsReader) -> TransparentInbound:
         raise sec.error("ports", "must map at least one original destination port")
     own = limits(sec)
     sec.finish()
-    return TransparentInbound(listen=listen, mode=mode, ports=tuple(ports.values()), by_port=ports, limits=own)
+    return TransparentInbound(listen=listen, mode=mode, interception=interception, ports=tuple(ports.values()),
+                              by_port=ports, limits=own)
 
 
 def _port(item: Section) -> TransparentPort:

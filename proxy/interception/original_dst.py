@@ -5,7 +5,9 @@ sidecar's own listener; the address the client dialled survives only in the
 connection-tracking entry, which the kernel exposes through getsockopt
 SO_ORIGINAL_DST (IPv4, returns a sockaddr_in) and IP6T_SO_ORIGINAL_DST
 (IPv6, a sockaddr_in6). Both options share the number 80 at different levels.
-linkerd2-proxy does the same (proxy/transport/src/orig_dst.rs).
+linkerd2-proxy does the same (proxy/transport/src/orig_dst.rs). After TPROXY
+nothing is rewritten and the socket's own address is the original
+destination (tproxy_destination).
 
 These helpers are synchronous and take a plain socket (or anything with
 getsockopt() and family), so either runtime driver can call them right after
@@ -24,7 +26,8 @@ from typing import Protocol
 from proxy.errors import InterceptionError
 from proxy.interception.sniff import peek_is_tls_client_hello
 
-__all__ = ["original_destination", "parse_sockaddr_in", "parse_sockaddr_in6", "peek_is_tls_client_hello"]
+__all__ = ["original_destination", "parse_sockaddr_in", "parse_sockaddr_in6", "peek_is_tls_client_hello",
+           "tproxy_destination"]
 
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h, level SOL_IP
 IP6T_SO_ORIGINAL_DST = 80  # linux/netfilter_ipv6/ip6_tables.h, level SOL_IPV6
@@ -41,6 +44,8 @@ class SocketLike(Protocol):
     def family(self) -> int: ...
 
     def getsockopt(self, level: int, optname: int, buflen: int) -> bytes: ...
+
+    def getsockname(self) -> tuple[str, int] | tuple[str, int, int, int]: ...
 
 
 def parse_sockaddr_in(raw: bytes) -> tuple[str, int]:
@@ -82,3 +87,19 @@ def original_destination(sock: SocketLike) -> tuple[str, int]:
         option = "SO_ORIGINAL_DST" if sock.family == socket.AF_INET else "IP6T_SO_ORIGINAL_DST"
         raise InterceptionError(f"{option} failed: {exc.strerror or exc} (is the connection tracked by netfilter?)") from None
     raise InterceptionError(f"original destination needs an AF_INET or AF_INET6 socket, got family {sock.family}")
+
+
+def tproxy_destination(sock: SocketLike) -> tuple[str, int]:
+    """The (ip, port) the peer dialled, for a connection delivered by TPROXY.
+
+    TPROXY assigns the packet to our transparent socket without rewriting
+    it, so the accepted socket's own address is the original destination:
+    no conntrack lookup, and it works where SO_ORIGINAL_DST has no NAT entry
+    to read. An IPv4-mapped address comes back as IPv4, like the IPv6 path
+    of original_destination.
+    """
+    host, port = sock.getsockname()[:2]
+    mapped = ipaddress.ip_address(host)
+    if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped:
+        return str(mapped.ipv4_mapped), int(port)
+    return str(mapped), int(port)

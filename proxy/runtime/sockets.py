@@ -17,12 +17,31 @@ from proxy.errors import UpstreamError
 WaitFd = Callable[[int], Awaitable[None]]
 
 
-def open_listening_socket(host: str, port: int, *, backlog: int = 1024) -> socket.socket:
-    """A bound, listening, non-blocking TCP socket (SO_REUSEADDR so restarts rebind at once)."""
+#: IP_TRANSPARENT (linux/in.h, level SOL_IP) and IPV6_TRANSPARENT (linux/in6.h, level SOL_IPV6).
+IP_TRANSPARENT = 19
+IPV6_TRANSPARENT = 75
+_SOL_IP = getattr(socket, "SOL_IP", 0)
+_SOL_IPV6 = getattr(socket, "SOL_IPV6", 41)
+
+
+def _transparent_option(family: int) -> tuple[int, int]:
+    return (_SOL_IPV6, IPV6_TRANSPARENT) if family == socket.AF_INET6 else (_SOL_IP, IP_TRANSPARENT)
+
+
+def open_listening_socket(host: str, port: int, *, backlog: int = 1024, transparent: bool = False) -> socket.socket:
+    """A bound, listening, non-blocking TCP socket (SO_REUSEADDR so restarts rebind at once).
+
+    ``transparent`` sets IP_TRANSPARENT (IPV6_TRANSPARENT) before bind: TPROXY
+    only hands connections to a transparent listener (it drops them
+    otherwise), and the flag needs CAP_NET_ADMIN, so a missing capability
+    fails here, at start, naming it, rather than as silently dropped SYNs.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if transparent:
+            _set_transparent(sock, family)
         sock.bind((host, port))
         sock.listen(backlog)
         sock.setblocking(False)
@@ -30,6 +49,28 @@ def open_listening_socket(host: str, port: int, *, backlog: int = 1024) -> socke
         sock.close()
         raise
     return sock
+
+
+def _set_transparent(sock: socket.socket, family: int) -> None:
+    level, option = _transparent_option(family)
+    try:
+        sock.setsockopt(level, option, 1)
+    except PermissionError:
+        raise PermissionError(f"cannot set {'IPV6_TRANSPARENT' if family == socket.AF_INET6 else 'IP_TRANSPARENT'} on the"
+                              " TPROXY listener: the sidecar needs CAP_NET_ADMIN for interception: tproxy") from None
+
+
+def is_transparent(sock: socket.socket) -> bool:
+    """True when the socket has IP_TRANSPARENT, which an accepted socket inherits from its listener.
+
+    That is how a connection tells it came through TPROXY without the
+    caller passing a mode along: its listener had to be transparent.
+    """
+    level, option = _transparent_option(sock.family)
+    try:
+        return bool(sock.getsockopt(level, option))
+    except OSError:
+        return False
 
 
 #: accept() errors that mean "out of descriptors or memory": back off instead of spinning.
@@ -95,15 +136,20 @@ def close_quietly(sock: socket.socket | None) -> None:
 
 
 def destination_of(sock: socket.socket) -> tuple[str, int]:
-    """Where the client meant to go: SO_ORIGINAL_DST after an iptables REDIRECT.
+    """Where the client meant to go: SO_ORIGINAL_DST after an iptables REDIRECT, getsockname() after TPROXY.
 
-    A connection nobody redirected (or in a namespace without conntrack)
-    was meant for exactly where it arrived: our own listener. Transparent
-    routing then finds no route (inbound) or refuses the loop (outbound).
+    TPROXY does no NAT: the accepted socket's local address is the original
+    destination, and only a transparent listener receives such connections
+    (is_transparent). A connection nobody redirected (or in a namespace
+    without conntrack) was meant for exactly where it arrived: our own
+    listener. Transparent routing then finds no route (inbound) or refuses
+    the loop (outbound).
     """
     from proxy.errors import InterceptionError
-    from proxy.interception.original_dst import original_destination
+    from proxy.interception.original_dst import original_destination, tproxy_destination
 
+    if is_transparent(sock):
+        return tproxy_destination(sock)
     try:
         return original_destination(sock)
     except InterceptionError:

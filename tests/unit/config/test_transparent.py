@@ -89,6 +89,8 @@ def test_redacted_shows_transparent_routes(cfgdir: Path) -> None:
     ("listen: 127.0.0.1:15001", "listen: 0.0.0.0:15001", 12, "transparent.outbound.listen",
      "allow_non_loopback_listen"),
     ("mode: permissive", "mode: lax", 6, "transparent.inbound.mode", "expected one of strict, permissive"),
+    ("mode: permissive", "mode: permissive\n    interception: tproxi", 7, "transparent.inbound.interception",
+     "expected one of redirect, tproxy"),
     ("{port: 9090, forward_to: 127.0.0.1:9091, policy: api}", "{port: 8080, policy: api}", 9,
      "transparent.inbound.ports[1].port", "mapped twice (first at line 8)"),
     ("{port: 9090, forward_to: 127.0.0.1:9091, policy: api}", "{port: 9090, forward_to: 10.1.1.1:80, policy: api}",
@@ -128,3 +130,17 @@ def test_the_commented_example_block_loads_when_uncommented() -> None:
     config = load_sidecar_config_text(text, str(example), env={})
     assert config.transparent is not None and config.transparent.inbound is not None
     assert config.transparent.inbound.route(8080) is not None
+
+
+def test_inbound_interception_defaults_to_redirect_and_tproxy_asks_for_a_transparent_listener(cfgdir: Path) -> None:
+    from proxy.config.transparent import Interception
+
+    t = load(BASE, cfgdir).transparent
+    assert t is not None and t.inbound is not None
+    assert t.inbound.interception is Interception.REDIRECT and not t.inbound.tproxy
+    t = load(BASE.replace("mode: permissive", "mode: permissive\n    interception: tproxy"), cfgdir).transparent
+    assert t is not None and t.inbound is not None
+    assert t.inbound.interception is Interception.TPROXY and t.inbound.tproxy
+    assert t.inbound.mode is InboundMode.PERMISSIVE, "interception and strict/permissive are independent"
+    assert load(BASE.replace("mode: permissive", "interception: tproxy"), cfgdir).redacted()[
+        "transparent"]["inbound"]["interception"] == "tproxy"
