@@ -71,7 +71,8 @@ def _show(argv: Argv) -> list[dict[str, object]]:
     result = _run(argv)
     if result.returncode != 0:
         raise InterceptionError("reading the policy routing failed", " ".join(argv), result.stderr or result.stdout)
-    return json.loads(result.stdout or "[]")
+    parsed: list[dict[str, object]] = json.loads(result.stdout or "[]")
+    return parsed
 
 
 def read_routing(family: int) -> RoutingState:

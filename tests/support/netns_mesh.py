@@ -45,6 +45,10 @@ class Mesh:
         self.socket = workdir / "agent.sock"
         self.gids = {name: FIRST_GID + i for i, name in enumerate(net.pods)}
         self.procs: list[subprocess.Popen[bytes]] = []
+        #: extra `iptables install` flags per pod (e.g. --inbound-mode tproxy)
+        self.install_extra: dict[str, tuple[str, ...]] = {}
+        #: what follows the interpreter to reach the CLI (a launcher script may stand in for -m proxy)
+        self.entry: list[str] = ["-m", "proxy"]
 
     def spawn(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         """Start a process whose output goes to `log`; stop() ends it."""
@@ -66,7 +70,8 @@ class Mesh:
         """`spiffe-sidecar iptables install` in the pod, exempting its sidecar's gid."""
         self.net[name].sidecar_cli("iptables", "install", "--proxy-gid", str(self.gids[name]), "--inbound-port",
                                    str(INBOUND), "--outbound-port", str(OUTBOUND),
-                                   "--exclude-inbound-ports", f"{ADMIN},{HEALTH_PORT}")
+                                   "--exclude-inbound-ports", f"{ADMIN},{HEALTH_PORT}",
+                                   *self.install_extra.get(name, ()))
 
     def start_sidecars(self, configs: Mapping[str, str], policy: str) -> None:
         """Install rules and start `spiffe-sidecar run` in each named pod; wait until all are ready.
@@ -85,7 +90,7 @@ class Mesh:
         (directory / "sidecar.yaml").write_text(config)
         (directory / "policy.yaml").write_text(policy)
         argv = ["ip", "netns", "exec", self.net[name].netns, "setpriv", f"--regid={self.gids[name]}", "--clear-groups",
-                "--", sys.executable, "-m", "proxy", "run", "--config", str(directory / "sidecar.yaml")]
+                "--", sys.executable, *self.entry, "run", "--config", str(directory / "sidecar.yaml")]
         self.spawn(argv, directory / "sidecar.log")
         return directory / "sidecar.log"
 

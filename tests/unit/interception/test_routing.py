@@ -10,8 +10,8 @@ from proxy.interception.routing import PROTO, RoutingState, plan_install, plan_r
 from proxy.interception.rules import InterceptionSpec
 
 TPROXY = InterceptionSpec(inbound_mode="tproxy")
-OURS = {"priority": 32765, "src": "all", "fwmark": "0x539", "table": "133", "protocol": str(PROTO)}
-ROUTE = {"type": "2", "dst": "default", "dev": "lo", "table": "133"}
+OURS: dict[str, object] = {"priority": 32765, "src": "all", "fwmark": "0x539", "table": "133", "protocol": str(PROTO)}
+ROUTE: dict[str, object] = {"type": "2", "dst": "default", "dev": "lo", "table": "133"}
 
 
 def test_a_fresh_install_adds_the_local_route_then_the_fwmark_rule_both_tagged_as_ours() -> None:

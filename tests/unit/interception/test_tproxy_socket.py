@@ -56,4 +56,4 @@ def test_an_ipv4_mapped_local_address_comes_back_as_ipv4() -> None:
         def getsockopt(self, level: int, optname: int, buflen: int = 0) -> bytes:
             raise OSError
 
-    assert tproxy_destination(Mapped()) == ("10.200.1.11", 8080)  # type: ignore[arg-type]
+    assert tproxy_destination(Mapped()) == ("10.200.1.11", 8080)
