@@ -28,8 +28,9 @@ FROM ${PYTHON_IMAGE} AS runtime
 # libssl3: the extension's OpenSSL. iptables: the init container
 # (`spiffe-sidecar iptables install`) runs from this same image; both the
 # nft and legacy back ends come with it, `--mode auto` picks the host's.
+# iproute2: `--inbound-mode tproxy` adds an ip rule and a route.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libssl3 iptables \
+ && apt-get install -y --no-install-recommends libssl3 iptables iproute2 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links=/wheels spiffe-sidecar \

@@ -6,8 +6,12 @@ helpers the transparent listeners call on accepted sockets.
   for the runtime drivers, which own the sockets.
 - ``proxy.interception.sniff.peek_is_tls_client_hello(data)``: permissive
   mode's TLS-or-plaintext decision; pure, usable by the sans-IO core.
-- ``proxy.interception.rules`` / ``proxy.interception.iptables``: the rule
-  model and the install/remove/show of `spiffe-sidecar iptables`.
+- ``proxy.interception.original_dst.tproxy_destination(sock)``: the same
+  after TPROXY, where the socket's own address is the original destination.
+- ``proxy.interception.rules`` / ``table`` / ``routing`` / ``iptables``: the
+  rule model (nat REDIRECT, mangle TPROXY), one table's restore text, the
+  policy routing TPROXY needs, and the install/remove/show of
+  `spiffe-sidecar iptables`.
 
 Nothing is imported here on purpose: importing the package must not pull
 the socket module into the sans-IO core.
