@@ -3,12 +3,17 @@
 
     python bench/profile.py --variant sidecar-trio --load keepalive --side server
     python bench/profile.py --variant sidecar-uvloop --load newconn --seconds 10 --native
+    python bench/profile.py --variant haproxy --load keepalive --syscalls    # any variant
 
 Starts the backends and one variant exactly as bench/run.py does, drives one
 load (wrk keep-alive, wrk Connection: close, or a bulk transfer) while py-spy
 samples one side's process, then prints the functions holding the most
 samples, by self time and inclusive. Goals that are missed in RESULTS.md cite
 these tables. Needs `pip install py-spy` (and root or ptrace permission).
+
+With --syscalls, strace counts the side's system calls instead and divides
+them by the requests (or MB) completed: a per-request syscall budget that can
+be compared with haproxy's, since strace slows the process but not the count.
 """
 
 from __future__ import annotations
@@ -41,18 +46,45 @@ _WAITING = ("get_events (_io_epoll.py)", "_epoll_wait (_io_epoll.py)", "select (
             "epoll_wait", "__epoll_wait_nocancel")
 
 
-def drive(ep: Endpoints, load: str, seconds: float) -> threading.Thread:
-    """Run the load in a thread (py-spy runs in the foreground meanwhile)."""
+def drive(ep: Endpoints, load: str, seconds: float, done: list[float]) -> threading.Thread:
+    """Run the load in a thread (the sampler runs in the foreground meanwhile);
+    append the units of work completed (requests, or MB for bulk) to `done`."""
     def work() -> None:
         if load == "bulk":
             assert ep.bulk is not None
-            run_bulk(*ep.bulk, nbytes=int(400e6 * seconds), timeout=seconds * 4)
+            done.append(run_bulk(*ep.bulk, nbytes=int(100e6 * seconds), timeout=seconds * 6).nbytes / 1e6)
         else:
-            run_wrk(ep.http_url, seconds=seconds, connections=32 if load == "keepalive" else 16,
-                    close=load == "newconn")
+            done.append(run_wrk(ep.http_url, seconds=seconds, connections=32 if load == "keepalive" else 16,
+                                close=load == "newconn").requests)
     t = threading.Thread(target=work, daemon=True)
     t.start()
     return t
+
+
+def count_syscalls(pids: list[int], seconds: float, out: Path) -> None:
+    """strace -c the processes for `seconds`, summary into `out`."""
+    argv = ["strace", "-c", "-f", "-q", "-o", str(out)] + [a for p in pids for a in ("-p", str(p))]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(2)
+        proc.wait(timeout=30)
+
+
+def syscall_table(summary: str, units: float, unit: str, top: int) -> str:
+    """strace -c's table as calls per unit of work."""
+    rows = []
+    for line in summary.splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[0].replace(".", "").isdigit() and parts[-1] != "total":
+            calls = int(parts[3])
+            rows.append((calls / units, parts[-1]))
+    rows.sort(reverse=True)
+    total = sum(c for c, _ in rows)
+    out = [f"{units:.0f} {unit} completed; {total:.1f} syscalls per {unit[:-1]}", "",
+           f"| calls per {unit[:-1]} | syscall |", "|---:|---|"]
+    return "\n".join(out + [f"| {c:.2f} | {name} |" for c, name in rows[:top]])
 
 
 def frame_name(frame: str) -> str:
@@ -87,6 +119,18 @@ def tables(raw: str, top: int) -> str:
     return "\n".join(out)
 
 
+def sample_stacks(a: argparse.Namespace, pid: int | None, raw_path: Path, loader: threading.Thread) -> str:
+    """py-spy the process while the load runs; return the tables."""
+    # --native needs to pause the target to unwind C frames; otherwise don't perturb it.
+    cmd = ["py-spy", "record", "-p", str(pid), "-d", str(int(a.seconds)), "-r", "250", "-f", "raw",
+           "-o", str(raw_path)] + (["--native"] if a.native else ["--nonblocking"])
+    spy = subprocess.run(cmd, capture_output=True, text=True, timeout=a.seconds + 60)
+    loader.join(timeout=a.seconds * 6 + 30)
+    if spy.returncode != 0:
+        raise SystemExit(f"py-spy failed: {(spy.stdout + spy.stderr).strip()[:400]}")
+    return tables(raw_path.read_text(), a.top)
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variant", default="sidecar-trio")
@@ -94,11 +138,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--side", choices=("client", "server"), default="server")
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--native", action="store_true", help="include C/Cython frames (py-spy --native)")
+    p.add_argument("--syscalls", action="store_true", help="count syscalls per unit of work (strace)")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
     a = p.parse_args(argv)
-    if shutil.which("py-spy") is None:
-        raise SystemExit("py-spy not installed: pip install py-spy")
+    tool = "strace" if a.syscalls else "py-spy"
+    if shutil.which(tool) is None:
+        raise SystemExit(f"{tool} not installed: " + ("apt-get install strace" if a.syscalls else "pip install py-spy"))
     raise_fd_limit()
     workdir = Path(tempfile.mkdtemp(prefix="spiffe-bench-prof-", dir="/tmp"))
     try:
@@ -108,20 +154,21 @@ def main(argv: list[str]) -> int:
             run_wrk(ep.http_url, seconds=1, connections=8, close=False)  # warm-up
             side = next(s for s in ep.sides if s.label == a.side)
             raw_path = workdir / "raw.txt"
-            loader = drive(ep, a.load, a.seconds)
-            # --native needs to pause the target to unwind C frames; otherwise don't perturb it.
-            cmd = ["py-spy", "record", "-p", str(side.sid), "-d", str(int(a.seconds)), "-r", "250", "-f", "raw",
-                   "-o", str(raw_path)] + (["--native"] if a.native else ["--nonblocking"])
-            spy = subprocess.run(cmd, capture_output=True, text=True, timeout=a.seconds + 60)
-            if spy.returncode != 0:
-                raise SystemExit(f"py-spy failed: {(spy.stdout + spy.stderr).strip()[:400]}")
-            loader.join(timeout=a.seconds * 4 + 30)
-            report = tables(raw_path.read_text(), a.top)
+            done: list[float] = []
+            loader = drive(ep, a.load, a.seconds, done)
+            if a.syscalls:
+                count_syscalls(side.members(), a.seconds + 0.5, raw_path)
+                loader.join(timeout=a.seconds * 6 + 30)
+                unit = "MB" if a.load == "bulk" else "requests"
+                report = syscall_table(raw_path.read_text(), done[0] if done else float("nan"), unit, a.top)
+                kind = "syscalls"
+            else:
+                report, kind = sample_stacks(a, side.sid, raw_path, loader), "py-spy"
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     a.out.mkdir(parents=True, exist_ok=True)
-    dest = a.out / f"profile-{a.variant}-{a.load}-{a.side}.md"
-    dest.write_text(f"# py-spy: {a.variant}, {a.load} load, {a.side} side\n\n{report}\n")
+    dest = a.out / f"{'syscalls' if a.syscalls else 'profile'}-{a.variant}-{a.load}-{a.side}.md"
+    dest.write_text(f"# {kind}: {a.variant}, {a.load} load, {a.side} side\n\n{report}\n")
     print(dest.read_text())
     return 0
 
