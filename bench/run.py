@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -72,7 +73,13 @@ def target_of(a: argparse.Namespace) -> tuple[Target, BenchPki | None]:
     return Target(url=a.target_url, tls=a.target_tls, bulk=a.target_bulk, pids=pids), pki
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    """A SIGTERM unwinds like Ctrl-C, so every started process group is stopped."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     a = parse_args(argv)
     if a.list:
         for v in all_variants():
