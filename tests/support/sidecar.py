@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -97,7 +99,7 @@ class SidecarHarness:
                  inbound: list[dict[str, Any]] = (), outbound: list[dict[str, Any]] = (),  # type: ignore[assignment]
                  policy: dict[str, Any] | None = None, limits: dict[str, Any] | None = None,
                  name: str | None = None, python: str | None = None, drain_timeout: str = "1s",
-                 extra: dict[str, Any] | None = None) -> None:
+                 extra: dict[str, Any] | None = None, admin: bool = False) -> None:
         SidecarHarness._count += 1
         self.runtime, self.engine = runtime, engine
         self.name = name or f"sidecar{SidecarHarness._count}"
@@ -105,10 +107,16 @@ class SidecarHarness:
                                "runtime": runtime, "log": {"level": "debug"}, "drain_timeout": drain_timeout}
         if inbound:
             doc["inbound"] = list(inbound)
+        self.policy_path = directory / f"{self.name}.policy.yaml"
         if inbound or policy:
-            policy_path = directory / f"{self.name}.policy.yaml"
-            policy_path.write_text(json.dumps({"policies": policy or {}}))
-            doc["policy_file"] = str(policy_path)
+            self.policy_path.write_text(json.dumps({"policies": policy or {}}))
+            doc["policy_file"] = str(self.policy_path)
+        self.admin_port: int | None = None
+        if admin:
+            from support.net import free_port
+
+            self.admin_port = free_port()
+            doc["admin"] = {"listen": f"127.0.0.1:{self.admin_port}"}
         if outbound:
             doc["outbound"] = list(outbound)
         if limits:
@@ -161,12 +169,114 @@ class SidecarHarness:
         raise AssertionError(f"no matching record from {self.name} in {timeout:g}s; records: {self.records()[-5:]}"
                              f"\nlog:\n{self.log()[-3000:]}")
 
+    # --- operations: the admin endpoint, signals, policy edits ----------------------
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        """GET ``path`` from the admin endpoint: (status, body)."""
+        import http.client
+
+        assert self.admin_port is not None, "start the harness with admin=True"
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def get_json(self, path: str) -> Any:
+        """The admin endpoint's JSON answer at ``path`` (any status)."""
+        return json.loads(self.get(path)[1])
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """/metrics parsed by prometheus-client's own parser: (sample name, sorted labels) -> value."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        status, body = self.get("/metrics")
+        assert status == 200, body
+        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(body.decode()) for sample in family.samples}
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels`` (0 when none)."""
+        want = set(labels.items())
+        return sum(v for (n, ls), v in self.metrics().items() if n == name and want <= set(ls))
+
+    def write_policy(self, text: str) -> None:
+        """Replace the policy file atomically (as a ConfigMap update or an editor's save-by-rename does)."""
+        tmp = self.policy_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(self.policy_path)
+
+    def signal(self, signum: int) -> None:
+        import os
+
+        os.kill(self.pid, signum)
+
+    def wait_exit(self, timeout: float) -> int:
+        """The exit code, waiting at most ``timeout`` seconds (AssertionError with the log otherwise)."""
+        import subprocess
+
+        assert self.process.proc is not None
+        try:
+            return int(self.process.proc.wait(timeout))
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.name} still running after {timeout:g}s:\n{self.log()[-3000:]}") from None
+
     def rss_kib(self) -> int:
         """The sidecar's resident set size (KiB), from /proc."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise AssertionError("no VmRSS")
+
+
+# --- clients and waits for operations tests ----------------------------------------
+
+
+class Peer:
+    """A plain Python ``ssl`` mTLS client with one SVID, verifying the sidecar against the bundle."""
+
+    def __init__(self, directory: Path, ca: pki.Ca, spiffe_id: str) -> None:
+        ident = Identity.mint(directory, ca, spiffe_id.removeprefix("spiffe://example.org"))
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.context.check_hostname = False  # SPIFFE: the URI SAN, not a host name, names the server
+        self.context.load_verify_locations(cafile=str(ident.bundle))
+        self.context.load_cert_chain(str(ident.cert), str(ident.key))
+
+    def connect(self, port: int, timeout: float = 5.0) -> ssl.SSLSocket:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        return self.context.wrap_socket(raw)
+
+    def echo(self, port: int, payload: bytes = b"ping") -> bool:
+        """True when a fresh connection echoes ``payload`` back (False when refused by policy)."""
+        try:
+            with self.connect(port) as tls:
+                tls.sendall(payload)
+                return read_exactly(tls, len(payload)) == payload
+        except (OSError, ssl.SSLError):
+            return False
+
+
+def read_exactly(tls: ssl.SSLSocket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = tls.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def eventually(check: Any, timeout: float, what: str) -> float:
+    """Seconds until ``check()`` is true (AssertionError after ``timeout``)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError(f"not within {timeout:g}s: {what}")
+
 
 
 @contextlib.contextmanager
