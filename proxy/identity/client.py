@@ -23,7 +23,7 @@ breaks, ``DEADLINE_EXCEEDED`` when a unary call's timeout passes, and
 from __future__ import annotations
 
 import contextlib
-from typing import AsyncGenerator, Iterator, Sequence
+from typing import AsyncGenerator, Iterator, Sequence, TypeVar
 
 import trio
 from google.protobuf.message import DecodeError
@@ -36,6 +36,8 @@ from proxy.spiffe.bundle import JwtBundleSet, X509BundleSet
 from proxy.workload_api import workload_pb2 as pb
 from proxy.workload_api.grpc import GrpcStatusError, StatusCode
 from proxy.workload_api.grpc_client import CallEnded, GrpcClientConnection, MessageReceived
+
+_T = TypeVar("_T")
 
 _PATH = "/SpiffeWorkloadAPI/"
 _READ_SIZE = 65536
@@ -127,11 +129,7 @@ class WorkloadApiClient:
         Raises:
             GrpcStatusError: as watch_x509_context, or DEADLINE_EXCEEDED.
         """
-        with _deadline(timeout, "FetchX509SVID"):
-            async with contextlib.aclosing(self.watch_x509_context()) as updates:
-                async for context in updates:
-                    return context
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await _first_of(self.watch_x509_context(), timeout, "FetchX509SVID")
 
     async def watch_x509_bundles(self) -> AsyncGenerator[X509BundleSet, None]:
         """Stream X.509 bundle sets (FetchX509Bundles), each the full state.
@@ -147,11 +145,7 @@ class WorkloadApiClient:
 
     async def fetch_x509_bundles(self, timeout: float = DEFAULT_UNARY_TIMEOUT) -> X509BundleSet:
         """The current X.509 bundle set (first message of FetchX509Bundles)."""
-        with _deadline(timeout, "FetchX509Bundles"):
-            async with contextlib.aclosing(self.watch_x509_bundles()) as updates:
-                async for bundles in updates:
-                    return bundles
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await _first_of(self.watch_x509_bundles(), timeout, "FetchX509Bundles")
 
     async def watch_jwt_bundles(self) -> AsyncGenerator[JwtBundleSet, None]:
         """Stream JWT bundle sets (FetchJWTBundles), each the full state.
@@ -167,11 +161,7 @@ class WorkloadApiClient:
 
     async def fetch_jwt_bundles(self, timeout: float = DEFAULT_UNARY_TIMEOUT) -> JwtBundleSet:
         """The current JWT bundle set (first message of FetchJWTBundles)."""
-        with _deadline(timeout, "FetchJWTBundles"):
-            async with contextlib.aclosing(self.watch_jwt_bundles()) as updates:
-                async for bundles in updates:
-                    return bundles
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await _first_of(self.watch_jwt_bundles(), timeout, "FetchJWTBundles")
 
     async def fetch_jwt_svid(self, audience: str | Sequence[str], spiffe_id: str | None = None, *,
                              timeout: float = DEFAULT_UNARY_TIMEOUT) -> messages.FetchedJwtSvid:
@@ -291,3 +281,16 @@ async def open_workload_api(address: WorkloadApiAddress | str | None = None) -> 
 
 
 __all__ = ["DEFAULT_UNARY_TIMEOUT", "WorkloadApiClient", "open_workload_api"]
+
+
+async def _first_of(updates: AsyncGenerator[_T, None], timeout: float, method: str) -> _T:
+    """The first message of a stream under a deadline; the stream is closed after.
+
+    Raises:
+        GrpcStatusError: the stream's own error, or DEADLINE_EXCEEDED.
+    """
+    with _deadline(timeout, method):
+        async with contextlib.aclosing(updates) as stream:
+            async for item in stream:
+                return item
+    raise AssertionError("unreachable")  # pragma: no cover
