@@ -139,7 +139,7 @@ class Reloader:
             _log.warning("reload (%s): policy applied; changed %s need a restart to take effect (still running"
                          " the old values)", trigger, ", ".join(restart))
         else:
-            sidecar.config = config
+            sidecar.apply_config(config)
             logging.getLogger().setLevel(config.log.level.value.upper())
         self.status = ReloadStatus(loaded_at=time.time(), reloads=self.status.reloads + 1)
         self._count("ok", stale=False)

@@ -86,7 +86,10 @@ class Sidecar:
     def __init__(self, config: SidecarConfig, policies: PolicySet | None, *, engine: Any = None,
                  emit: Callable[[ConnectionRecord], None] | None = None) -> None:
         self.config = config
-        self.policies = policies  # one reference: a reload (issue 5) swaps it
+        self._inbound: dict[str, InboundListener] = {}
+        self._outbound_specs: dict[str, ConnectionSpec] = {}
+        self.apply_config(config)
+        self.policies = policies  # one reference: a reload (proxy.reload) swaps it
         self.engine = engine if engine is not None else load_engine()
         self.store = IdentityStore()
         self.swap = ContextSwap(self.engine, self.store)
@@ -154,29 +157,33 @@ class Sidecar:
         if self.admin is not None:
             self.admin.close()
 
+    def apply_config(self, config: SidecarConfig) -> None:
+        """Swap in a reloaded config whose ``restart_required`` is empty: inbound policy names, limits
+        and outbound ``expect`` reach new connections (listeners are looked up by name per accept)."""
+        self.config = config
+        self._inbound = {x.name: x for x in config.inbound}
+        self._outbound_specs = {x.name: _outbound_spec(x) for x in config.outbound}
+
     def _inbound_plan(self, listener: InboundListener) -> ListenerPlan:
         sock = open_listening_socket(listener.listen.host, listener.listen.port)
-        limits = listener.limits
+        name = listener.name
 
         def spec(destination: tuple[str, int] | None) -> ConnectionSpec:
+            now = self._inbound.get(name, listener)  # the reloaded listener, if any
             return ConnectionSpec(
-                listener=listener.name, direction=Direction.INBOUND, upstream_host=listener.forward_to.host,
-                upstream_port=listener.forward_to.port,
-                authorize=functools.partial(_evaluate, self.policies, listener.policy), **_limits(limits))
+                listener=name, direction=Direction.INBOUND, upstream_host=now.forward_to.host,
+                upstream_port=now.forward_to.port,
+                authorize=functools.partial(_evaluate, self.policies, now.policy), **_limits(now.limits))
 
-        return ListenerPlan(name=listener.name, direction=Direction.INBOUND, sock=sock, spec=spec,
+        return ListenerPlan(name=name, direction=Direction.INBOUND, sock=sock, spec=spec,
                             context=lambda: self._context(server=True))
 
     def _outbound_plan(self, listener: OutboundListener) -> ListenerPlan:
         sock = open_listening_socket(listener.listen.host, listener.listen.port)
-        limits = listener.limits
-        spec_value = ConnectionSpec(
-            listener=listener.name, direction=Direction.OUTBOUND, upstream_host=listener.connect_to.host,
-            upstream_port=listener.connect_to.port, session_key=str(listener.connect_to),
-            authorize=functools.partial(check_expected_peer, matcher=listener.expect, listener=listener.name),
-            **_limits(limits))
-        return ListenerPlan(name=listener.name, direction=Direction.OUTBOUND, sock=sock,
-                            spec=lambda destination: spec_value, context=lambda: self._context(server=False))
+        name = listener.name
+        return ListenerPlan(name=name, direction=Direction.OUTBOUND, sock=sock,
+                            spec=lambda destination: self._outbound_specs[name],
+                            context=lambda: self._context(server=False))
 
     def _transparent_inbound_plan(self, tin: TransparentInbound) -> ListenerPlan:
         sock = open_listening_socket(tin.listen.host, tin.listen.port)
@@ -298,6 +305,15 @@ class Sidecar:
 
 TRANSPARENT_INBOUND = "transparent-inbound"
 TRANSPARENT_OUTBOUND = "transparent-outbound"
+
+
+def _outbound_spec(listener: OutboundListener) -> ConnectionSpec:
+    """One outbound listener's spec (immutable, shared by its connections until a reload)."""
+    return ConnectionSpec(
+        listener=listener.name, direction=Direction.OUTBOUND, upstream_host=listener.connect_to.host,
+        upstream_port=listener.connect_to.port, session_key=str(listener.connect_to),
+        authorize=functools.partial(check_expected_peer, matcher=listener.expect, listener=listener.name),
+        **_limits(listener.limits))
 
 
 def _limits(limits: Limits) -> dict[str, Any]:

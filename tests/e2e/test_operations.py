@@ -171,3 +171,24 @@ def test_sighup_reloads_the_policy(ops: Any) -> None:
     sc.signal(signal.SIGHUP)
     _eventually(lambda: sc.metric("spiffe_sidecar_policy_reloads_total", result="ok") > reloads, 3, "SIGHUP reload")
     assert "reload (SIGHUP)" in sc.log()
+
+
+def test_a_reloaded_config_points_the_listener_at_another_policy(ops: Any) -> None:
+    sc, peers = ops
+    sc.write_policy(json.dumps({"policies": {"api": [{"name": "frontend-only", "allow": [FRONTEND]}],
+                                             "other": [{"name": "intruder-only", "allow": [INTRUDER]}]}}))
+
+    def use(policy: str) -> Any:
+        return lambda doc: doc["inbound"][0].update(policy=policy)
+
+    try:
+        sc.edit_config(use("other"))
+        took = _eventually(lambda: peers["intruder"].echo(sc.port), 3, "the listener uses policy 'other'")
+        assert took < 1.0 and not peers["frontend"].echo(sc.port)
+        assert sc.get_json("/config")["inbound"][0]["policy"] == "other"
+        sc.edit_config(lambda doc: doc["inbound"][0].update(listen="127.0.0.1:1"))
+        _eventually(lambda: "need a restart" in sc.log(), 3, "a restart-only change is named")
+        assert "inbound" in [line for line in sc.log().splitlines() if "need a restart" in line][-1]
+    finally:
+        sc.edit_config(lambda doc: doc["inbound"][0].update(policy="api", listen=f"127.0.0.1:{sc.port}"))
+        _eventually(lambda: peers["frontend"].echo(sc.port), 3, "back on policy 'api'")

@@ -208,6 +208,14 @@ class SidecarHarness:
         tmp.write_text(text)
         tmp.replace(self.policy_path)
 
+    def edit_config(self, change: Callable[[dict[str, Any]], None]) -> None:
+        """Apply ``change`` to the config document and replace the file atomically."""
+        doc = json.loads(self.config.read_text())
+        change(doc)
+        tmp = self.config.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.replace(self.config)
+
     def signal(self, signum: int) -> None:
         import os
 
