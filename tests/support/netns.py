@@ -133,6 +133,17 @@ for _ in range(64):
 print(data.decode(), end="")
 """
 
+# Like _CLIENT, but a refusal or reset is an answer ("refused: ..."), not a failure.
+_CLIENT_TOLERANT = """
+import socket
+try:
+    s = socket.create_connection(('%s', %d), timeout=5)
+    s.sendall(b'hello\\n')
+    print(s.recv(100).decode(errors='replace'), end='')
+except OSError as exc:
+    print('refused:', exc)
+"""
+
 _BANNER_SERVER = """
 import socket, sys
 port, banner = int(sys.argv[1]), sys.argv[2]
@@ -179,6 +190,12 @@ class Pod:
         text = self.run([tool, "-t", "nat"]).stdout
         lines = (re.sub(r"\[\d+:\d+\]$", "[0:0]", line) for line in text.splitlines() if not line.startswith("#"))
         return "\n".join(lines)
+
+    def try_connect(self, host: str, port: int, *, uid: int | None = None) -> str:
+        """Like connect(), but a refused or reset connection returns "refused: ..." instead of failing."""
+        result = self.run([app_python(uid), "-c", _CLIENT_TOLERANT % (host, port)], uid=uid, check=False)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
 
     def connect(self, host: str, port: int, *, uid: int | None = None) -> str:
         """An app in this pod dials host:port in plain TCP; returns what it was told."""
