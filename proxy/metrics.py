@@ -12,7 +12,9 @@ None when metrics are off (one attribute test in the runner).
 Label values never come from unbounded input: close, handshake-failure and
 deny reasons are the enum values of ``proxy.errors`` (anything else becomes
 ``other``); listener and rule names come from the operator's own files.
-Peer SPIFFE IDs are never labels.
+Peer SPIFFE IDs are labels only when the operator opts in
+(``admin.peer_id_labels``), and then only on one metric of their own
+(``authz_decisions_by_peer_total``), so the bounded ones stay bounded.
 """
 
 from __future__ import annotations
@@ -48,9 +50,10 @@ class Metrics:
 
     Args:
         store: the identity store (read at scrape time).
+        peer_id_labels: also count decisions per peer SPIFFE ID (opt-in; unbounded).
     """
 
-    def __init__(self, store: IdentityStore) -> None:
+    def __init__(self, store: IdentityStore, *, peer_id_labels: bool = False) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.store = store
         self.plane: DataPlane | None = None
@@ -63,6 +66,9 @@ class Metrics:
                                            ["listener"], buckets=HANDSHAKE_BUCKETS, registry=r)
         self.decisions = Counter(f"{p}_authz_decisions", "Authorization decisions, by listener, rule and decision",
                                  ["listener", "rule", "decision", "reason"], registry=r)
+        self.by_peer = Counter(f"{p}_authz_decisions_by_peer", "Authorization decisions by peer SPIFFE ID"
+                               " (admin.peer_id_labels)", ["listener", "peer", "decision"],
+                               registry=r) if peer_id_labels else None
         self.audit = Counter(f"{p}_authz_audit_would_deny", "Audit-mode deny rules that matched (not enforced)",
                              ["listener", "rule"], registry=r)
         self.bytes_in = Counter(f"{p}_bytes_in", "Bytes from the TLS side to the plaintext side",
@@ -91,6 +97,8 @@ class Metrics:
             self.handshakes.labels(listener, "failure", _reason_label(record.reason)).inc()
         if record.decision is not None:
             self.decisions.labels(listener, record.rule or "", record.decision, _reason_label(record.reason)).inc()
+            if self.by_peer is not None and record.peer_id is not None:
+                self.by_peer.labels(listener, record.peer_id, record.decision).inc()
         for rule in record.audit_denies:
             self.audit.labels(listener, rule).inc()
         if record.bytes_in:

@@ -93,7 +93,8 @@ class Sidecar:
         self.engine = engine if engine is not None else load_engine()
         self.store = IdentityStore()
         self.swap = ContextSwap(self.engine, self.store)
-        self.metrics: Metrics | None = Metrics(self.store) if config.admin is not None else None
+        self.metrics: Metrics | None = (Metrics(self.store, peer_id_labels=config.admin.peer_id_labels)
+                                        if config.admin is not None else None)
         sink = emit if emit is not None else access_log_sink(config.log.access, config.log.format)
         self.emit = sink if self.metrics is None else _tee(sink, self.metrics.observe)
         self.first_svid_timeout = first_svid_timeout()

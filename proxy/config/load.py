@@ -272,8 +272,9 @@ def read_admin(f: Fields) -> AdminConfig | None:
     if not listen.is_loopback and not optout:
         raise f.section.error("listen", f"{listen} is not a loopback address: the admin endpoint stays on"
                               " this host unless allow_non_loopback: true is set")
+    peer_labels = bool(f.take("peer_id_labels", bool, default=False))
     f.section.finish()
-    return AdminConfig(listen=listen, allow_non_loopback=optout)
+    return AdminConfig(listen=listen, allow_non_loopback=optout, peer_id_labels=peer_labels)
 
 
 def read_log(f: Fields) -> LogConfig:

@@ -201,10 +201,12 @@ class AdminConfig:
     Attributes:
         listen: loopback unless ``allow_non_loopback``.
         allow_non_loopback: opt-in to expose it off the host.
+        peer_id_labels: opt-in to a per-peer-ID decisions metric (unbounded labels: small meshes only).
     """
 
     listen: HostPort
     allow_non_loopback: bool = False
+    peer_id_labels: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -90,3 +90,22 @@ def test_metric_labels_come_only_from_reason_enums_and_config_names() -> None:
     assert decisions == {("deny", ""): 1.0, ("allow", "frontend-only"): 1.0}
     audit = [s for s in samples if s.name == "spiffe_sidecar_authz_audit_would_deny_total"]
     assert [(s.labels["rule"], s.value) for s in audit] == [("audit-x", 1.0)]
+
+
+def test_peer_ids_become_labels_only_on_their_own_metric_when_enabled() -> None:
+    metrics = Metrics(IdentityStore(), peer_id_labels=True)
+    metrics.observe(RECORD)
+    samples = [s for f in text_string_to_metric_families(metrics.render().decode()) for s in f.samples]
+    with_peer = {s.name for s in samples if any(v.startswith("spiffe://") for v in s.labels.values())
+                 and s.name.endswith("_total")}
+    assert with_peer == {"spiffe_sidecar_authz_decisions_by_peer_total"}
+
+
+def test_peer_id_labels_are_off_unless_the_admin_section_opts_in(tmp_path: Path) -> None:
+    from proxy.config.load import load_sidecar_config_text
+
+    base = "identity: {workload_api: unix:///tmp/agent.sock}\nadmin: {listen: 127.0.0.1:15000"
+    off = load_sidecar_config_text(base + "}\n", str(tmp_path / "s.yaml"))
+    on = load_sidecar_config_text(base + ", peer_id_labels: true}\n", str(tmp_path / "s.yaml"))
+    assert off.admin is not None and not off.admin.peer_id_labels
+    assert on.admin is not None and on.admin.peer_id_labels
