@@ -97,14 +97,6 @@ async def serve_data_plane(plane: DataPlane, stop: trio.Event, *, grace: float) 
             scope.cancel()
 
 
-async def wait_for_signal(stop: trio.Event) -> None:
-    """Set ``stop`` on SIGINT or SIGTERM (the first one)."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            stop.set()
-            return
-
-
 async def _handle_signals(sidecar: Any, stop: trio.Event, everything: trio.CancelScope) -> None:
     """SIGHUP reloads; the first SIGTERM/SIGINT drains; a second one cancels everything at once."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
