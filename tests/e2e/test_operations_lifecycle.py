@@ -200,3 +200,26 @@ def test_an_expired_svid_fails_closed_and_says_why(tmp_path: Path, ca: pki.Ca) -
             _eventually(lambda: "refusing new connections (fail closed)" in sc.log(), 3, "the log says why")
     finally:
         app.close()
+
+
+def test_not_ready_before_the_first_svid_and_the_reason_names_the_source(short_dir: Path) -> None:
+    sock = short_dir / "nobody.sock"
+    sc = SidecarHarness(short_dir, runtime="uvloop", engine="python", identity={"workload_api": f"unix://{sock}"},
+                        admin=True, outbound=[{"name": "out", "listen": f"127.0.0.1:{free_port()}",
+                                               "connect_to": "127.0.0.1:1", "expect": APP}])
+    sc.process.start()
+    try:
+        _eventually(lambda: _answers(sc), 10, "the admin endpoint answers while waiting for an SVID")
+        status, body = sc.get("/ready")
+        assert status == 503 and b"no X.509-SVID yet" in body and str(sock).encode() in body, body
+        assert sc.get_json("/identity")["source"]["state"] in ("starting", "reconnecting")
+    finally:
+        sc.stop()
+
+
+def _answers(sc: SidecarHarness) -> bool:
+    try:
+        sc.get("/live", timeout=1.0)
+        return True
+    except OSError:
+        return False
