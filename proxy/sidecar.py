@@ -187,7 +187,7 @@ class Sidecar:
                             context=lambda: self._context(server=False))
 
     def _transparent_inbound_plan(self, tin: TransparentInbound) -> ListenerPlan:
-        sock = open_listening_socket(tin.listen.host, tin.listen.port)
+        sock = open_listening_socket(tin.listen.host, tin.listen.port, transparent=tin.tproxy)
         mode = Mode.SNIFF if tin.mode is InboundMode.PERMISSIVE else Mode.MTLS
 
         def spec(destination: tuple[str, int] | None) -> ConnectionSpec:

@@ -9,8 +9,8 @@ The first tests need no sidecar: `spiffe-sidecar iptables install
 --inbound-mode tproxy` with each back end, a transparent listener opened by
 the real open_listening_socket, and the original destination read by the
 real destination_of. The mesh tests run the real agent and `spiffe-sidecar
-run` (through tests/support/tproxy_launch.py until proxy/sidecar.py passes
-the listener flag itself; see that file).
+run`, whose transparent inbound listener gets IP_TRANSPARENT from
+`interception: tproxy`.
 
 The kernel must have TPROXY and the socket match (xt_TPROXY/xt_socket or
 their nft counterparts): require_tproxy() probes both back ends in a
@@ -24,7 +24,6 @@ import json
 import re
 import socket
 import threading
-from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import pytest
@@ -39,7 +38,6 @@ APP_PORT, APP_UID = 8080, 1000
 TPROXY = ("--inbound-mode", "tproxy")
 INSTALL = ("iptables", "install", "--proxy-uid", "1337", "--inbound-port", str(INBOUND), "--outbound-port",
            str(OUTBOUND), "--exclude-inbound-ports", f"{ADMIN},{HEALTH_PORT}", *TPROXY)
-LAUNCHER = Path(__file__).resolve().parents[2] / "support" / "tproxy_launch.py"
 _PROBE_RULES = (["-m", "socket", "--transparent", "-j", "MARK", "--set-mark", "1"],
                 ["-j", "TPROXY", "--on-port", "1", "--tproxy-mark", "1"])
 
@@ -180,7 +178,6 @@ def mesh(open_mesh: Callable[[Sequence[str]], Mesh]) -> Mesh:
     try:
         require_tproxy(m.net["b"])
         m.install_extra["b"] = TPROXY
-        m.entry = [str(LAUNCHER)]
         fields = dict(outbound=OUTBOUND, inbound=INBOUND, app=APP_PORT, b_ip=m.net["b"].ip)
         m.start_sidecars({"a": CALLER_YAML.format(**fields), "b": SERVER_YAML.format(**fields)}, POLICY_YAML)
         m.net["b"].start_banner_server(APP_PORT, "app-b")
