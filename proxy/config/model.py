@@ -366,7 +366,7 @@ def parse_workload_api_address(text: str) -> str:
 def _listens(t: TransparentConfig | None) -> tuple[Any, ...]:
     if t is None:
         return ()
-    return (t.inbound and (t.inbound.listen, t.inbound.mode), t.outbound and t.outbound.listen)
+    return (t.inbound and (t.inbound.listen, t.inbound.mode, t.inbound.interception), t.outbound and t.outbound.listen)
 
 
 def _plain(value: Any) -> Any:

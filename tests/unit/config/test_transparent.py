@@ -144,3 +144,10 @@ def test_inbound_interception_defaults_to_redirect_and_tproxy_asks_for_a_transpa
     assert t.inbound.mode is InboundMode.PERMISSIVE, "interception and strict/permissive are independent"
     assert load(BASE.replace("mode: permissive", "interception: tproxy"), cfgdir).redacted()[
         "transparent"]["inbound"]["interception"] == "tproxy"
+
+
+def test_switching_inbound_interception_requires_a_restart(cfgdir: Path) -> None:
+    """The listener socket's IP_TRANSPARENT is set at bind time; a reload cannot flip it."""
+    redirect = load(BASE, cfgdir)
+    tproxy = load(BASE.replace("mode: permissive", "mode: permissive\n    interception: tproxy"), cfgdir)
+    assert "transparent" in redirect.restart_required(tproxy)
