@@ -43,7 +43,11 @@ _LINE = re.compile(r":\d+\)$")
 # Leaf frames that are a thread blocked in the kernel waiting for readiness:
 # py-spy's idle detection does not always see them, so they are split out.
 _WAITING = ("get_events (_io_epoll.py)", "_epoll_wait (_io_epoll.py)", "select (selectors.py)",
-            "epoll_wait", "__epoll_wait_nocancel")
+            "epoll_wait", "epoll_pwait", "__epoll_wait_nocancel")
+# Frames that mean the whole sample is a thread parked on a lock or condition
+# (e.g. a config-reload watcher); with --native py-spy counts those as active.
+_PARKED = {"Condition.wait (threading.py)", "Event.wait (threading.py)", "PyThread_acquire_lock_timed",
+           "lock_PyThread_acquire_lock"}
 
 
 def drive(ep: Endpoints, load: str, seconds: float, done: list[float]) -> threading.Thread:
@@ -105,14 +109,14 @@ def tables(raw: str, top: int) -> str:
             continue
         frames = [frame_name(f) for f in stack.split(";")]
         n = int(count)
-        if frames[-1].startswith(_WAITING):
+        if frames[-1].startswith(_WAITING) or any(f.split(" (")[0] in _PARKED or f in _PARKED for f in frames):
             waiting += n
             continue
         total += n
         self_c[frames[-1]] += n
         for f in set(frames):
             incl[f] += n
-    out = [f"{total} samples on CPU (percentages below are of these); {waiting} more waiting in epoll"]
+    out = [f"{total} samples on CPU (percentages below are of these); {waiting} more waiting (epoll, locks)"]
     for title, counter in (("self", self_c), ("inclusive", incl)):
         out += ["", f"| {title} % | function |", "|---:|---|"]
         out += [f"| {c / max(total, 1) * 100:.1f} | `{f}` |" for f, c in counter.most_common(top)]
