@@ -134,12 +134,13 @@ class Reloader:
         except OSError as exc:
             return self._reject(f"{sidecar.config.file}: cannot read: {exc.strerror or exc}", trigger)
         restart = sidecar.config.restart_required(config)
-        sidecar.policies = policies  # one reference: new connections read it when accepted
+        # One assignment publishes the policies and (when no restart is needed) the config
+        # together: a connection never sees a new listener with the old policy set.
+        sidecar.apply_reload(policies, None if restart else config)
         if restart:
             _log.warning("reload (%s): policy applied; changed %s need a restart to take effect (still running"
                          " the old values)", trigger, ", ".join(restart))
         else:
-            sidecar.apply_config(config)
             logging.getLogger().setLevel(config.log.level.value.upper())
         self.status = ReloadStatus(loaded_at=time.time(), reloads=self.status.reloads + 1)
         self._count("ok", stale=False)

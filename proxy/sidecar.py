@@ -17,17 +17,14 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
-import sys
 import time
-from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable
 
 from proxy.admin import AdminServer
 from proxy.config.model import (
     InboundListener,
     LogFormat,
     InboundMode,
-    Limits,
     OutboundListener,
     Runtime,
     SidecarConfig,
@@ -42,6 +39,7 @@ from proxy.connection.verify import check_expected_peer
 from proxy.identity.snapshot import IdentitySnapshot
 from proxy.identity.store import IdentityStore
 from proxy.identity.swap import ContextSwap
+from proxy.live import LiveSettings, evaluate, limits_keywords
 from proxy.metrics import Metrics
 from proxy.policy.evaluate import PolicySet
 from proxy.reload import Reloader
@@ -85,11 +83,7 @@ class Sidecar:
 
     def __init__(self, config: SidecarConfig, policies: PolicySet | None, *, engine: Any = None,
                  emit: Callable[[ConnectionRecord], None] | None = None) -> None:
-        self.config = config
-        self._inbound: dict[str, InboundListener] = {}
-        self._outbound_specs: dict[str, ConnectionSpec] = {}
-        self.apply_config(config)
-        self.policies = policies  # one reference: a reload (proxy.reload) swaps it
+        self.live = LiveSettings.build(config, policies)  # one reference: a reload swaps it whole
         self.engine = engine if engine is not None else load_engine()
         self.store = IdentityStore()
         self.swap = ContextSwap(self.engine, self.store)
@@ -158,23 +152,35 @@ class Sidecar:
         if self.admin is not None:
             self.admin.close()
 
-    def apply_config(self, config: SidecarConfig) -> None:
-        """Swap in a reloaded config whose ``restart_required`` is empty: inbound policy names, limits
-        and outbound ``expect`` reach new connections (listeners are looked up by name per accept)."""
-        self.config = config
-        self._inbound = {x.name: x for x in config.inbound}
-        self._outbound_specs = {x.name: _outbound_spec(x) for x in config.outbound}
+    @property
+    def config(self) -> SidecarConfig:
+        """The configuration in force for new connections."""
+        return self.live.config
+
+    @property
+    def policies(self) -> PolicySet | None:
+        """The policy set in force for new connections."""
+        return self.live.policies
+
+    def apply_reload(self, policies: PolicySet | None, config: SidecarConfig | None = None) -> None:
+        """Publish a reloaded policy set, and config when it needs no restart, in one assignment.
+
+        With a config, inbound policy names, limits and outbound ``expect`` reach new
+        connections too (listeners are looked up by name per accept).
+        """
+        self.live = LiveSettings.build(config if config is not None else self.live.config, policies)
 
     def _inbound_plan(self, listener: InboundListener) -> ListenerPlan:
         sock = open_listening_socket(listener.listen.host, listener.listen.port)
         name = listener.name
 
         def spec(destination: tuple[str, int] | None) -> ConnectionSpec:
-            now = self._inbound.get(name, listener)  # the reloaded listener, if any
+            live = self.live  # read once: a reload swaps policies and listeners together
+            now = live.inbound.get(name, listener)  # the reloaded listener, if any
             return ConnectionSpec(
                 listener=name, direction=Direction.INBOUND, upstream_host=now.forward_to.host,
                 upstream_port=now.forward_to.port,
-                authorize=functools.partial(_evaluate, self.policies, now.policy), **_limits(now.limits))
+                authorize=functools.partial(evaluate, live.policies, now.policy), **limits_keywords(now.limits))
 
         return ListenerPlan(name=name, direction=Direction.INBOUND, sock=sock, spec=spec,
                             context=lambda: self._context(server=True))
@@ -183,7 +189,7 @@ class Sidecar:
         sock = open_listening_socket(listener.listen.host, listener.listen.port)
         name = listener.name
         return ListenerPlan(name=name, direction=Direction.OUTBOUND, sock=sock,
-                            spec=lambda destination: self._outbound_specs[name],
+                            spec=lambda destination: self.live.outbound_specs[name],
                             context=lambda: self._context(server=False))
 
     def _transparent_inbound_plan(self, tin: TransparentInbound) -> ListenerPlan:
@@ -200,7 +206,7 @@ class Sidecar:
             return ConnectionSpec(
                 listener=f"{TRANSPARENT_INBOUND}:{port}", direction=Direction.INBOUND, mode=mode,
                 upstream_host=route.forward_to.host, upstream_port=route.forward_to.port,
-                authorize=functools.partial(_evaluate, self.policies, route.policy), **_limits(tin.limits))
+                authorize=functools.partial(evaluate, self.live.policies, route.policy), **limits_keywords(tin.limits))
 
         return ListenerPlan(name=TRANSPARENT_INBOUND, direction=Direction.INBOUND, sock=sock, spec=spec,
                             context=lambda: self._context(server=True), transparent=True)
@@ -212,7 +218,7 @@ class Sidecar:
         def spec(destination: tuple[str, int] | None) -> ConnectionSpec:
             ip, port = destination or ("", 0)
             common: dict[str, Any] = dict(listener=TRANSPARENT_OUTBOUND, direction=Direction.OUTBOUND,
-                                          upstream_host=ip, upstream_port=port, **_limits(tout.limits))
+                                          upstream_host=ip, upstream_port=port, **limits_keywords(tout.limits))
             if port in own and _is_local(ip):
                 return ConnectionSpec(**common, authorize=_deny_all, refusal=(
                     CloseReason.LOOP, f"original destination {ip}:{port} is this sidecar's own listener (loop)"))
@@ -308,20 +314,8 @@ TRANSPARENT_INBOUND = "transparent-inbound"
 TRANSPARENT_OUTBOUND = "transparent-outbound"
 
 
-def _outbound_spec(listener: OutboundListener) -> ConnectionSpec:
-    """One outbound listener's spec (immutable, shared by its connections until a reload)."""
-    return ConnectionSpec(
-        listener=listener.name, direction=Direction.OUTBOUND, upstream_host=listener.connect_to.host,
-        upstream_port=listener.connect_to.port, session_key=str(listener.connect_to),
-        authorize=functools.partial(check_expected_peer, matcher=listener.expect, listener=listener.name),
-        **_limits(listener.limits))
 
 
-def _limits(limits: Limits) -> dict[str, Any]:
-    """The per-connection limits of a listener, as ConnectionSpec keywords."""
-    return dict(handshake_timeout=limits.handshake_timeout, connect_timeout=limits.connect_timeout,
-                idle_timeout=limits.idle_timeout, max_lifetime=limits.max_connection_lifetime,
-                max_connections=limits.max_connections)
 
 
 def _is_local(ip: str) -> bool:
@@ -359,13 +353,6 @@ def _deny_all(peer_id: str) -> DecisionLike:
     return ExpectDecision(False, None, DenyReason.NO_MATCHING_RULE, "this connection has no authorization route")
 
 
-def _evaluate(policies: PolicySet | None, policy_name: str, peer_id: str) -> DecisionLike:
-    if policies is None:
-        from proxy.errors import DenyReason
-        from proxy.policy.evaluate import Decision
-
-        return Decision(False, None, DenyReason.NO_POLICY, policy=policy_name, peer=peer_id)
-    return policies.evaluate(policy_name, peer_id)
 
 
 def access_log_sink(target: str, fmt: LogFormat = LogFormat.AUTO) -> Callable[[ConnectionRecord], None]:
