@@ -19,7 +19,7 @@ from typing import Any, AsyncContextManager, Awaitable, Callable, Protocol, Type
 
 from proxy.connection.close import ConnectionRecord
 from proxy.connection.machine import ConnectionSpec, Direction
-from proxy.runtime.sockets import RESOURCE_ERRNOS, accept_ready
+from proxy.runtime.sockets import RESOURCE_ERRNOS, AddrInfo, accept_ready
 
 _log = logging.getLogger("spiffe_sidecar")
 #: Back-off when accept() reports resource exhaustion (trio's serve_listeners uses the same).
@@ -48,6 +48,10 @@ class Io(Protocol):
         ...
 
     async def sleep(self, seconds: float) -> None: ...
+
+    async def resolve(self, host: str, port: int) -> list[AddrInfo]:
+        """getaddrinfo for a stream socket, off the event loop (a slow DNS server must not stall it)."""
+        ...
 
     def open_group(self) -> AsyncContextManager[TaskGroup]: ...
 

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from proxy.errors import UpstreamError
 
 #: Waits until an fd is writable (a driver's readiness primitive).
 WaitFd = Callable[[int], Awaitable[None]]
+
+#: One getaddrinfo result: (family, type, proto, canonname, sockaddr).
+AddrInfo = tuple[Any, ...]
+
+#: Resolves (host, port) off the event loop (a driver's primitive).
+Resolve = Callable[[str, int], Awaitable[list[AddrInfo]]]
 
 
 #: IP_TRANSPARENT (linux/in.h, level SOL_IP) and IPV6_TRANSPARENT (linux/in6.h, level SOL_IPV6).
@@ -96,13 +102,37 @@ def accept_ready(listener: socket.socket) -> socket.socket | None:
     return conn
 
 
-async def open_tcp_connection(host: str, port: int, wait_writable: WaitFd) -> socket.socket:
-    """Connect a non-blocking TCP socket; raises UpstreamError naming the target."""
+def numeric_address(host: str, port: int) -> list[AddrInfo] | None:
+    """getaddrinfo for an IP literal (never touches DNS, so safe on the loop); None for a name."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        return None
+
+
+async def open_tcp_connection(host: str, port: int, wait_writable: WaitFd, resolve: Resolve) -> socket.socket:
+    """Connect a non-blocking TCP socket; raises UpstreamError naming the target.
+
+    An IP literal is used as is; a name is resolved by the driver's ``resolve``,
+    which runs getaddrinfo off the event loop: an inline lookup would stall every
+    connection of the process for as long as DNS takes to answer.
+    """
+    try:
+        infos = numeric_address(host, port) or await resolve(host, port)
     except socket.gaierror as exc:
         raise UpstreamError(f"cannot resolve {host}: {exc.strerror}") from None
-    family, _, _, _, addr = infos[0]
+    if not infos:
+        raise UpstreamError(f"cannot resolve {host}: no address")
+    failures: list[str] = []
+    for family, _, _, _, addr in infos:  # in resolver order, as getaddrinfo(3) intends
+        sock = await _connect_one(family, addr, wait_writable, failures)
+        if sock is not None:
+            return sock
+    raise UpstreamError(f"connect to {host}:{port}: {'; '.join(failures)}")
+
+
+async def _connect_one(family: int, addr: Any, wait_writable: WaitFd, failures: list[str]) -> socket.socket | None:
+    """One connect attempt; None (with the reason appended) when that address refuses."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
@@ -111,7 +141,9 @@ async def open_tcp_connection(host: str, port: int, wait_writable: WaitFd) -> so
             await wait_writable(sock.fileno())
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code != 0:
-            raise UpstreamError(f"connect to {host}:{port}: {errno.errorcode.get(code, code)} ({code})")
+            failures.append(f"{addr[0]}: {errno.errorcode.get(code, code)} ({code})")
+            sock.close()
+            return None
         _nodelay(sock)
         return sock
     except BaseException:

@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 import trio
 
 from proxy.runtime.base import DataPlane, TaskGroup, serve_listener
+from proxy.runtime.sockets import AddrInfo
 
 T = TypeVar("T")
 _log = logging.getLogger("spiffe_sidecar")
@@ -54,6 +55,10 @@ class TrioIo:
 
     async def sleep(self, seconds: float) -> None:
         await trio.sleep(seconds)
+
+    async def resolve(self, host: str, port: int) -> list[AddrInfo]:
+        # trio runs the lookup in a worker thread, cancellable by the connect deadline.
+        return list(await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
 
     @contextlib.asynccontextmanager
     async def open_group(self) -> AsyncIterator[TaskGroup]:

@@ -20,6 +20,7 @@ import time
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from proxy.runtime.base import DataPlane, ListenerPlan, TaskGroup, serve_listener
+from proxy.runtime.sockets import AddrInfo
 from proxy.runtime.threads import TrioThread
 
 T = TypeVar("T")
@@ -76,6 +77,10 @@ class AsyncioIo:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+    async def resolve(self, host: str, port: int) -> list[AddrInfo]:
+        # The loop's resolver runs getaddrinfo in its executor, off the loop.
+        return list(await self._loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
 
     @contextlib.asynccontextmanager
     async def open_group(self) -> AsyncIterator[TaskGroup]:

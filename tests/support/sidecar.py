@@ -354,19 +354,19 @@ class Plane:
         return int(self.plans[name].sock.getsockname()[1])
 
     def add(self, name: str, direction: Direction, upstream: int, *, authorize: Any = allow_frontend,
-            session_key: str | None = None, **limits: Any) -> None:
+            session_key: str | None = None, upstream_host: str = "127.0.0.1", **limits: Any) -> None:
         sock = open_listening_socket("127.0.0.1", 0)
-        spec = ConnectionSpec(listener=name, direction=direction, upstream_host="127.0.0.1", upstream_port=upstream,
+        spec = ConnectionSpec(listener=name, direction=direction, upstream_host=upstream_host, upstream_port=upstream,
                               authorize=authorize, **limits)
         side = "server" if direction is Direction.INBOUND else "client"
         self.plans[name] = ListenerPlan(name=name, direction=direction, sock=sock, spec=lambda dst: spec,
                                         context=lambda: self.contexts.get(side), session_key=session_key)
 
-    def add_pair(self, app_port: int, **limits: Any) -> None:
-        """inbound "in" -> app, outbound "out" -> "in" expecting the backend."""
+    def add_pair(self, app_port: int, *, upstream_host: str = "127.0.0.1", **limits: Any) -> None:
+        """inbound "in" -> app, outbound "out" -> "in" (dialled as ``upstream_host``) expecting the backend."""
         self.add("in", Direction.INBOUND, app_port, **limits)
         matcher = compile_matcher([BACKEND])
-        self.add("out", Direction.OUTBOUND, self.port("in"), session_key="in",
+        self.add("out", Direction.OUTBOUND, self.port("in"), session_key="in", upstream_host=upstream_host,
                  authorize=lambda peer: check_expected_peer(peer, matcher, "out"), **limits)
 
     def start(self) -> None:
