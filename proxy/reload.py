@@ -134,6 +134,23 @@ class Reloader:
         except OSError as exc:
             return self._reject(f"{sidecar.config.file}: cannot read: {exc.strerror or exc}", trigger)
         restart = sidecar.config.restart_required(config)
+        if restart:
+            # The config is not swapped, so the new policies must fit the config still in force:
+            # a policy renamed along with a restart-only change would otherwise deny every
+            # connection with no_policy. A new policy_file is not applied at all (the watch and
+            # the running config still name the old one): that needs a restart.
+            if "policy_file" in restart:
+                return self._reject(f"{config.file}: policy_file: changed from {sidecar.config.policy_file} to"
+                                    f" {config.policy_file}: a new policy file needs a restart (still enforcing"
+                                    " the old one)", trigger)
+            if policies is not None:
+                from proxy.config.load import check_policy_references
+
+                try:
+                    check_policy_references(sidecar.config, policies)
+                except ConfigError as exc:
+                    return self._reject(f"{exc} (the running config, kept because changed "
+                                        f"{', '.join(restart)} need a restart)", trigger)
         # One assignment publishes the policies and (when no restart is needed) the config
         # together: a connection never sees a new listener with the old policy set.
         sidecar.apply_reload(policies, None if restart else config)

@@ -1,0 +1,58 @@
+"""A reload that also changes a restart-only field keeps the running config: its policies must fit it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from proxy.config.load import load_sidecar
+from proxy.reload import Reloader
+from proxy.sidecar import Sidecar
+
+PEER = "spiffe://example.org/frontend"
+
+
+def _write(tmp_path: Path, *, policy: str, runtime: str = "trio", policy_file: str = "policy.yaml") -> Path:
+    (tmp_path / policy_file).write_text(f"policies:\n  {policy}:\n    - name: allow-frontend\n      allow: [{PEER}]\n")
+    config = tmp_path / "sidecar.yaml"
+    config.write_text(
+        "identity: {files: {cert: c.pem, key: k.pem, bundle: b.pem}}\n"
+        f"runtime: {runtime}\n"
+        f"policy_file: {policy_file}\n"
+        "inbound:\n  - name: api\n    listen: 127.0.0.1:18443\n    forward_to: 127.0.0.1:9\n"
+        f"    policy: {policy}\n")
+    return config
+
+
+def _sidecar(tmp_path: Path) -> tuple[Sidecar, Reloader]:
+    sidecar = Sidecar(*load_sidecar(_write(tmp_path, policy="a")), emit=lambda record: None)
+    return sidecar, Reloader(sidecar)
+
+
+def test_a_policy_rename_with_a_restart_only_change_is_rejected_and_the_old_policy_stays(tmp_path: Path) -> None:
+    sidecar, reloader = _sidecar(tmp_path)
+    _write(tmp_path, policy="b", runtime="uvloop")
+    assert reloader.reload() is False
+    assert reloader.status.stale and "no policy 'a'" in (reloader.status.error or "")
+    assert sidecar.policies is not None and "a" in sidecar.policies
+    assert sidecar.live.inbound["api"].policy == "a"
+    assert sidecar.policies.evaluate("a", PEER).allowed
+
+
+def test_a_new_policy_file_needs_a_restart_and_is_not_applied(tmp_path: Path) -> None:
+    sidecar, reloader = _sidecar(tmp_path)
+    old = sidecar.policies
+    _write(tmp_path, policy="a", policy_file="other.yaml")
+    (tmp_path / "other.yaml").write_text("policies:\n  a:\n    - name: nobody\n      allow: [spiffe://example.org/x]\n")
+    assert reloader.reload() is False
+    assert reloader.status.stale and "restart" in (reloader.status.error or "")
+    assert sidecar.policies is old
+    assert sidecar.policies is not None and sidecar.policies.evaluate("a", PEER).allowed
+
+
+def test_a_restart_only_change_with_fitting_policies_still_applies_them(tmp_path: Path) -> None:
+    sidecar, reloader = _sidecar(tmp_path)
+    _write(tmp_path, policy="a", runtime="uvloop")
+    (tmp_path / "policy.yaml").write_text("policies:\n  a:\n    - name: nobody\n      allow: [spiffe://example.org/x]\n")
+    assert reloader.reload() is True
+    assert not reloader.status.stale
+    assert sidecar.policies is not None and not sidecar.policies.evaluate("a", PEER).allowed
