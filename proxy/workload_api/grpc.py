@@ -125,7 +125,9 @@ def parse_timeout(value: str) -> float:
     Raises:
         GrpcStatusError: INVALID_ARGUMENT when the value is malformed.
     """
-    if len(value) < 2 or value[-1] not in _TIMEOUT_UNITS or not value[:-1].isdigit() or len(value) > 9:
+    # isdigit() alone accepts non-ASCII digits ("²") that int() then rejects with ValueError.
+    if (len(value) < 2 or value[-1] not in _TIMEOUT_UNITS or not value[:-1].isascii()
+            or not value[:-1].isdigit() or len(value) > 9):
         raise GrpcStatusError(StatusCode.INVALID_ARGUMENT, f"bad grpc-timeout {value!r}")
     return int(value[:-1]) * _TIMEOUT_UNITS[value[-1]]
 

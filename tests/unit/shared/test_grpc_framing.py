@@ -58,7 +58,7 @@ def test_grpc_timeout_parses_every_unit(value: str, seconds: float) -> None:
     assert parse_timeout(value) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("value", ["", "5", "S", "-1S", "1.5S", "123456789S", "5x"])
+@pytest.mark.parametrize("value", ["", "5", "S", "-1S", "1.5S", "123456789S", "5x", "²S"])
 def test_malformed_grpc_timeout_is_invalid_argument(value: str) -> None:
     with pytest.raises(GrpcStatusError) as info:
         parse_timeout(value)
