@@ -24,11 +24,13 @@ trust domain's roots and peers need no new bundle.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,10 +274,21 @@ class LocalCA:
             pem += k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                    serialization.NoEncryption())
         path = directory / f"authority-{authority.kid}.pem"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-        os.chmod(path, 0o600)
+        # Write a 0600 temp file in the same directory and rename it over the target: writing
+        # in place with O_TRUNC would leave a truncated PEM after a crash mid-write, and the
+        # agent would then refuse to start.
+        fd, tmp = tempfile.mkstemp(prefix=f".authority-{authority.kid}.", suffix=".tmp", dir=directory)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(pem)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     def _forget(self, authority: Authority) -> None:
         if self.config.ca_dir is not None:

@@ -94,3 +94,38 @@ def test_ca_dir_keeps_authorities_0600_across_restarts(tmp_path: Path) -> None:
     assert again.x509_bundle_der() == ca.x509_bundle_der()
     token, _ = again.mint_jwt(WEB, ["svc"], 60, NOW)
     assert JwtSvid.parse_and_validate(token, JwtBundleSet([JwtBundle.from_jwks(TD, ca.jwks())]), "svc", NOW)
+
+
+def test_ca_dir_save_crash_mid_write_keeps_the_old_authority_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = _ca(ca_dir=tmp_path)
+    (path,) = list((tmp_path / "example.org").iterdir())
+    before = path.read_bytes()
+
+    real_fdopen = os.fdopen
+
+    class _Crashing:
+        def __init__(self, f) -> None:
+            self._f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self._f.close()
+
+        def write(self, data: bytes) -> int:
+            self._f.write(data[:10])
+            self._f.flush()
+            raise OSError(28, "No space left on device")
+
+        def __getattr__(self, name: str):
+            return getattr(self._f, name)
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **kw: _Crashing(real_fdopen(fd, *a, **kw)))
+    with pytest.raises(OSError):
+        ca._save(ca.authorities[0])
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [p.name for p in (tmp_path / "example.org").iterdir()] == [path.name]
+    again = _ca(ca_dir=tmp_path)
+    assert again.x509_bundle_der() == ca.x509_bundle_der()
