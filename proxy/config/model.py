@@ -264,10 +264,14 @@ class SidecarConfig:
     def restart_required(self, new: SidecarConfig) -> tuple[str, ...]:
         """Fields that differ in ``new`` and cannot be applied by a live reload.
 
-        Reloadable without a restart: the policy file's content, ``log``,
-        ``limits`` (new connections), outbound ``expect``, inbound ``policy``
-        names, ``drain_timeout``. Not reloadable: what is bound or dialled at
-        start (identity source, runtime, listener set and addresses, admin).
+        Reloadable without a restart: the policy file's content, ``log.level``,
+        per-listener ``limits`` (new connections), outbound ``expect``, inbound
+        ``policy`` names of explicit listeners. Not reloadable: what is bound,
+        dialled or built at start (identity source, runtime, listener set and
+        addresses, admin, the access log sink ``log.access``/``log.format``, the
+        data plane's ``limits.buffer_size``, ``drain_timeout`` (the drivers take
+        it when they start serving), and the whole ``transparent`` section: its
+        listeners capture their ports, routes, expect, unmatched and limits once).
         An empty tuple means ``new`` can be swapped in.
         """
         def shape(c: SidecarConfig) -> dict[str, Any]:
@@ -275,7 +279,9 @@ class SidecarConfig:
                 "identity": c.identity, "runtime": c.runtime, "admin": c.admin, "policy_file": c.policy_file,
                 "inbound": [(i.name, i.listen, i.forward_to) for i in c.inbound],
                 "outbound": [(o.name, o.listen, o.connect_to) for o in c.outbound],
-                "transparent": _listens(c.transparent),
+                "transparent": _plain(c.transparent),  # any change: see above
+                "log.access": c.log.access, "log.format": c.log.format,
+                "limits.buffer_size": c.limits.buffer_size, "drain_timeout": c.drain_timeout,
             }
         old_shape, new_shape = shape(self), shape(new)
         return tuple(k for k in old_shape if old_shape[k] != new_shape[k])
@@ -361,12 +367,6 @@ def parse_workload_api_address(text: str) -> str:
             raise ValueError(f"invalid Workload API address {text!r}: tcp:// needs an IP address, not a name")
         return text
     raise ValueError(f"invalid Workload API address {text!r}: {forms}")
-
-
-def _listens(t: TransparentConfig | None) -> tuple[Any, ...]:
-    if t is None:
-        return ()
-    return (t.inbound and (t.inbound.listen, t.inbound.mode, t.inbound.interception), t.outbound and t.outbound.listen)
 
 
 def _plain(value: Any) -> Any:

@@ -247,3 +247,14 @@ def test_identity_files_can_come_from_the_environment(cfgdir: Path) -> None:
     env = {f"SPIFFE_SIDECAR_IDENTITY_FILES_{k.upper()}": f"/etc/svid/{k}.pem" for k in ("cert", "key", "bundle")}
     files = load(text, cfgdir, env=env).identity.files
     assert files is not None and files.key == Path("/etc/svid/key.pem")
+
+
+@pytest.mark.parametrize("change, field", [
+    ("log: {access: stderr}\n", "log.access"),
+    ("log: {format: text}\n", "log.format"),
+    ("limits: {buffer_size: 1MiB}\n", "limits.buffer_size"),
+    ("drain_timeout: 5s\n", "drain_timeout"),
+])
+def test_what_is_built_once_at_start_needs_a_restart(cfgdir: Path, change: str, field: str) -> None:
+    """The access log sink, the data plane's buffers and the drivers' drain grace are fixed at start."""
+    assert load(BASE, cfgdir).restart_required(load(BASE + change, cfgdir)) == (field,)

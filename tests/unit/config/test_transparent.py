@@ -151,3 +151,21 @@ def test_switching_inbound_interception_requires_a_restart(cfgdir: Path) -> None
     redirect = load(BASE, cfgdir)
     tproxy = load(BASE.replace("mode: permissive", "mode: permissive\n    interception: tproxy"), cfgdir)
     assert "transparent" in redirect.restart_required(tproxy)
+
+
+@pytest.mark.parametrize("old, new", [
+    ("expect: spiffe://example.org/db}", "expect: spiffe://example.org/other}"),
+    ("ports: [5432]", "ports: [5433]"),
+    ("{port: 8080, policy: api}", "{port: 8081, policy: api}"),
+    ("limits: {idle_timeout: 1m}", "limits: {idle_timeout: 2m}"),
+    ("listen: 127.0.0.1:15001", "listen: 127.0.0.1:15001\n    unmatched: passthrough"),
+])
+def test_any_change_of_the_transparent_section_requires_a_restart(cfgdir: Path, old: str, new: str) -> None:
+    """Its listeners capture routes, expect, ports, unmatched and limits at start: a reload cannot change them."""
+    assert old in BASE
+    assert load(BASE, cfgdir).restart_required(load(BASE.replace(old, new), cfgdir)) == ("transparent",)
+
+
+def test_a_transparent_section_moved_down_the_file_needs_no_restart(cfgdir: Path) -> None:
+    moved = BASE.replace("policy_file: policy.yaml\n", "") + "policy_file: policy.yaml\n"
+    assert load(BASE, cfgdir).restart_required(load("# a comment\n" + moved, cfgdir)) == ()
