@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import grpc
 from cryptography import x509
 from support import pki
+from support.agent import REPO
 from support.grpcio_workload_server import x509_response
 
 from proxy.spiffe.svid import X509Svid
 
 
 def cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("SPIFFE_ENDPOINT_SOCKET", None)
     return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
@@ -57,15 +60,28 @@ def test_svid_fetch_without_agent_exits_2_naming_the_socket(short_dir) -> None:
 
 
 def test_svid_watch_prints_each_update_and_survives_a_broken_stream(serving, ca) -> None:
-    env = {**os.environ, "PYTHONPATH": os.getcwd(), "SPIFFE_ENDPOINT_SOCKET": serving.address}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SPIFFE_ENDPOINT_SOCKET": serving.address}
     proc = subprocess.Popen([sys.executable, "-m", "proxy", "svid", "watch"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout is not None
-        lines = []
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            line = proc.stdout.readline()
+        lines: list[str] = []
+        # A reader thread feeds a queue so every wait is bounded by what is left of the deadline;
+        # readline() on the pipe itself would block past it if the child went quiet.
+        pending: queue.Queue[str] = queue.Queue()
+        stdout = proc.stdout
+
+        def pump() -> None:
+            for out_line in stdout:
+                pending.put(out_line)
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + 15
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = pending.get(timeout=remaining)
+            except queue.Empty:
+                break
             lines.append(line)
             if line.startswith("--- update 1"):
                 serving.abort_streams(grpc.StatusCode.UNAVAILABLE, "agent restarting")
