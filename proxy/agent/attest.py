@@ -41,6 +41,7 @@ import re
 import select
 import socket
 import struct
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -140,6 +141,13 @@ def is_alive(peer: Peer) -> bool:
     return not poller.poll(0)
 
 
+def _sha256(image: BinaryIO) -> str:
+    h = hashlib.sha256()
+    while chunk := image.read(1024 * 1024):
+        h.update(chunk)
+    return h.hexdigest()
+
+
 class Attestor:
     """Reads selectors for peers; holds the executable hash cache.
 
@@ -151,6 +159,7 @@ class Attestor:
         self.proc = proc
         self._cache: OrderedDict[tuple[int, int, int, int], str] = OrderedDict()
         self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
 
     def attest(self, peer: Peer) -> Attestation:
         """Observed selectors of the peer, read now.
@@ -209,13 +218,17 @@ class Attestor:
                 return [], ["process has no executable (kernel thread or zombie)"]
             raise
         path = link[: -len(_DELETED)] if link.endswith(_DELETED) else link
-        with open(f"{base}/exe", "rb") as image:
-            st = os.fstat(image.fileno())
-            if link.endswith(_DELETED) or not self._same_file(base, path, st):
-                return [], [f"binary {path} was replaced or removed after the process started; "
-                            "unix:path and unix:sha256 withheld"]
-            out = [Selector("unix", "path", path)]
-            digest, note = self._hash(image, st)
+        # stat (not open) for the same-file check: stat needs no read permission on the binary
+        # (an execute-only binary would make open() fail), opening is only needed to hash it.
+        try:
+            st = os.stat(f"{base}/exe")
+        except PermissionError:
+            return [], ["cannot stat /proc/PID/exe (no permission)"]
+        if link.endswith(_DELETED) or not self._same_file(base, path, st):
+            return [], [f"binary {path} was replaced or removed after the process started; "
+                        "unix:path and unix:sha256 withheld"]
+        out = [Selector("unix", "path", path)]
+        digest, note = self._hash(f"{base}/exe", st)
         if digest:
             out.append(Selector("unix", "sha256", digest))
         return out, [note] if note else []
@@ -228,23 +241,29 @@ class Attestor:
             return False
         return (on_disk.st_dev, on_disk.st_ino) == (running.st_dev, running.st_ino)
 
-    def _hash(self, image: BinaryIO, st: os.stat_result) -> tuple[str, str]:
+    def _hash(self, exe: str, st: os.stat_result) -> tuple[str, str]:
         if self.size_limit < 0:
             return "", ""
         if self.size_limit and st.st_size > self.size_limit:
             return "", f"executable is {st.st_size} bytes, over workload_size_limit {self.size_limit}: not hashed"
         key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-        cached = self._cache.get(key)
-        if cached is not None:
+        # The cache is shared by worker threads: get() and move_to_end() must be one step, or
+        # another thread's eviction in between raises KeyError.
+        with self._cache_lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached, ""
+        try:
+            with open(exe, "rb") as image:
+                digest = _sha256(image)
+        except PermissionError:
+            return "", "cannot read the executable (no permission): unix:sha256 not available"
+        with self._cache_lock:
+            self._cache[key] = digest
             self._cache.move_to_end(key)
-            return cached, ""
-        h = hashlib.sha256()
-        while chunk := image.read(1024 * 1024):
-            h.update(chunk)
-        digest = h.hexdigest()
-        self._cache[key] = digest
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return digest, ""
 
     def _cgroup(self, base: str) -> list[Selector]:
