@@ -21,15 +21,16 @@ def test_demo_command_exits_zero_and_leaves_nothing_behind() -> None:
     assert "ALL CHECKS PASSED" in run.stdout
     workdir = re.search(r"work dir (\S+)", run.stdout)
     assert workdir and not Path(workdir.group(1)).exists()
-    for pid in (int(p) for p in re.findall(r"\(pid (\d+)\)", run.stdout)):
+    pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", run.stdout)]
+    assert pids, f"the demo named no processes, so nothing shows they were stopped:\n{run.stdout}"
+    for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
 
 
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("engine", ["python", "fastpath"])
-def test_three_rotations_under_continuous_load_fail_no_connection(engine: str, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_three_rotations_under_continuous_load_fail_no_connection(engine: str, tmp_path: Path) -> None:
     """Backend sidecar on trio, frontend on uvloop: both runtimes rotate under the same load."""
     if engine == "fastpath" and not fastpath_available():
         pytest.skip("the compiled engine is not built")
