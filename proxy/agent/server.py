@@ -240,8 +240,14 @@ class _Connection:
 
     async def _run_call(self, stream_id: int, method: str, request: bytes, scope: trio.CancelScope) -> None:
         async def send(payload: bytes) -> None:
-            self.conn.send_message(stream_id, payload)
+            live = self.conn.send_message(stream_id, payload)
             self.flush()
+            if not live:
+                # The stream is gone (e.g. reset here for overflowing its buffer): stop the
+                # handler, or a streaming call would keep re-attesting and issuing for nobody.
+                self.scopes.pop(stream_id, None)
+                scope.cancel()
+                await trio.lowlevel.checkpoint()
 
         status, message = StatusCode.OK, ""
         with scope:

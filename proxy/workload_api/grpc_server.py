@@ -196,34 +196,44 @@ class GrpcServerConnection:
 
     # -- output --------------------------------------------------------------
 
-    def send_message(self, stream_id: int, payload: bytes) -> None:
-        """Send one response message (response headers first if not yet sent)."""
+    def send_message(self, stream_id: int, payload: bytes) -> bool:
+        """Send one response message (response headers first if not yet sent).
+
+        Returns False when the call is gone: already finished, reset by the client, or reset
+        here because the reader let more than `max_buffered` bytes pile up. The caller must
+        then stop producing messages for it (nobody will ever read them).
+        """
         call = self._live(stream_id)
         if call is None:
-            return
+            return False
         if not call.headers_sent:
             self._h2.send_headers(stream_id, [(":status", "200"), ("content-type", "application/grpc")])
             call.headers_sent = True
         call.pending += encode_message(payload)
         if len(call.pending) > self._max_buffered:
             self.reset(stream_id)
-            return
+            return False
         self._flush(stream_id, call)
+        return self._calls.get(stream_id) is call
 
-    def send_status(self, stream_id: int, status: StatusCode, message: str = "") -> None:
-        """End the call with trailers (or a trailers-only response if nothing was sent)."""
+    def send_status(self, stream_id: int, status: StatusCode, message: str = "") -> bool:
+        """End the call with trailers (or a trailers-only response if nothing was sent).
+
+        Returns False when the call was already gone (nothing is sent then).
+        """
         call = self._live(stream_id)
         if call is None:
-            return
+            return False
         if not call.headers_sent:
             self._send_error(stream_id, status, message)
-            return
+            return True
         trailers = [("grpc-status", str(int(status)))]
         if message:
             trailers.append(("grpc-message", encode_grpc_message(message)))
         call.pending_end.append(tuple(trailers))
         call.closed = True
         self._flush(stream_id, call)
+        return True
 
     def reset(self, stream_id: int) -> None:
         """Abort a call with RST_STREAM(CANCEL) (e.g. its deadline passed)."""

@@ -174,3 +174,19 @@ def test_mutated_client_bytes_only_ever_raise_protocol_error() -> None:
                 server.data_to_send()
         except GrpcProtocolError:
             pass
+
+
+def test_send_reports_whether_the_call_is_still_live() -> None:
+    client, server = _client(window=16), GrpcServerConnection(max_buffered=64)
+    sid = _request(client, body=b"r")
+    _pump(client, server)
+    assert server.send_message(sid, b"x" * 8) is True
+    # The client does not read: the buffer overflows, the server resets the stream itself.
+    assert server.send_message(sid, b"y" * 100) is False
+    assert server.open_calls() == 0
+    assert server.send_message(sid, b"late") is False
+    assert server.send_status(sid, StatusCode.OK) is False
+    other = _request(client, body=b"r")
+    _pump(client, server)
+    assert server.send_status(other, StatusCode.OK) is True
+    assert server.send_status(other, StatusCode.OK) is False
