@@ -26,7 +26,7 @@ import contextlib
 from typing import AsyncGenerator, Iterator, Sequence, TypeVar
 
 import trio
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from proxy.errors import InvalidSvidError
 from proxy.identity import messages
@@ -38,6 +38,7 @@ from proxy.workload_api.grpc import GrpcStatusError, StatusCode
 from proxy.workload_api.grpc_client import CallEnded, GrpcClientConnection, MessageReceived
 
 _T = TypeVar("_T")
+_M = TypeVar("_M", bound=Message)
 
 _PATH = "/SpiffeWorkloadAPI/"
 _READ_SIZE = 65536
@@ -116,11 +117,7 @@ class WorkloadApiClient:
         """
         async with contextlib.aclosing(self._call("FetchX509SVID", pb.X509SVIDRequest())) as replies:
             async for payload in replies:
-                try:
-                    response = pb.X509SVIDResponse.FromString(payload)
-                except DecodeError as exc:
-                    raise GrpcStatusError(StatusCode.INTERNAL, f"undecodable X509SVIDResponse: {exc}") from None
-                yield response
+                yield _decode(pb.X509SVIDResponse, payload)
         raise GrpcStatusError(StatusCode.UNAVAILABLE, "the server ended the X.509-SVID stream")
 
     async def fetch_x509_context(self, timeout: float = DEFAULT_UNARY_TIMEOUT) -> X509Context:
@@ -140,7 +137,7 @@ class WorkloadApiClient:
         """
         async with contextlib.aclosing(self._call("FetchX509Bundles", pb.X509BundlesRequest())) as replies:
             async for payload in replies:
-                yield messages.x509_bundle_set(pb.X509BundlesResponse.FromString(payload))
+                yield messages.x509_bundle_set(_decode(pb.X509BundlesResponse, payload))
         raise GrpcStatusError(StatusCode.UNAVAILABLE, "the server ended the X.509 bundle stream")
 
     async def fetch_x509_bundles(self, timeout: float = DEFAULT_UNARY_TIMEOUT) -> X509BundleSet:
@@ -156,7 +153,7 @@ class WorkloadApiClient:
         """
         async with contextlib.aclosing(self._call("FetchJWTBundles", pb.JWTBundlesRequest())) as replies:
             async for payload in replies:
-                yield messages.jwt_bundle_set(pb.JWTBundlesResponse.FromString(payload))
+                yield messages.jwt_bundle_set(_decode(pb.JWTBundlesResponse, payload))
         raise GrpcStatusError(StatusCode.UNAVAILABLE, "the server ended the JWT bundle stream")
 
     async def fetch_jwt_bundles(self, timeout: float = DEFAULT_UNARY_TIMEOUT) -> JwtBundleSet:
@@ -175,7 +172,7 @@ class WorkloadApiClient:
         audiences = [audience] if isinstance(audience, str) else list(audience)
         request = pb.JWTSVIDRequest(audience=audiences, spiffe_id=spiffe_id or "")
         payload = await self._unary("FetchJWTSVID", request, timeout)
-        svids = messages.jwt_svids(pb.JWTSVIDResponse.FromString(payload))
+        svids = messages.jwt_svids(_decode(pb.JWTSVIDResponse, payload))
         if not svids:
             raise InvalidSvidError("the Workload API returned no JWT-SVID", spiffe_id)
         return svids[0]
@@ -190,7 +187,7 @@ class WorkloadApiClient:
         """
         request = pb.ValidateJWTSVIDRequest(audience=audience, svid=token)
         payload = await self._unary("ValidateJWTSVID", request, timeout)
-        return messages.validated_jwt_svid(pb.ValidateJWTSVIDResponse.FromString(payload))
+        return messages.validated_jwt_svid(_decode(pb.ValidateJWTSVIDResponse, payload))
 
     # -- transport ------------------------------------------------------------
 
@@ -252,6 +249,20 @@ class WorkloadApiClient:
         if self._closed:
             return GrpcStatusError(StatusCode.CANCELLED, "the Workload API client was closed")
         return GrpcStatusError(StatusCode.UNAVAILABLE, f"connection to {self.address} broke: {exc}")
+
+
+def _decode(message_type: type[_M], payload: bytes) -> _M:
+    """Parse one response message; an undecodable one is the server's fault (INTERNAL).
+
+    Every response goes through here so a DecodeError never escapes as a non-gRPC
+    error (callers retry on GrpcStatusError only).
+    """
+    message: _M = message_type()
+    try:
+        message.ParseFromString(payload)
+    except DecodeError as exc:
+        raise GrpcStatusError(StatusCode.INTERNAL, f"undecodable {message_type.__name__}: {exc}") from None
+    return message
 
 
 @contextlib.contextmanager

@@ -183,11 +183,13 @@ class GrpcClientConnection:
         """Feed bytes read from the socket; return the resulting call events.
 
         Raises:
-            GrpcStatusError: INTERNAL when the server breaks HTTP/2.
+            GrpcStatusError: INTERNAL when the server breaks HTTP/2 (including header
+                bytes that are not UTF-8, which h2 reports as UnicodeDecodeError: left
+                unmapped it escaped every caller's GrpcStatusError handling).
         """
         try:
             h2_events = self._h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+        except (h2.exceptions.H2Error, UnicodeDecodeError) as exc:
             raise GrpcStatusError(StatusCode.INTERNAL, f"HTTP/2 protocol error from server: {exc}") from exc
         out: list[CallEvent] = []
         for event in h2_events:

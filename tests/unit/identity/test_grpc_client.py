@@ -9,8 +9,9 @@ from __future__ import annotations
 import h2.config
 import h2.connection
 import h2.events
+import pytest
 
-from proxy.workload_api.grpc import StatusCode, encode_message
+from proxy.workload_api.grpc import GrpcStatusError, StatusCode, encode_message
 from proxy.workload_api.grpc_client import CallEnded, ConnectionEnded, GrpcClientConnection, MessageReceived, ResponseStarted
 
 METHOD = "/SpiffeWorkloadAPI/FetchX509SVID"
@@ -178,3 +179,14 @@ def test_two_calls_share_one_connection() -> None:
     peer.pump()
     events = peer.respond(b, b"jwt") + peer.respond(a, b"x509")
     assert [(e.stream_id, e.payload) for e in events if isinstance(e, MessageReceived)] == [(b, b"jwt"), (a, b"x509")]
+
+
+def test_non_utf8_response_header_is_an_internal_status_not_a_unicode_error() -> None:
+    peer = Peer()
+    sid = peer.client.start_call(METHOD, b"")
+    peer.pump()
+    peer.server.send_headers(sid, [(b":status", b"200"), (b"content-type", b"application/grpc"),
+                                   (b"x-bad", b"\xff\xfe")])
+    with pytest.raises(GrpcStatusError) as info:
+        peer.pump()
+    assert info.value.status is StatusCode.INTERNAL
