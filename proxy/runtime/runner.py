@@ -28,9 +28,22 @@ _log = logging.getLogger("spiffe_sidecar")
 
 
 async def run_connection(io: Io, plane: DataPlane, plan: ListenerPlan, sock: socket.socket) -> None:
-    """Serve one accepted socket to the end; always closes it and always emits one record."""
+    """Serve one accepted socket to the end; always closes it and emits one record.
+
+    The one exception: when the connection cannot even be set up (the
+    listener's ``context``/``spec`` or the core raise), there is no
+    connection to record; that is logged, the socket closed, and the
+    listener keeps serving.
+    """
     try:
-        await _Runner(io, plane, plan, sock).run()
+        try:
+            runner = _Runner(io, plane, plan, sock)
+        except Exception:  # a bug must cost one connection, never the listener (as in _Runner.run)
+            _log.exception("connection on %s could not be set up", plan.name)
+            io.notify_closing(sock)
+            close_quietly(sock)
+            return
+        await runner.run()
     finally:
         plane.active -= 1
         plan.active -= 1
