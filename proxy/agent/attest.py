@@ -33,6 +33,7 @@ a denial-of-service vector) and cached by (device, inode, mtime, size).
 
 from __future__ import annotations
 
+import errno
 import grp
 import hashlib
 import os
@@ -62,12 +63,15 @@ class Peer:
     Attributes:
         pid / uid / gid: SO_PEERCRED at connect time.
         pidfd: a handle on that very process, or -1 where the kernel has no pidfds.
+        start_time: without a pidfd, the process start time (seconds since boot) read at
+            accept, so the liveness check can tell the process from a later owner of its pid.
     """
 
     pid: int
     uid: int
     gid: int
     pidfd: int
+    start_time: float = -1.0
 
     def close(self) -> None:
         """Release the pidfd (call when the connection closes)."""
@@ -100,14 +104,50 @@ def read_peer(sock: socket.socket) -> Peer:
     pid, uid, gid = struct.unpack("3i", creds)
     if pid <= 0:
         raise AttestationError("peer has no pid (connected from another pid namespace?)")
-    return Peer(pid, uid, gid, _open_pidfd(sock, pid))
+    pidfd = _open_pidfd(sock, pid)
+    started = -1.0
+    if pidfd < 0:
+        started = _start_time(pid)
+        if started == float("inf"):
+            raise AttestationError(f"pid {pid} exited before it could be attested")
+    peer = Peer(pid, uid, gid, pidfd, started)
+    try:
+        _check_race_winner(peer)
+    except BaseException:
+        peer.close()
+        raise
+    return peer
+
+
+def _check_race_winner(peer: Peer) -> None:
+    """Refuse when /proc/PID no longer describes the process that connected.
+
+    SPIRE's "race winner" check: the effective uid in /proc/PID/status must be the
+    SO_PEERCRED uid, else the pid may name another process (reused) and every fact
+    read from /proc would be that process's.
+    """
+    try:
+        with open(f"/proc/{peer.pid}/status", encoding="utf-8", errors="replace") as f:
+            uid_line = next((line for line in f if line.startswith("Uid:")), "")
+        euid = int(uid_line.split()[2])
+    except (OSError, IndexError, ValueError):
+        raise AttestationError(f"pid {peer.pid} exited before it could be attested") from None
+    if euid != peer.uid:
+        raise AttestationError(f"pid {peer.pid} now runs as uid {euid}, not the connecting uid {peer.uid}: "
+                               "the pid may have been reused")
+    if not is_alive(peer):
+        raise AttestationError(f"pid {peer.pid} exited before it could be attested")
 
 
 def _open_pidfd(sock: socket.socket, pid: int) -> int:
     try:
         return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD, 4), "little", signed=True)
-    except OSError:
-        pass
+    except OSError as exc:
+        # Only "the kernel has no SO_PEERPIDFD" may fall back to pidfd_open(pid): any other
+        # failure (e.g. the peer was already reaped) means the pid may already name another
+        # process, whose pidfd we would then hold as if it were the caller's.
+        if exc.errno != errno.ENOPROTOOPT:
+            raise AttestationError(f"cannot read SO_PEERPIDFD for pid {pid}: {exc}") from None
     accepted = time.clock_gettime(time.CLOCK_BOOTTIME)
     try:
         fd = os.pidfd_open(pid)
@@ -135,6 +175,11 @@ def _start_time(pid: int) -> float:
 def is_alive(peer: Peer) -> bool:
     """True while the peer process has not exited (pidfd readable = exited)."""
     if peer.pidfd < 0:
+        if peer.start_time >= 0:
+            # No pidfd: the pid is alive *as our peer* only while it still has the start
+            # time recorded at accept (a reused pid has a later one).
+            now = _start_time(peer.pid)
+            return now != float("inf") and now == peer.start_time
         return os.path.exists(f"/proc/{peer.pid}")
     poller = select.poll()
     poller.register(peer.pidfd, select.POLLIN)
