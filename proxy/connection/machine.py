@@ -124,6 +124,8 @@ class Connection:
         self.state = ConnectionState.ACCEPTED
         self.start_time = now
         self.facts = _Facts()
+        #: Set at Accepted: one handshake_timeout covers the sniff and the handshake together.
+        self._handshake_deadline = now + spec.handshake_timeout
         self._table = table_for(spec.direction, spec.mode)
         self.facts.plaintext = spec.mode is Mode.PLAINTEXT
         self._handlers: dict[type[ev.Event], Callable[[ev.Event], Handled]] = {
@@ -179,7 +181,7 @@ class Connection:
     # --- handlers, in connection order ---------------------------------
 
     def _on_accepted(self, event: ev.Event) -> Handled:
-        deadline = event.now + self.spec.handshake_timeout
+        deadline = self._handshake_deadline = event.now + self.spec.handshake_timeout
         if self.spec.mode is Mode.SNIFF:
             return [PeekFirstBytes(count=SNIFF_BYTES, deadline=deadline)], None
         if self.inbound and self.spec.mode is Mode.MTLS:
@@ -193,7 +195,8 @@ class Connection:
         return [], ev.PlaintextSeen(event.now)
 
     def _on_client_hello_seen(self, event: ev.Event) -> Handled:
-        return [StartHandshake(deadline=event.now + self.spec.handshake_timeout)], None
+        # The accept-time deadline, not a fresh one: a slow sniff must not double the handshake budget.
+        return [StartHandshake(deadline=self._handshake_deadline)], None
 
     def _on_plaintext_seen(self, event: ev.Event) -> Handled:
         self.facts.plaintext = True

@@ -217,8 +217,19 @@ def test_permissive_inbound_takes_the_mtls_path_for_a_client_hello() -> None:
     conn = Connection(spec(mode=Mode.SNIFF), now=0.0)
     (peek,) = conn.start(0.0, ready=True, active=0)
     assert isinstance(peek, PeekFirstBytes) and conn.state is ConnectionState.SNIFFING
-    assert conn.handle(ev.FirstBytesPeeked(0.1, CLIENT_HELLO_START)) == [StartHandshake(deadline=10.1)]
+    assert conn.handle(ev.FirstBytesPeeked(0.1, CLIENT_HELLO_START)) == [StartHandshake(deadline=10.0)]
     assert conn.handle(completed(0.2))[0] == ConnectUpstream("127.0.0.1", 8080, 5.2)
+
+
+def test_permissive_inbound_keeps_the_accept_time_handshake_deadline_after_a_slow_sniff() -> None:
+    """The peek and the handshake share one handshake_timeout: a slow ClientHello does not get a second one."""
+    from proxy.connection.actions import PeekFirstBytes
+    from proxy.connection.machine import Mode
+
+    conn = Connection(spec(mode=Mode.SNIFF), now=100.0)
+    (peek,) = conn.start(100.0, ready=True, active=0)
+    assert isinstance(peek, PeekFirstBytes) and peek.deadline == 110.0
+    assert conn.handle(ev.FirstBytesPeeked(109.0, CLIENT_HELLO_START)) == [StartHandshake(deadline=110.0)]
 
 
 def test_permissive_inbound_forwards_plaintext_without_identity_or_policy() -> None:
