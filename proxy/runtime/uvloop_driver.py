@@ -70,10 +70,14 @@ class AsyncioIo:
     async def run_until(self, deadline: float | None, fn: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
         when = None if deadline is None else self._loop.time() + (deadline - time.time())
         try:
-            async with asyncio.timeout_at(when):
+            async with asyncio.timeout_at(when) as cm:
                 return True, await fn()
         except TimeoutError:
-            return False, None
+            # Only the deadline is "not finished": fn's own TimeoutError (an
+            # OSError with ETIMEDOUT is one) is fn's outcome and goes through.
+            if cm.expired():
+                return False, None
+            raise
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

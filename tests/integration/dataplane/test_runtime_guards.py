@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import socket
+import time
+from typing import Any
+
+import pytest
 
 from proxy.connection.machine import ConnectionSpec, Direction
 from support.net import EchoServer, recv_all
@@ -40,3 +46,44 @@ def test_a_connection_whose_setup_raises_costs_that_connection_not_the_data_plan
     assert roundtrip(plane.port("other"), b"not a ClientHello") == b""  # refused by closing, with a record:
     assert plane.wait_record(lambda r: r.listener == "other")  # the other listener still serves too
     echo.close()
+
+
+@pytest.mark.parametrize("exc", [TimeoutError("fn's own timeout"),
+                                 OSError(errno.ETIMEDOUT, "Connection timed out")],
+                         ids=["TimeoutError", "ETIMEDOUT"])
+@pytest.mark.parametrize("runtime", ["trio", "uvloop"])
+def test_run_until_lets_a_timeout_error_of_fn_through(runtime: str, exc: OSError) -> None:
+    async def fn() -> None:
+        raise exc
+
+    async def amain() -> Any:
+        from proxy.runtime.uvloop_driver import AsyncioIo
+
+        return await AsyncioIo(asyncio.get_running_loop()).run_until(time.time() + 30, fn)
+
+    async def tmain() -> Any:
+        from proxy.runtime.trio_driver import TrioIo
+
+        return await TrioIo().run_until(time.time() + 30, fn)
+
+    with pytest.raises(TimeoutError) as caught:
+        if runtime == "uvloop":
+            import uvloop
+
+            uvloop.run(amain())
+        else:
+            import trio
+
+            trio.run(tmain)
+    assert caught.value is exc
+
+
+def test_run_until_still_reports_the_deadline_on_uvloop() -> None:
+    import uvloop
+
+    from proxy.runtime.uvloop_driver import AsyncioIo
+
+    async def amain() -> Any:
+        return await AsyncioIo(asyncio.get_running_loop()).run_until(time.time() + 0.05, lambda: asyncio.sleep(5))
+
+    assert uvloop.run(amain()) == (False, None)
