@@ -77,19 +77,16 @@ def identity_view(sidecar: Sidecar, now: float) -> dict[str, Any]:
 
 def explain(sidecar: Sidecar, listener: str, peer: str) -> tuple[int, dict[str, Any]]:
     """What the running policy decides for ``peer`` on ``listener`` (inbound), without a connection."""
+    from proxy.live import evaluate
     from proxy.policy.evaluate import Decision
 
-    names = {i.name: i.policy for i in sidecar.config.inbound}
-    if listener not in names:
-        return 404, {"error": f"no inbound listener {listener!r}", "listeners": sorted(names)}
-    policies = sidecar.policies
+    live = sidecar.live  # read once: a reload swaps the listeners and the policy set together
+    inbound = live.inbound.get(listener)
+    if inbound is None:
+        return 404, {"error": f"no inbound listener {listener!r}", "listeners": sorted(live.inbound)}
     try:
-        if policies is None:
-            from proxy.errors import DenyReason
-
-            decision = Decision(False, None, DenyReason.NO_POLICY, policy=names[listener], peer=peer)
-        else:
-            decision = policies.evaluate(names[listener], peer)
+        decision = evaluate(live.policies, inbound.policy, peer)
+        assert isinstance(decision, Decision)  # a policy set's decision (DecisionLike has no as_dict)
     except SidecarError as exc:
         return 400, {"error": str(exc)}
     return 200, {"listener": listener, **decision.as_dict()}

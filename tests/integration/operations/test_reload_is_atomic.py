@@ -60,3 +60,31 @@ def test_a_reload_renaming_a_policy_never_exposes_half_of_itself(tmp_path: Path)
         plan.sock.close()
     assert checked > 1000
     assert denials == [], f"{len(denials)} of {checked} connections saw half a reload: {denials[0]}"
+
+
+def test_policy_explain_reads_the_listeners_and_the_policy_set_of_one_reload(tmp_path: Path) -> None:
+    """/policy/explain must not pair the old listener's policy name with the new policy set."""
+    from proxy.admin import explain
+    from proxy.live import LiveSettings
+
+    port = free_port()
+    (config_a, policies_a), (config_b, policies_b) = _version(tmp_path, "a", port), _version(tmp_path, "b", port)
+    old, new = LiveSettings.build(config_a, policies_a), LiveSettings.build(config_b, policies_b)
+
+    class ReloadedMidRequest:
+        """A reload lands between two reads of the live reference."""
+
+        def __init__(self) -> None:
+            self.live = old
+
+        @property
+        def config(self):  # type: ignore[no-untyped-def]
+            live, self.live = self.live, new
+            return live.config
+
+        @property
+        def policies(self):  # type: ignore[no-untyped-def]
+            return self.live.policies
+
+    status, body = explain(ReloadedMidRequest(), "api", PEER)  # type: ignore[arg-type]
+    assert status == 200 and body["allowed"] is True, body
