@@ -81,11 +81,13 @@ async def serve_data_plane(plane: DataPlane, stop: trio.Event, *, grace: float) 
     """
     io = TrioIo()
     async with trio.open_nursery() as root:
+        # The scopes are made here, before the children start: a stop that is
+        # already set must not find an empty list (a CancelScope can be
+        # cancelled before it is entered).
         accept_scopes: list[trio.CancelScope] = []
 
-        async def one_listener(plan: Any) -> None:
+        async def one_listener(plan: Any, scope: trio.CancelScope) -> None:
             async with trio.open_nursery() as connections:
-                accept_scopes.append(scope := trio.CancelScope())
                 with scope:
                     await serve_listener(io, plane, plan, _TrioGroup(connections))
                 plan.sock.close()
@@ -96,7 +98,8 @@ async def serve_data_plane(plane: DataPlane, stop: trio.Event, *, grace: float) 
                     connections.cancel_scope.cancel()
 
         for plan in plane.listeners:
-            root.start_soon(one_listener, plan)
+            accept_scopes.append(scope := trio.CancelScope())
+            root.start_soon(one_listener, plan, scope)
         await stop.wait()
         for scope in accept_scopes:
             scope.cancel()

@@ -113,6 +113,11 @@ async def serve_data_plane(plane: DataPlane, stop: asyncio.Event, *, grace: floa
             connections = _AsyncioGroup(tg)
             accept = asyncio.ensure_future(serve_listener(io, plane, plan, connections))
             accepting.append(accept)
+            if stop.is_set():
+                # The parent cancels what is in ``accepting`` once ``stop`` is set; a
+                # stop set before this task ran found nothing to cancel (the parent
+                # does not even yield when stop is already set), so cancel it here.
+                accept.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await accept
             io.notify_closing(plan.sock)

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from proxy.connection.machine import ConnectionSpec, Direction
+from proxy.runtime.base import DataPlane, ListenerPlan
+from proxy.runtime.sockets import open_listening_socket
 from support.net import EchoServer, recv_all
 from support.sidecar import Plane
 
@@ -87,3 +89,50 @@ def test_run_until_still_reports_the_deadline_on_uvloop() -> None:
         return await AsyncioIo(asyncio.get_running_loop()).run_until(time.time() + 0.05, lambda: asyncio.sleep(5))
 
     assert uvloop.run(amain()) == (False, None)
+
+
+def _idle_plane() -> DataPlane:
+    spec = ConnectionSpec(listener="x", direction=Direction.INBOUND, upstream_host="127.0.0.1", upstream_port=1,
+                          authorize=lambda peer: None)
+    plans = [ListenerPlan(name=f"l{i}", direction=Direction.INBOUND, sock=open_listening_socket("127.0.0.1", 0),
+                          spec=lambda dst: spec, context=lambda: None) for i in range(2)]
+    return DataPlane(engine=None, listeners=plans, emit=lambda record: None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("runtime", ["trio", "uvloop"])
+def test_serve_data_plane_returns_when_stop_is_set_before_it_starts(runtime: str) -> None:
+    # trio may run the parent before or after the listener tasks: repeat so an order-dependent hang shows.
+    for _ in range(20):
+        plane = _idle_plane()
+        start = time.monotonic()
+        if runtime == "trio":
+            import trio
+
+            from proxy.runtime.trio_driver import serve_data_plane
+
+            async def tmain() -> bool:
+                stop = trio.Event()
+                stop.set()
+                with trio.move_on_after(3) as bound:
+                    await serve_data_plane(plane, stop, grace=0.5)
+                return not bound.cancelled_caught
+
+            returned = trio.run(tmain)
+        else:
+            import uvloop
+
+            from proxy.runtime.uvloop_driver import serve_data_plane as serve_uv
+
+            async def amain() -> bool:
+                stop = asyncio.Event()
+                stop.set()
+                try:
+                    async with asyncio.timeout(3):
+                        await serve_uv(plane, stop, grace=0.5)
+                except TimeoutError:
+                    return False
+                return True
+
+            returned = uvloop.run(amain())
+        assert returned and time.monotonic() - start < 3, "serve_data_plane did not return after an early stop"
+        assert all(plan.sock.fileno() == -1 for plan in plane.listeners)  # listeners closed on return
