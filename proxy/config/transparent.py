@@ -224,7 +224,7 @@ def _outbound(sec: Section, limits: LimitsReader) -> TransparentOutbound:
 def _route(item: Section) -> OutboundRoute:
     reject_unknown(item, ("destination", "cidr", "ports", "expect"), "a route has: destination or cidr/ports,"
                    " and expect")
-    destination = item.take("destination", str, check=parse_host_port)
+    destination = item.take("destination", str, check=_ip_destination)
     cidr = item.take("cidr", str, check=lambda t: ipaddress.ip_network(t, strict=True))
     ports = frozenset(_route_port(item, i, p) for i, p in enumerate(item.take_list("ports")))
     if destination is not None and (cidr is not None or ports):
@@ -237,6 +237,20 @@ def _route(item: Section) -> OutboundRoute:
     expect = read_peer_patterns(item, "expect", single_ok=True)
     item.finish()
     return OutboundRoute(expect=expect, destination=destination, cidr=cidr, ports=ports, line=item.line)
+
+
+def _ip_destination(text: str) -> HostPort:
+    """``IP:port``, the IP normalised as the original destination reports it (``[::1]``, not ``[0::1]``).
+
+    The transparent listener only learns the original destination's IP: a route written with a
+    host name would never match (and with ``unmatched: passthrough`` that traffic would leave in
+    plaintext), so a name is rejected until resolution is supported.
+    """
+    dest = parse_host_port(text)
+    ip = dest.ip
+    if ip is None:
+        raise ValueError(f"{dest.host!r}: host names are not supported yet: use an IP, CIDR or port")
+    return HostPort(host=str(ip), port=dest.port)
 
 
 def _route_port(item: Section, index: int, value: object) -> int:

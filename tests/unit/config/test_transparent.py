@@ -26,7 +26,7 @@ transparent:
   outbound:
     listen: 127.0.0.1:15001
     routes:
-      - {destination: payments.default.svc.cluster.local:8080, expect: spiffe://example.org/ns/default/sa/payments}
+      - {destination: 10.96.0.10:8080, expect: spiffe://example.org/ns/default/sa/payments}
       - {destination: 10.0.0.9:443, expect: spiffe://example.org/db}
       - {cidr: 10.96.0.0/12, ports: [8080, 8443], expect: {trust_domain: example.org}}
       - {ports: [5432], expect: ["spiffe://example.org/ns/*/sa/postgres"]}
@@ -59,8 +59,8 @@ def test_outbound_routes_first_match_in_file_order(cfgdir: Path) -> None:
     t = load(BASE, cfgdir).transparent
     assert t is not None and t.outbound is not None and t.outbound.unmatched is Unmatched.REFUSE
     out = t.outbound
-    by_name = out.route_for("10.96.0.5", 8080, names=["payments.default.svc.cluster.local"])
-    assert by_name is not None and by_name.expect.matches("spiffe://example.org/ns/default/sa/payments")
+    by_destination = out.route_for("10.96.0.10", 8080)
+    assert by_destination is not None and by_destination.expect.matches("spiffe://example.org/ns/default/sa/payments")
     by_ip = out.route_for("10.0.0.9", 443)
     assert by_ip is not None and by_ip.expect.patterns == ("spiffe://example.org/db",)
     by_cidr = out.route_for("10.96.0.5", 8443)
@@ -169,3 +169,20 @@ def test_any_change_of_the_transparent_section_requires_a_restart(cfgdir: Path, 
 def test_a_transparent_section_moved_down_the_file_needs_no_restart(cfgdir: Path) -> None:
     moved = BASE.replace("policy_file: policy.yaml\n", "") + "policy_file: policy.yaml\n"
     assert load(BASE, cfgdir).restart_required(load("# a comment\n" + moved, cfgdir)) == ()
+
+
+def test_a_host_name_destination_is_rejected_at_load(cfgdir: Path) -> None:
+    """The listener only knows the original destination's IP: a named route would never match."""
+    with pytest.raises(ConfigError) as info:
+        load(BASE.replace("destination: 10.96.0.10:8080", "destination: payments.default.svc.cluster.local:8080"),
+             cfgdir)
+    assert (info.value.line, info.value.field) == (14, "transparent.outbound.routes[0].destination")
+    assert "host names are not supported yet: use an IP, CIDR or port" in str(info.value)
+
+
+def test_an_ip_destination_is_normalised_to_match_the_original_destination(cfgdir: Path) -> None:
+    text = BASE.replace("destination: 10.0.0.9:443", "destination: '[fd00:0::0009]:443'")
+    t = load(text, cfgdir).transparent
+    assert t is not None and t.outbound is not None
+    route = t.outbound.route_for("fd00::9", 443)
+    assert route is not None and route.expect.patterns == ("spiffe://example.org/db",)
