@@ -1,11 +1,14 @@
-"""What both ends of gRPC-over-HTTP/2 share: status codes, framing, headers.
+"""What both ends of gRPC-over-HTTP/2 share: status codes, framing, headers, h2 plumbing.
 
 Why not grpcio: the agent must read each caller's kernel credentials
 (SO_PEERCRED) from the accepted Unix socket, and grpcio hides the socket
 (grpc/grpc#15511, #28755). The Workload API needs only unary and
 server-streaming calls, so a small layer on h2 is enough. This module holds
 the parts shared by the server (grpc_server.py) and the client
-(grpc_client.py); neither does I/O.
+(grpc_client.py); neither does I/O. ``H2Endpoint`` is the h2 plumbing both
+wrap: one place maps h2's errors, and one place sends DATA within the
+peer's flow-control windows, so the two sides cannot drift apart (they did:
+the client once ignored a SETTINGS-only window increase and could stall).
 
 Wire format (gRPC over HTTP/2 spec): each message is a 5-byte prefix
 (1-byte compressed flag, 4-byte big-endian length) followed by the
@@ -18,6 +21,12 @@ from __future__ import annotations
 import enum
 import struct
 import urllib.parse
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import hyperframe.exceptions
 
 from proxy.errors import WorkloadApiError
 
@@ -147,3 +156,71 @@ def status_from_trailers(headers: dict[str, str]) -> tuple[StatusCode, str]:
     except ValueError:
         code = StatusCode.UNKNOWN
     return code, decode_grpc_message(headers.get("grpc-message", ""))
+
+
+def status_headers(status: StatusCode, message: str = "") -> list[tuple[str, str]]:
+    """The grpc-status (and percent-encoded grpc-message) headers of trailers."""
+    headers = [("grpc-status", str(int(status)))]
+    if message:
+        headers.append(("grpc-message", encode_grpc_message(message)))
+    return headers
+
+
+class GrpcProtocolError(Exception):
+    """The peer broke HTTP/2; send data_to_send() (a GOAWAY may be queued) and close."""
+
+
+#: h2 events after which a stream may send more: a WINDOW_UPDATE, or SETTINGS raising
+#: INITIAL_WINDOW_SIZE (h2 grows every stream's window then, without a WindowUpdated).
+WINDOW_EVENTS = (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)
+
+
+class H2Endpoint:
+    """One end of an HTTP/2 connection, sans-IO: the h2 plumbing gRPC's client and server share.
+
+    Args:
+        client_side: which end this is.
+    """
+
+    def __init__(self, *, client_side: bool) -> None:
+        config = h2.config.H2Configuration(client_side=client_side, header_encoding="utf-8")
+        self._h2 = h2.connection.H2Connection(config=config)
+        self._h2.initiate_connection()
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to the socket now (may be empty)."""
+        return bytes(self._h2.data_to_send())
+
+    def close(self) -> None:
+        """Queue a GOAWAY; send data_to_send() before closing the socket."""
+        try:
+            self._h2.close_connection()
+        except h2.exceptions.H2Error:
+            pass
+
+    def _receive_h2(self, data: bytes) -> list[h2.events.Event]:
+        """Feed bytes to h2; every way the peer can break HTTP/2 becomes GrpcProtocolError.
+
+        UnicodeDecodeError: header bytes that are not UTF-8 (h2 decodes them for us);
+        left unmapped it escaped every caller's error handling.
+        """
+        try:
+            return list(self._h2.receive_data(data))
+        except (h2.exceptions.H2Error, hyperframe.exceptions.HyperframeError, UnicodeDecodeError) as exc:
+            raise GrpcProtocolError(str(exc) or type(exc).__name__) from None
+
+    def _send_windowed(self, stream_id: int, pending: bytearray, *, end_stream: bool = False) -> bool:
+        """Send as much of ``pending`` as the peer's windows allow, removing what was sent.
+
+        A slow reader must never make us violate its window: the rest waits
+        for one of WINDOW_EVENTS. With ``end_stream`` the last chunk carries
+        END_STREAM. Returns True once ``pending`` is empty.
+        """
+        while pending:
+            room = min(self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size)
+            if room <= 0:
+                return False
+            chunk = bytes(pending[:room])
+            del pending[:room]
+            self._h2.send_data(stream_id, chunk, end_stream=end_stream and not pending)
+        return True

@@ -17,7 +17,9 @@ call at once) and ``ConnectionEnded`` (GOAWAY).
 
 Flow control: every DATA frame is acknowledged as soon as its messages are
 decoded, because each message is handed to the caller whole; the caller's
-backpressure is therefore at most one message per stream.
+backpressure is therefore at most one message per stream. A request larger
+than the server's window is sent as the window opens (``H2Endpoint``'s
+windowed send, shared with the server).
 """
 
 from __future__ import annotations
@@ -25,15 +27,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
 
 from proxy.workload_api.grpc import (
     SECURITY_HEADER,
+    WINDOW_EVENTS,
+    GrpcProtocolError,
     GrpcStatusError,
+    H2Endpoint,
     MessageDecoder,
     StatusCode,
     encode_message,
@@ -103,7 +106,7 @@ class _Call:
     decoder: MessageDecoder = field(default_factory=MessageDecoder)
     headers: dict[str, str] | None = None
     trailers: dict[str, str] | None = None
-    outgoing: bytes = b""
+    outgoing: bytearray = field(default_factory=bytearray)
     ended: bool = False
 
 
@@ -115,8 +118,10 @@ def _as_dict(headers: Iterable[tuple[bytes | str, bytes | str]]) -> dict[str, st
     return out
 
 
-class GrpcClientConnection:
+class GrpcClientConnection(H2Endpoint):
     """One HTTP/2 connection carrying gRPC calls (client side, no I/O).
+
+    Close it with ``close()`` (queues a GOAWAY), then send ``data_to_send()``.
 
     Args:
         authority: the ``:authority`` pseudo-header; a Unix socket has no
@@ -124,11 +129,9 @@ class GrpcClientConnection:
     """
 
     def __init__(self, authority: str = "localhost") -> None:
-        config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
-        self._h2 = h2.connection.H2Connection(config=config)
+        super().__init__(client_side=True)
         self._authority = authority
         self._calls: dict[int, _Call] = {}
-        self._h2.initiate_connection()
 
     def start_call(self, method: str, request: bytes, *, timeout: float | None = None,
                    metadata: Sequence[tuple[str, str]] = (SECURITY_HEADER,)) -> int:
@@ -154,7 +157,7 @@ class GrpcClientConnection:
             self._h2.send_headers(stream_id, headers)
         except h2.exceptions.ProtocolError as exc:
             raise GrpcStatusError(StatusCode.UNAVAILABLE, f"cannot start a call: {exc}") from exc
-        call = _Call(outgoing=encode_message(request))
+        call = _Call(outgoing=bytearray(encode_message(request)))
         self._calls[stream_id] = call
         self._flush_outgoing(stream_id, call)
         return stream_id
@@ -168,28 +171,16 @@ class GrpcClientConnection:
             except h2.exceptions.ProtocolError:
                 pass
 
-    def close(self) -> None:
-        """Say goodbye (GOAWAY); send ``data_to_send()`` before closing the socket."""
-        try:
-            self._h2.close_connection()
-        except h2.exceptions.ProtocolError:
-            pass
-
-    def data_to_send(self) -> bytes:
-        """Bytes the caller must write to the socket now."""
-        return self._h2.data_to_send()
-
     def receive_data(self, data: bytes) -> list[CallEvent]:
         """Feed bytes read from the socket; return the resulting call events.
 
         Raises:
-            GrpcStatusError: INTERNAL when the server breaks HTTP/2 (including header
-                bytes that are not UTF-8, which h2 reports as UnicodeDecodeError: left
-                unmapped it escaped every caller's GrpcStatusError handling).
+            GrpcStatusError: INTERNAL when the server breaks HTTP/2 (callers retry on
+                GrpcStatusError, so no other exception may escape).
         """
         try:
-            h2_events = self._h2.receive_data(data)
-        except (h2.exceptions.H2Error, UnicodeDecodeError) as exc:
+            h2_events = self._receive_h2(data)
+        except GrpcProtocolError as exc:
             raise GrpcStatusError(StatusCode.INTERNAL, f"HTTP/2 protocol error from server: {exc}") from exc
         out: list[CallEvent] = []
         for event in h2_events:
@@ -213,7 +204,7 @@ class GrpcClientConnection:
             detail = (event.additional_data or b"").decode("utf-8", "replace")
             return [ConnectionEnded(int(event.error_code or 0), event.last_stream_id or 0, detail),
                     *self._end_unstarted(event.last_stream_id or 0)]
-        if isinstance(event, h2.events.WindowUpdated):
+        if isinstance(event, WINDOW_EVENTS):
             self._flush_all()
             return []
         stream_id = getattr(event, "stream_id", None)
@@ -286,11 +277,5 @@ class GrpcClientConnection:
                 self._flush_outgoing(stream_id, call)
 
     def _flush_outgoing(self, stream_id: int, call: _Call) -> None:
-        # Requests are tiny, but a long JWT to validate may exceed a small
-        # peer window: send what the window allows, the rest on WindowUpdated.
-        while call.outgoing:
-            room = min(self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size)
-            if room <= 0:
-                return
-            chunk, call.outgoing = call.outgoing[:room], call.outgoing[room:]
-            self._h2.send_data(stream_id, chunk, end_stream=not call.outgoing)
+        # Requests are tiny, but a long JWT to validate may exceed a small peer window.
+        self._send_windowed(stream_id, call.outgoing, end_stream=True)

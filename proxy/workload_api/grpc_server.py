@@ -24,20 +24,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
-import hyperframe.exceptions
 
 from proxy.workload_api.grpc import (
+    WINDOW_EVENTS,
+    GrpcProtocolError,
+    GrpcStatusError,
+    H2Endpoint,
     MessageDecoder,
     StatusCode,
-    GrpcStatusError,
-    encode_grpc_message,
     encode_message,
     parse_timeout,
+    status_headers,
 )
 
 #: Outbound bytes buffered per stream while the peer's window is closed.
@@ -94,9 +94,8 @@ class ConnectionEnded:
 
 Event = CallStarted | RequestMessage | RequestEnded | CallCancelled | ConnectionEnded
 
-
-class GrpcProtocolError(Exception):
-    """The peer broke HTTP/2; the driver should send data_to_send() and close."""
+__all__ = ["CallCancelled", "CallStarted", "ConnectionEnded", "Event", "GrpcProtocolError",
+           "GrpcServerConnection", "RequestEnded", "RequestMessage"]
 
 
 @dataclass(slots=True)
@@ -112,13 +111,14 @@ _RESERVED = frozenset({"te", "content-type", "grpc-timeout", "grpc-encoding", "g
                        "user-agent", "content-length"})
 
 
-class GrpcServerConnection:
-    """One HTTP/2 connection seen from the gRPC server side."""
+class GrpcServerConnection(H2Endpoint):
+    """One HTTP/2 connection seen from the gRPC server side.
+
+    Close it with ``close()`` (queues a GOAWAY), then send ``data_to_send()``.
+    """
 
     def __init__(self, *, max_buffered: int = MAX_BUFFERED_BYTES) -> None:
-        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
-        self._h2 = h2.connection.H2Connection(config=config)
-        self._h2.initiate_connection()
+        super().__init__(client_side=False)
         self._calls: dict[int, _Call] = {}
         self._max_buffered = max_buffered
 
@@ -131,13 +131,8 @@ class GrpcServerConnection:
             GrpcProtocolError: the bytes are not valid HTTP/2 (a GOAWAY is
                 queued in data_to_send()).
         """
-        try:
-            h2_events = self._h2.receive_data(data)
-        except (h2.exceptions.H2Error, hyperframe.exceptions.HyperframeError, UnicodeDecodeError) as exc:
-            # UnicodeDecodeError: header bytes that are not UTF-8 (h2 decodes them for us).
-            raise GrpcProtocolError(str(exc) or type(exc).__name__) from None
         out: list[Event] = []
-        for ev in h2_events:
+        for ev in self._receive_h2(data):
             out.extend(self._translate(ev))
         return out
 
@@ -154,7 +149,7 @@ class GrpcServerConnection:
             if self._calls.pop(ev.stream_id, None) is not None:
                 return [CallCancelled(ev.stream_id)]
             return []
-        if isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+        if isinstance(ev, WINDOW_EVENTS):
             self._flush_pending()
             return []
         if isinstance(ev, h2.events.ConnectionTerminated):
@@ -227,10 +222,7 @@ class GrpcServerConnection:
         if not call.headers_sent:
             self._send_error(stream_id, status, message)
             return True
-        trailers = [("grpc-status", str(int(status)))]
-        if message:
-            trailers.append(("grpc-message", encode_grpc_message(message)))
-        call.pending_end.append(tuple(trailers))
+        call.pending_end.append(tuple(status_headers(status, message)))
         call.closed = True
         self._flush(stream_id, call)
         return True
@@ -245,17 +237,6 @@ class GrpcServerConnection:
         except h2.exceptions.H2Error:
             pass
 
-    def close(self) -> None:
-        """Queue a GOAWAY; send data_to_send() and close the socket after."""
-        try:
-            self._h2.close_connection()
-        except h2.exceptions.H2Error:
-            pass
-
-    def data_to_send(self) -> bytes:
-        """Bytes to write to the socket now (may be empty)."""
-        return bytes(self._h2.data_to_send())
-
     def open_calls(self) -> int:
         """Calls not yet finished (for tests and drain)."""
         return len(self._calls)
@@ -267,10 +248,7 @@ class GrpcServerConnection:
         return None if call is None or call.closed else call
 
     def _send_error(self, stream_id: int, status: StatusCode, message: str, http_status: str = "200") -> None:
-        headers = [(":status", http_status), ("content-type", "application/grpc"),
-                   ("grpc-status", str(int(status)))]
-        if message:
-            headers.append(("grpc-message", encode_grpc_message(message)))
+        headers = [(":status", http_status), ("content-type", "application/grpc"), *status_headers(status, message)]
         try:
             self._h2.send_headers(stream_id, headers, end_stream=True)
         except h2.exceptions.H2Error:
@@ -285,13 +263,8 @@ class GrpcServerConnection:
     def _flush(self, stream_id: int, call: _Call) -> None:
         """Send as much buffered data as the windows allow; trailers once drained."""
         try:
-            while call.pending:
-                window = min(self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size)
-                if window <= 0:
-                    return
-                chunk = bytes(call.pending[:window])
-                del call.pending[:window]
-                self._h2.send_data(stream_id, chunk)
+            if not self._send_windowed(stream_id, call.pending):
+                return
             if call.pending_end:
                 self._h2.send_headers(stream_id, list(call.pending_end.pop()), end_stream=True)
                 self._calls.pop(stream_id, None)

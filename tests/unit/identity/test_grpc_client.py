@@ -9,6 +9,7 @@ from __future__ import annotations
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 import pytest
 
 from proxy.workload_api.grpc import GrpcStatusError, StatusCode, encode_message
@@ -140,6 +141,32 @@ def test_request_larger_than_peer_window_is_sent_as_window_opens() -> None:
     sid = peer.client.start_call("/SpiffeWorkloadAPI/ValidateJWTSVID", big)
     peer.pump()
     assert peer.bodies[sid] == encode_message(big) and sid in peer.ended
+
+
+def test_request_resumes_when_only_a_settings_frame_opens_the_stream_window() -> None:
+    # h2 grows every stream's window on a SETTINGS INITIAL_WINDOW_SIZE increase
+    # without a WindowUpdated event; a client waiting for one would stall forever.
+    peer = Peer()
+    big = b"t" * 100_000  # beyond the 65,535-byte default windows
+    sid = peer.client.start_call("/SpiffeWorkloadAPI/ValidateJWTSVID", big)
+    received = bytearray()
+
+    def deliver() -> None:
+        for ev in peer.server.receive_data(peer.client.data_to_send()):
+            if isinstance(ev, h2.events.DataReceived):
+                received.extend(ev.data)  # never acknowledged: no stream WINDOW_UPDATE
+            elif isinstance(ev, h2.events.StreamEnded):
+                peer.ended.add(ev.stream_id)
+        peer.client.receive_data(peer.server.data_to_send())
+
+    deliver()
+    assert 0 < len(received) < len(encode_message(big))
+    peer.server.increment_flow_control_window(1 << 20)  # the connection's window only
+    deliver()
+    peer.server.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+    deliver()
+    deliver()
+    assert bytes(received) == encode_message(big) and sid in peer.ended
 
 
 def test_goaway_ends_calls_the_server_never_started() -> None:

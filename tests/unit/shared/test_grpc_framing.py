@@ -15,6 +15,7 @@ from proxy.workload_api.grpc import (
     format_timeout,
     parse_timeout,
     status_from_trailers,
+    status_headers,
 )
 
 
@@ -74,6 +75,12 @@ def test_trailers_without_status_are_unknown_and_codes_map() -> None:
     assert status_from_trailers({})[0] is StatusCode.UNKNOWN
     assert status_from_trailers({"grpc-status": "7", "grpc-message": "a%20b"}) == (StatusCode.PERMISSION_DENIED, "a b")
     assert status_from_trailers({"grpc-status": "99"})[0] is StatusCode.UNKNOWN
+
+
+def test_status_headers_read_back_as_the_same_status_and_message() -> None:
+    assert status_headers(StatusCode.OK) == [("grpc-status", "0")]
+    sent = dict(status_headers(StatusCode.PERMISSION_DENIED, "no entry: 100% ünïcode"))
+    assert status_from_trailers(sent) == (StatusCode.PERMISSION_DENIED, "no entry: 100% ünïcode")
 
 
 def test_workload_messages_coexist_with_the_spiffe_librarys_registration() -> None:
