@@ -11,6 +11,7 @@ import errno
 from typing import Mapping, Sequence
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
@@ -61,6 +62,12 @@ def classify_tls_error(detail: str) -> HandshakeFailure:
     return HandshakeFailure.PROTOCOL
 
 
+def _ssl_detail(exc: SSL.Error) -> str:
+    """OpenSSL's reason strings of a pyOpenSSL error, joined (the text both engines report)."""
+    errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+    return "; ".join(str(e[-1]) for e in errors) or str(exc)
+
+
 def tls_error(exc: SSL.Error) -> Exception:
     """Translate a pyOpenSSL exception into proxy.errors (or OSError)."""
     if isinstance(exc, SSL.SysCallError):
@@ -70,8 +77,7 @@ def tls_error(exc: SSL.Error) -> Exception:
         return OSError(code, str(msg))
     if isinstance(exc, SSL.ZeroReturnError):
         return TlsError(HandshakeFailure.PEER_CLOSED, "peer sent close_notify")
-    errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
-    detail = "; ".join(str(e[-1]) for e in errors) or str(exc)
+    detail = _ssl_detail(exc)
     return TlsError(classify_tls_error(detail), detail)
 
 
@@ -84,19 +90,48 @@ def _accept_all(conn: SSL.Connection, cert: object, err: int, depth: int, ok: in
     return True
 
 
+def _load_identity(ctx: SSL.Context, material: TlsMaterial) -> None:
+    """Our chain and key into ctx; any failure is TlsError(INTERNAL), as in the compiled engine.
+
+    Material is validated when it arrives, so a failure here is our bug or a
+    corrupt snapshot, never the peer's doing: callers (identity swap, tests)
+    catch one error type from either engine, with the same wording, instead
+    of pyOpenSSL's and cryptography's own exceptions leaking through.
+    """
+    if not material.chain_der:
+        raise TlsError(HandshakeFailure.INTERNAL, "TLS material has no certificate chain")
+    for i, der in enumerate(material.chain_der):
+        try:
+            cert = x509.load_der_x509_certificate(bytes(der))
+        except ValueError:
+            raise TlsError(HandshakeFailure.INTERNAL, f"our chain_der[{i}] is not a DER certificate") from None
+        try:
+            if i == 0:
+                ctx.use_certificate(cert)
+            else:
+                ctx.add_extra_chain_cert(cert)
+        except SSL.Error as exc:
+            raise TlsError(HandshakeFailure.INTERNAL, f"cannot use our chain_der[{i}]: {_ssl_detail(exc)}") from None
+    try:
+        key = serialization.load_der_private_key(bytes(material.key_der), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        # TypeError: an encrypted key (we pass no password); UnsupportedAlgorithm: a key type this build lacks.
+        raise TlsError(HandshakeFailure.INTERNAL, f"our key is not a PKCS#8 DER key: {exc}") from None
+    try:
+        ctx.use_privatekey(key)  # type: ignore[arg-type]
+        ctx.check_privatekey()
+    except (SSL.Error, TypeError) as exc:
+        # TypeError: pyOpenSSL refuses key types it cannot wrap (X25519 and the like).
+        detail = _ssl_detail(exc) if isinstance(exc, SSL.Error) else str(exc)
+        raise TlsError(HandshakeFailure.INTERNAL, f"our key does not match our certificate: {detail}") from None
+
+
 def _build_context(material: TlsMaterial, *, server: bool) -> SSL.Context:
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD if server else SSL.TLS_CLIENT_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
     ctx.set_cipher_list(TLS12_CIPHERS)
-    if not material.chain_der:
-        raise TlsError(HandshakeFailure.INTERNAL, "TLS material has no certificate chain")
-    certs = [x509.load_der_x509_certificate(d) for d in material.chain_der]
-    ctx.use_certificate(certs[0])
-    for cert in certs[1:]:
-        ctx.add_extra_chain_cert(cert)
-    ctx.use_privatekey(serialization.load_der_private_key(material.key_der, password=None))  # type: ignore[arg-type]
-    ctx.check_privatekey()
+    _load_identity(ctx, material)
     ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _accept_all)
     if server:
         ctx.set_session_id(SESSION_ID_CONTEXT)
