@@ -9,7 +9,7 @@ runtime driver named by ``config.runtime`` serves the plans.
 
 Fail closed: listeners are bound at start and refuse every connection
 (CloseReason.NOT_READY) until the first SVID arrives; start-up waits for
-it at most ``first_svid_timeout`` seconds.
+it at most ``config.first_svid_timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -50,27 +50,6 @@ from proxy.tls.engine import load_engine
 
 _log = logging.getLogger("spiffe_sidecar")
 
-#: How long start-up waits for the first X.509-SVID before giving up (listeners refuse meanwhile).
-FIRST_SVID_TIMEOUT = 30.0
-FIRST_SVID_TIMEOUT_ENV = "SPIFFE_SIDECAR_FIRST_SVID_TIMEOUT"
-
-
-def first_svid_timeout() -> float:
-    """FIRST_SVID_TIMEOUT, or the duration in $SPIFFE_SIDECAR_FIRST_SVID_TIMEOUT ("10s", "2m")."""
-    import os
-
-    from proxy.config.durations import parse_duration
-    from proxy.errors import ConfigError
-
-    text = os.environ.get(FIRST_SVID_TIMEOUT_ENV)
-    if not text:
-        return FIRST_SVID_TIMEOUT
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise ConfigError(f"${FIRST_SVID_TIMEOUT_ENV}", None, "", str(exc)) from None
-
-
 class Sidecar:
     """One sidecar process's parts, wired together (see the module docstring).
 
@@ -91,7 +70,7 @@ class Sidecar:
                                         if config.admin is not None else None)
         sink = emit if emit is not None else access_log_sink(config.log.access, config.log.format)
         self.emit = sink if self.metrics is None else _tee(sink, self.metrics.observe)
-        self.first_svid_timeout = first_svid_timeout()
+        self.first_svid_timeout = config.first_svid_timeout  # read once: only start-up waits for it
         self.plane: DataPlane | None = None
         self.draining = False  # set at SIGTERM: /ready answers 503 while connections finish
         self.reloader: Reloader | None = None

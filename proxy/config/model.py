@@ -25,6 +25,9 @@ from proxy.policy.match import PeerMatcher
 if TYPE_CHECKING:
     from proxy.config.transparent import TransparentConfig
 
+#: Default seconds start-up waits for the first X.509-SVID before giving up (listeners refuse meanwhile).
+FIRST_SVID_TIMEOUT = 30.0
+
 
 class Runtime(enum.Enum):
     """Which event loop drives the data path."""
@@ -239,6 +242,8 @@ class SidecarConfig:
         admin: the admin endpoint, or None.
         log: logging.
         drain_timeout: seconds to let connections finish on SIGTERM.
+        first_svid_timeout: seconds start-up waits for the first X.509-SVID before exiting 1
+            (read once at start; listeners refuse connections meanwhile).
     """
 
     file: str
@@ -252,6 +257,7 @@ class SidecarConfig:
     admin: AdminConfig | None = None
     log: LogConfig = LogConfig()
     drain_timeout: float = 30.0
+    first_svid_timeout: float = FIRST_SVID_TIMEOUT
 
     def policy_references(self) -> list[tuple[str, str, int | None]]:
         """(policy name, referring field, sidecar.yaml line) for every policy a listener names."""
@@ -270,8 +276,8 @@ class SidecarConfig:
         dialled or built at start (identity source, runtime, listener set and
         addresses, admin, the access log sink ``log.access``/``log.format``, the
         data plane's ``limits.buffer_size``, ``drain_timeout`` (the drivers take
-        it when they start serving), and the whole ``transparent`` section: its
-        listeners capture their ports, routes, expect, unmatched and limits once).
+        it when they start serving), ``first_svid_timeout`` (only start-up waits),
+        and the whole ``transparent`` section: its listeners capture their ports, routes, expect, unmatched and limits once).
         An empty tuple means ``new`` can be swapped in.
         """
         def shape(c: SidecarConfig) -> dict[str, Any]:
@@ -282,6 +288,7 @@ class SidecarConfig:
                 "transparent": _plain(c.transparent),  # any change: see above
                 "log.access": c.log.access, "log.format": c.log.format,
                 "limits.buffer_size": c.limits.buffer_size, "drain_timeout": c.drain_timeout,
+                "first_svid_timeout": c.first_svid_timeout,
             }
         old_shape, new_shape = shape(self), shape(new)
         return tuple(k for k in old_shape if old_shape[k] != new_shape[k])

@@ -45,6 +45,19 @@ def test_without_an_svid_listeners_refuse_and_startup_gives_up_after_the_bound(r
     assert "no X.509-SVID within 3s" in sc.log()
 
 
+def test_first_svid_timeout_from_the_config_file_bounds_the_startup_wait(tmp_path: Path) -> None:
+    sc = SidecarHarness(tmp_path, runtime="trio", engine="python", name="impatient",
+                        identity={"workload_api": f"unix://{tmp_path}/no-agent-here.sock"},
+                        extra={"first_svid_timeout": "2s"})
+    sc.process.env.pop("SPIFFE_SIDECAR_FIRST_SVID_TIMEOUT", None)  # the file's value, not a variable
+    sc.process.start()
+    try:
+        assert sc.process.proc is not None and sc.process.proc.wait(15) == 1
+    finally:
+        sc.stop()
+    assert "no X.509-SVID within 2s" in sc.log()
+
+
 @pytest.mark.parametrize("runtime", ["trio", "uvloop"])
 def test_sigterm_stops_the_sidecar_with_exit_code_zero(runtime: str, tmp_path: Path, ca: pki.Ca) -> None:
     echo = EchoServer()

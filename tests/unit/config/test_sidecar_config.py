@@ -198,6 +198,20 @@ def test_a_bad_environment_value_names_the_variable(cfgdir: Path) -> None:
     assert err.file == "$SPIFFE_SIDECAR_LIMITS_MAX_CONNECTIONS" and err.field == "limits.max_connections"
 
 
+def test_first_svid_timeout_is_a_duration_in_the_file_and_its_variable_still_wins(cfgdir: Path) -> None:
+    assert load(BASE, cfgdir).first_svid_timeout == 30.0
+    assert load(BASE + "first_svid_timeout: 2m\n", cfgdir).first_svid_timeout == 120.0
+    env = {"SPIFFE_SIDECAR_FIRST_SVID_TIMEOUT": "3s"}
+    assert load(BASE + "first_svid_timeout: 2m\n", cfgdir, env=env).first_svid_timeout == 3.0
+
+
+def test_first_svid_timeout_must_be_a_positive_duration(cfgdir: Path) -> None:
+    err = error_of(BASE + "first_svid_timeout: 0s\n", cfgdir)
+    assert (err.line, err.field) == (13, "first_svid_timeout") and "must be more than 0" in err.detail
+    err = error_of(BASE, cfgdir, env={"SPIFFE_SIDECAR_FIRST_SVID_TIMEOUT": "soon"})
+    assert str(err).startswith("$SPIFFE_SIDECAR_FIRST_SVID_TIMEOUT: first_svid_timeout: invalid duration 'soon'")
+
+
 def test_env_var_names_follow_the_field_path() -> None:
     assert env_var_name("runtime") == "SPIFFE_SIDECAR_RUNTIME"
     assert env_var_name("identity.workload_api") == "SPIFFE_SIDECAR_IDENTITY_WORKLOAD_API"
@@ -254,6 +268,7 @@ def test_identity_files_can_come_from_the_environment(cfgdir: Path) -> None:
     ("log: {format: text}\n", "log.format"),
     ("limits: {buffer_size: 1MiB}\n", "limits.buffer_size"),
     ("drain_timeout: 5s\n", "drain_timeout"),
+    ("first_svid_timeout: 5s\n", "first_svid_timeout"),
 ])
 def test_what_is_built_once_at_start_needs_a_restart(cfgdir: Path, change: str, field: str) -> None:
     """The access log sink, the data plane's buffers and the drivers' drain grace are fixed at start."""

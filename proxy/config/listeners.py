@@ -1,0 +1,97 @@
+"""Readers of sidecar.yaml's explicit listeners: the ``inbound`` and ``outbound`` lists.
+
+A listener name is a log field and a metric label, so it must be unique
+across both lists.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+from ruamel.yaml.comments import CommentedMap
+
+from proxy.config.checks import address
+from proxy.config.envfields import Fields
+from proxy.config.model import HostPort, InboundListener, Limits, OutboundListener
+from proxy.config.sections import read_limits
+from proxy.config.yamlfields import Section
+from proxy.errors import ConfigError
+from proxy.policy.load import NAME_RE, read_peer_patterns
+
+T = TypeVar("T")
+Listeners = tuple[tuple[InboundListener, ...], tuple[OutboundListener, ...]]
+
+
+def check_listener_name(value: str) -> str:
+    """A listener name: NAME_RE characters."""
+    if not NAME_RE.fullmatch(value):
+        raise ValueError(f"invalid listener name {value!r}: 1-128 characters from letters, digits, '.', '_', '-'")
+    return value
+
+
+def _loopback_only(sec: Section, key: str, addr: HostPort, opt_out: str, what: str) -> None:
+    if not addr.is_loopback and not sec.take(opt_out, bool, default=False):
+        raise sec.error(key, f"{addr} is not a loopback address: {what} stays on this host unless"
+                        f" {opt_out}: true is set")
+
+
+def read_inbound(sec: Section, limits: Limits) -> InboundListener:
+    """Read one ``inbound[]`` item."""
+    name = sec.take("name", str, required=True, check=check_listener_name)
+    listen = sec.take("listen", str, required=True, check=address(ip_only=True))
+    forward_to = sec.take("forward_to", str, required=True, check=address())
+    _loopback_only(sec, "forward_to", forward_to, "allow_non_loopback_forward", "plaintext to the app")
+    optout = bool(sec.take("allow_non_loopback_forward", bool, default=False))
+    policy = sec.take("policy", str, required=True)
+    own = own_limits(sec, limits)
+    sec.finish()
+    return InboundListener(name=name, listen=listen, forward_to=forward_to, policy=policy,
+                           allow_non_loopback_forward=optout, limits=own, line=sec.line)
+
+
+def read_outbound(sec: Section, limits: Limits) -> OutboundListener:
+    """Read one ``outbound[]`` item."""
+    name = sec.take("name", str, required=True, check=check_listener_name)
+    listen = sec.take("listen", str, required=True, check=address(ip_only=True))
+    _loopback_only(sec, "listen", listen, "allow_non_loopback_listen", "plaintext from the app")
+    optout = bool(sec.take("allow_non_loopback_listen", bool, default=False))
+    connect_to = sec.take("connect_to", str, required=True, check=address())
+    if not sec.has("expect"):
+        raise ConfigError(sec.file, sec.line, sec.field("expect"),
+                          "is required: the SPIFFE ID (pattern) the upstream must present")
+    expect = read_peer_patterns(sec, "expect", single_ok=True)
+    own = own_limits(sec, limits)
+    sec.finish()
+    return OutboundListener(name=name, listen=listen, connect_to=connect_to, expect=expect,
+                            allow_non_loopback_listen=optout, limits=own, line=sec.line)
+
+
+def own_limits(listener: Section, limits: Limits) -> Limits:
+    """A listener's effective limits: its ``limits:`` overrides on top of the global ``limits``."""
+    sec = listener.take_section("limits") or Section(CommentedMap(), listener.file, listener.field("limits"), None)
+    return read_limits(Fields(sec, {}), limits)
+
+
+def read_listeners(root: Section, limits: Limits) -> Listeners:
+    """Read both lists; a name used twice (across both) is an error at the second one's line."""
+    inbound = tuple(_items(root, "inbound", lambda sec: read_inbound(sec, limits)))
+    outbound = tuple(_items(root, "outbound", lambda sec: read_outbound(sec, limits)))
+    seen: dict[str, int | None] = {}
+    both: list[tuple[str, int, InboundListener | OutboundListener]] = [
+        *(("inbound", i, x) for i, x in enumerate(inbound)), *(("outbound", i, x) for i, x in enumerate(outbound))]
+    for kind, index, listener in both:
+        if listener.name in seen:
+            raise ConfigError(root.file, listener.line, f"{kind}[{index}].name",
+                              f"duplicate listener name {listener.name!r} (first at line {seen[listener.name]})")
+        seen[listener.name] = listener.line
+    return inbound, outbound
+
+
+def _items(root: Section, key: str, reader: Callable[[Section], T]) -> list[T]:
+    out: list[T] = []
+    for i, item in enumerate(root.take_list(key)):
+        if not isinstance(item, Section):
+            raise ConfigError(root.file, root.item_line(key, i), f"{key}[{i}]",
+                              f"expected a listener mapping, got {item!r}")
+        out.append(reader(item))
+    return out
