@@ -30,7 +30,7 @@ from proxy.config.model import (
     SidecarConfig,
     Unmatched,
 )
-from proxy.config.transparent import TransparentInbound, TransparentOutbound
+from proxy.config.transparent import TRANSPARENT_INBOUND, TRANSPARENT_OUTBOUND, TransparentInbound, TransparentOutbound
 from proxy.connection.close import ConnectionRecord
 from proxy.connection.connect import is_loopback
 from proxy.connection.events import DecisionLike
@@ -289,8 +289,6 @@ class Sidecar:
                   self.describe_listeners())
 
 
-TRANSPARENT_INBOUND = "transparent-inbound"
-TRANSPARENT_OUTBOUND = "transparent-outbound"
 
 
 

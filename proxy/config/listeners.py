@@ -1,7 +1,9 @@
 """Readers of sidecar.yaml's explicit listeners: the ``inbound`` and ``outbound`` lists.
 
 A listener name is a log field and a metric label, so it must be unique
-across both lists.
+across both lists and must not be one of the names the sidecar gives its own
+transparent listeners (``RESERVED_LISTENER_NAMES``): otherwise two
+listeners' connections would be counted as one in every metric.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from proxy.config.checks import address
 from proxy.config.envfields import Fields
 from proxy.config.model import HostPort, InboundListener, Limits, OutboundListener
 from proxy.config.sections import read_limits
+from proxy.config.transparent import RESERVED_LISTENER_NAMES
 from proxy.config.yamlfields import Section
 from proxy.errors import ConfigError
 from proxy.policy.load import NAME_RE, read_peer_patterns
@@ -23,9 +26,13 @@ Listeners = tuple[tuple[InboundListener, ...], tuple[OutboundListener, ...]]
 
 
 def check_listener_name(value: str) -> str:
-    """A listener name: NAME_RE characters."""
+    """A listener name: NAME_RE characters, and not a reserved one."""
     if not NAME_RE.fullmatch(value):
         raise ValueError(f"invalid listener name {value!r}: 1-128 characters from letters, digits, '.', '_', '-'")
+    if value in RESERVED_LISTENER_NAMES:
+        reserved = ", ".join(sorted(RESERVED_LISTENER_NAMES))
+        raise ValueError(f"listener name {value!r} is reserved: the transparent listeners use it in access logs"
+                         f" and metric labels (reserved: {reserved})")
     return value
 
 

@@ -3,7 +3,8 @@
 Strict like every loader here: an unknown key, a wrong type, a bad address
 or pattern is a ConfigError naming file:line:field. Beyond one field:
 
-- listener names are unique across inbound and outbound (logs, metrics);
+- listener names are unique across inbound and outbound (logs, metrics) and
+  not one the transparent listeners use;
 - ``forward_to`` (inbound) and ``listen`` (outbound) and ``admin.listen`` are
   loopback unless explicitly opted out (``allow_non_loopback_forward``,
   ``allow_non_loopback_listen``, ``allow_non_loopback``), like ghostunnel's

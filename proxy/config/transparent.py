@@ -44,6 +44,12 @@ from proxy.policy.load import read_peer_patterns, reject_unknown
 from proxy.policy.match import PeerMatcher
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: The listener name (log field, metric label) of the transparent inbound listener.
+TRANSPARENT_INBOUND = "transparent-inbound"
+#: The same for transparent outbound.
+TRANSPARENT_OUTBOUND = "transparent-outbound"
+#: Names an explicit listener may not take (they would merge its metrics with a transparent listener's).
+RESERVED_LISTENER_NAMES = frozenset({TRANSPARENT_INBOUND, TRANSPARENT_OUTBOUND})
 LimitsReader = Callable[[Section], Limits]  # a listener section -> its effective limits
 
 

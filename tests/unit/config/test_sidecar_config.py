@@ -212,6 +212,17 @@ def test_first_svid_timeout_must_be_a_positive_duration(cfgdir: Path) -> None:
     assert str(err).startswith("$SPIFFE_SIDECAR_FIRST_SVID_TIMEOUT: first_svid_timeout: invalid duration 'soon'")
 
 
+@pytest.mark.parametrize("kind, index, line", [("inbound", 0, 3), ("outbound", 0, 8)])
+@pytest.mark.parametrize("reserved", ["transparent-inbound", "transparent-outbound"])
+def test_listener_names_of_the_transparent_listeners_are_reserved(cfgdir: Path, kind: str, index: int, line: int,
+                                                                   reserved: str) -> None:
+    """Their connections share the label: a user listener by that name would merge its metrics with theirs."""
+    old = "- name: api" if kind == "inbound" else "- name: payments"
+    err = error_of(BASE.replace(old, f"- name: {reserved}"), cfgdir)
+    assert (err.line, err.field) == (line, f"{kind}[{index}].name")
+    assert f"listener name {reserved!r} is reserved" in err.detail
+
+
 def test_env_var_names_follow_the_field_path() -> None:
     assert env_var_name("runtime") == "SPIFFE_SIDECAR_RUNTIME"
     assert env_var_name("identity.workload_api") == "SPIFFE_SIDECAR_IDENTITY_WORKLOAD_API"
