@@ -1,7 +1,9 @@
 """The agent's local CA for one trust domain: X.509-SVIDs, JWT-SVIDs, bundles.
 
-Issuing lives here, not in proxy/spiffe (the core only validates). Every
-SVID follows the X.509-SVID profile the core checks: one URI SAN, leaf not
+X.509 issuing lives here, not in proxy/spiffe (the core only validates);
+JWT-SVIDs are signed by the core's ``mint_jwt_svid`` (one claims encoder for
+the project), with the authority chosen and its lifetime enforced here. Every
+X.509-SVID follows the X.509-SVID profile the core checks: one URI SAN, leaf not
 CA (critical basicConstraints), critical keyUsage digitalSignature only,
 EKU serverAuth + clientAuth, SKI/AKI, NotBefore slightly backdated for
 clock skew, NotAfter never past the signing authority's.
@@ -35,7 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -44,7 +45,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from proxy.agent.config import TrustDomainConfig
 from proxy.errors import SidecarError
 from proxy.spiffe.id import SpiffeId
-from proxy.spiffe.jwt_svid import public_jwk
+from proxy.spiffe.jwt_svid import mint_jwt_svid, public_jwk
 
 UTC = dt.timezone.utc
 BACKDATE = 30.0
@@ -231,13 +232,17 @@ class LocalCA:
                           now - BACKDATE, not_after)
 
     def mint_jwt(self, spiffe_id: SpiffeId, audience: list[str], ttl: float, now: float) -> tuple[str, float]:
-        """Sign a JWT-SVID (ES256 or RS256 by the CA's key type); returns (token, exp)."""
+        """Sign a JWT-SVID with the active authority's JWT key; returns (token, exp).
+
+        Signing is the core's ``mint_jwt_svid``; what stays here is the CA's
+        part: the token never outlives its authority, and the authority is
+        kept published until the token expired.
+        """
         authority = self.active
+        # Whole seconds on both ends, so the token's exp is exactly the one recorded here.
+        iat = int(now)
         exp = int(min(now + ttl, authority.not_after))
-        claims = {"sub": str(spiffe_id), "aud": audience if len(audience) != 1 else audience[0],
-                  "exp": exp, "iat": int(now)}
-        alg = "RS256" if isinstance(authority.jwt_key, rsa.RSAPrivateKey) else "ES256"
-        token = jwt.encode(claims, authority.jwt_key, algorithm=alg, headers={"kid": authority.kid, "typ": "JWT"})
+        token = mint_jwt_svid(spiffe_id, audience, authority.jwt_key, authority.kid, now=iat, ttl=exp - iat)
         authority.last_expiry = max(authority.last_expiry, float(exp))
         return token, float(exp)
 
@@ -252,10 +257,6 @@ class LocalCA:
         keys = [public_jwk(a.jwt_key.public_key(), a.kid) for a in self.authorities]
         doc = {"keys": keys, "spiffe_sequence": self.sequence, "spiffe_refresh_hint": int(refresh_hint)}
         return json.dumps(doc, separators=(",", ":")).encode()
-
-    def jwt_public_keys(self) -> dict[str, Any]:
-        """kid -> public key, for validating tokens this CA minted."""
-        return {a.kid: a.jwt_key.public_key() for a in self.authorities}
 
     # -- persistence ---------------------------------------------------------------
 

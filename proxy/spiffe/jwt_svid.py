@@ -217,7 +217,8 @@ def mint_jwt_svid(spiffe_id: SpiffeId | str, audience: Sequence[str], private_ke
 
     Args:
         spiffe_id: the subject.
-        audience: one or more audiences (the spec requires at least one).
+        audience: one or more audiences (the spec requires at least one); a
+            single one is encoded as a string, several as a list.
         private_key: a cryptography EC or RSA private key.
         kid: the key ID published in the JWT bundle.
         now: issue time, Unix seconds.
@@ -233,7 +234,10 @@ def mint_jwt_svid(spiffe_id: SpiffeId | str, audience: Sequence[str], private_ke
     if alg not in ALLOWED_ALGORITHMS:
         raise ValueError(f"algorithm {alg!r} is not allowed for JWT-SVIDs")
     sub = str(SpiffeId.parse(spiffe_id) if isinstance(spiffe_id, str) else spiffe_id)
-    claims = {"sub": sub, "aud": list(audience), "iat": int(now), "exp": int(now + ttl)}
+    # One audience is a plain string, as SPIRE (go-jose) writes it: ValidateJWTSVID echoes
+    # the claims, and clients of a SPIRE agent read a single ``aud`` as a string.
+    aud: str | list[str] = audience[0] if len(audience) == 1 else list(audience)
+    claims = {"sub": sub, "aud": aud, "iat": int(now), "exp": int(now + ttl)}
     return jwt.encode(claims, private_key, algorithm=alg, headers={"kid": kid, "typ": "JWT"})
 
 

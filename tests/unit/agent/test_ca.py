@@ -85,6 +85,16 @@ def test_jwt_svid_verifies_with_the_published_jwks() -> None:
     assert svid.spiffe_id == WEB and svid.expiry == exp
 
 
+def test_jwt_svid_never_outlives_its_authority_and_keeps_it_published_until_it_expires() -> None:
+    ca = _ca(ca_ttl=60)
+    authority = ca.active
+    token, exp = ca.mint_jwt(WEB, ["svc"], 3600, NOW)
+    svid = JwtSvid.parse_insecure(token)
+    assert svid.expiry == exp == int(authority.not_after)
+    assert svid.claims["iat"] == int(NOW) and svid.audience == ("svc",)
+    assert authority.last_expiry == exp
+
+
 def test_ca_dir_keeps_authorities_0600_across_restarts(tmp_path: Path) -> None:
     ca = _ca(ca_dir=tmp_path)
     files = list((tmp_path / "example.org").iterdir())

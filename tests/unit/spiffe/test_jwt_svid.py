@@ -194,6 +194,12 @@ def test_minted_token_carries_spiffe_claims_and_headers() -> None:
     assert svid.audience == ("api", "db") and svid.expiry == NOW + 120
 
 
+def test_minted_single_audience_is_a_string_as_spire_writes_it() -> None:
+    token = mint_jwt_svid(SUB, ["api"], KEY, "k1", NOW, 60)
+    assert jwt.decode(token, options={"verify_signature": False})["aud"] == "api"
+    assert JwtSvid.parse_and_validate(token, BUNDLES, "api", NOW).audience == ("api",)
+
+
 def test_mint_refuses_empty_audience() -> None:
     with pytest.raises(ValueError):
         mint_jwt_svid(SUB, [], KEY, "k1", NOW, 60)
