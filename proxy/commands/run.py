@@ -1,7 +1,8 @@
 """`spiffe-sidecar run --config sidecar.yaml`: serve the listeners of one sidecar.
 
-Loads the config and its policy file (any error names file:line:field and
-exits 2 before anything is bound), binds every listener (refusing until the
+Warns about every unknown ``SPIFFE_SIDECAR_*`` environment variable (a
+typo would otherwise be ignored silently), loads the config and its policy
+file (any error names file:line:field and exits 2 before anything is bound), binds every listener (refusing until the
 first SVID: fail closed), starts the identity source, logs one ``ready``
 line, and stops on SIGINT/SIGTERM.
 """
@@ -32,13 +33,18 @@ def configure_logging(level: str) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     """Load, wire and serve; returns the process exit code."""
+    from proxy.config.environment import unknown_variable_warnings
     from proxy.config.load import load_sidecar
     from proxy.sidecar import run_sidecar
 
+    configure_logging("info")  # before the load: a mistyped variable may be why the config fails
+    log = logging.getLogger("spiffe_sidecar")
+    for warning in unknown_variable_warnings(os.environ):
+        log.warning("%s", warning)
     config, policies = load_sidecar(args.config)
-    configure_logging(config.log.level.value)
+    logging.getLogger().setLevel(config.log.level.value.upper())
     try:
         return run_sidecar(config, policies)
     except OSError as exc:
-        logging.getLogger("spiffe_sidecar").error("cannot serve: %s", exc)
+        log.error("cannot serve: %s", exc)
         return 1

@@ -29,7 +29,8 @@ the variables, the standard ``SPIFFE_ENDPOINT_SOCKET`` names the Workload API.
 This module assembles the whole file and checks what spans sections; the
 parts have one job each: ``envfields`` (the variables), ``checks`` (value
 checks), ``sections`` (identity, limits, admin, log), ``listeners``
-(inbound/outbound lists), ``transparent`` (the transparent section).
+(inbound/outbound lists), ``transparent`` (the transparent section),
+``environment`` (spotting unknown ``SPIFFE_SIDECAR_*`` variables).
 """
 
 from __future__ import annotations
