@@ -23,9 +23,10 @@ from cryptography.hazmat.primitives import serialization
 
 from proxy.identity import rotation
 from proxy.identity.client import open_workload_api
-from proxy.identity.messages import FetchedJwtSvid, ValidatedJwtSvid
+from proxy.identity.messages import ValidatedJwtSvid
 from proxy.identity.snapshot import X509Context, authorities_summary
 from proxy.identity.source import FATAL_CODES, Backoff
+from proxy.spiffe.jwt_svid import JwtSvid
 from proxy.workload_api.grpc import GrpcStatusError, StatusCode
 
 
@@ -157,7 +158,7 @@ def cmd_svid_watch(args: argparse.Namespace) -> int:
 
 def cmd_jwt_fetch(args: argparse.Namespace) -> int:
     """`jwt fetch`: print the subject, audience, expiry, then the token on its own line."""
-    async def main() -> FetchedJwtSvid:
+    async def main() -> JwtSvid:
         async with open_workload_api(args.address) as client:
             return await client.fetch_jwt_svid(args.audience, args.spiffe_id, timeout=args.timeout)
 

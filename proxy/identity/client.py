@@ -33,6 +33,7 @@ from proxy.identity import messages
 from proxy.identity.address import WorkloadApiAddress, parse_address, resolve_address
 from proxy.identity.snapshot import X509Context
 from proxy.spiffe.bundle import JwtBundleSet, X509BundleSet
+from proxy.spiffe.jwt_svid import JwtSvid
 from proxy.workload_api import workload_pb2 as pb
 from proxy.workload_api.grpc import GrpcStatusError, StatusCode
 from proxy.workload_api.grpc_client import CallEnded, GrpcClientConnection, MessageReceived
@@ -161,7 +162,7 @@ class WorkloadApiClient:
         return await _first_of(self.watch_jwt_bundles(), timeout, "FetchJWTBundles")
 
     async def fetch_jwt_svid(self, audience: str | Sequence[str], spiffe_id: str | None = None, *,
-                             timeout: float = DEFAULT_UNARY_TIMEOUT) -> messages.FetchedJwtSvid:
+                             timeout: float = DEFAULT_UNARY_TIMEOUT) -> JwtSvid:
         """Fetch a JWT-SVID for ``audience`` (the first one, or ``spiffe_id``'s).
 
         Raises:

@@ -12,12 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import jwt as pyjwt
-
-from proxy.errors import InvalidBundleError, InvalidSvidError
+from proxy.errors import InvalidBundleError, InvalidSvidError, VerificationError
 from proxy.identity.snapshot import X509Context
 from proxy.spiffe.bundle import JwtBundle, JwtBundleSet, X509Bundle, X509BundleSet
 from proxy.spiffe.id import SpiffeId, TrustDomain
+from proxy.spiffe.jwt_svid import JwtSvid
 from proxy.spiffe.svid import X509Svid, split_der_certificates
 from proxy.workload_api import workload_pb2 as pb
 
@@ -91,58 +90,26 @@ def jwt_bundle_set(response: pb.JWTBundlesResponse) -> JwtBundleSet:
     return JwtBundleSet(JwtBundle.from_jwks(_trust_domain_key(k), v) for k, v in response.bundles.items())
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FetchedJwtSvid:
-    """A JWT-SVID as the Workload API handed it to us.
-
-    The agent signed it for us; we read its claims without verifying the
-    signature (the receiver verifies; ``validate_jwt_svid`` or
-    ``proxy.spiffe.jwt_svid`` do that).
-
-    Attributes:
-        spiffe_id: the subject.
-        token: the compact JWS to send.
-        audience: the ``aud`` claim.
-        expiry: ``exp``, Unix seconds.
-        hint: the operator hint.
-    """
-
-    spiffe_id: SpiffeId
-    token: str
-    audience: tuple[str, ...]
-    expiry: float
-    hint: str = ""
-
-
-def _unverified_claims(token: str, claimed: str | None) -> dict[str, Any]:
-    try:
-        claims: dict[str, Any] = pyjwt.decode(token, options={"verify_signature": False, "verify_exp": False,
-                                                              "verify_aud": False})
-    except pyjwt.PyJWTError as exc:
-        raise InvalidSvidError(f"JWT-SVID is not a readable JWT: {exc}", claimed) from None
-    return claims
-
-
-def jwt_svids(response: pb.JWTSVIDResponse) -> list[FetchedJwtSvid]:
+def jwt_svids(response: pb.JWTSVIDResponse) -> list[JwtSvid]:
     """The JWT-SVIDs of a FetchJWTSVID response, first hint wins.
 
+    The agent signed them for us: ``JwtSvid.parse_insecure`` reads them
+    without the signature (the receiver verifies) but with every header and
+    claim rule, so a broken issuer is noticed here rather than by each peer.
+
     Raises:
-        InvalidSvidError: a token is unreadable or lacks sub/exp.
-        InvalidSpiffeIdError: the subject is not a SPIFFE ID.
+        InvalidSvidError: a token is unreadable or breaks a JWT-SVID rule.
     """
-    out: list[FetchedJwtSvid] = []
+    out: list[JwtSvid] = []
     hints: set[str] = set()
     for message in response.svids:
         if message.hint and message.hint in hints:
             continue
         hints.add(message.hint)
-        claims = _unverified_claims(message.svid, message.spiffe_id or None)
-        if "sub" not in claims or "exp" not in claims:
-            raise InvalidSvidError("JWT-SVID lacks sub or exp", message.spiffe_id or None)
-        aud = claims.get("aud", [])
-        out.append(FetchedJwtSvid(spiffe_id=SpiffeId.parse(str(claims["sub"])), token=message.svid,
-                                  audience=(aud,) if isinstance(aud, str) else tuple(aud),
-                                  expiry=float(claims["exp"]), hint=message.hint))
+        try:
+            out.append(JwtSvid.parse_insecure(message.svid, hint=message.hint))
+        except VerificationError as exc:
+            raise InvalidSvidError(f"JWT-SVID: {exc.detail}", message.spiffe_id or None) from None
     return out
 
 
