@@ -47,7 +47,10 @@ it is drained. A slow reader therefore stops the reads on the other side
 memory. Half-close is forwarded both ways: TLS close_notify (or EOF) from
 the peer becomes shutdown(SHUT_WR) on the plain socket, and EOF from the
 app becomes our close_notify; TLS 1.3 lets the other direction keep
-flowing after either.
+flowing after either. The plain fd is wrapped once, at Relay creation, in
+a socket object that is borrowed: dropping it detaches, never closes, so
+the runtime stays the fd's only owner (one object per chunk would cost
+about twice the relay's own per-chunk work).
 
 Layout: engine_py_tls.py holds the contexts, the handshake and the
 verification; this module re-exports them and adds the relay, the only
@@ -110,7 +113,13 @@ class Relay:
         if buffer_size <= 0:
             raise ValueError("buffer_size must be positive")
         self._tls = conn
-        self._fd = plain_fd  # borrowed: every socket object made on it is detached, never closed
+        # One socket object for the Relay's life, not one per chunk (creating
+        # one costs three getsockopt calls: about 2x the relay's per-chunk
+        # cost). It is borrowed: dropping it detaches, never closes the fd.
+        self._plain = _BorrowedSocket(fileno=plain_fd)
+        # Non-blocking at the object too, so a process-wide
+        # socket.setdefaulttimeout() can never make a recv wait on the loop.
+        self._plain.settimeout(0.0)
         self._down = _Pipe(buffer_size)  # TLS -> plain
         self._up = _Pipe(buffer_size)  # plain -> TLS
         self.bytes_tls_to_plain = 0
@@ -122,7 +131,8 @@ class Relay:
         while True:
             if p.start < p.end:
                 try:
-                    n = _send(self._fd, p.view[p.start:p.end])
+                    # MSG_NOSIGNAL: a gone app is EPIPE (an OSError), never SIGPIPE.
+                    n = self._plain.send(p.view[p.start:p.end], socket.MSG_NOSIGNAL)
                 except BlockingIOError:
                     return WANT_PLAIN_WRITE
                 p.start += n
@@ -130,7 +140,7 @@ class Relay:
                 continue
             if p.eof:
                 if not p.done:
-                    _shutdown_write(self._fd)
+                    _shutdown_write(self._plain)
                     p.done = True
                 return EOF
             p.start = p.end = 0
@@ -173,7 +183,7 @@ class Relay:
                 return EOF
             p.start = p.end = 0
             try:
-                p.end = _recv_into(self._fd, p.buf)
+                p.end = self._plain.recv_into(p.buf)
             except BlockingIOError:
                 return WANT_PLAIN_READ
             if p.end == 0:
@@ -186,29 +196,23 @@ def _relay_error(exc: SSL.Error) -> Exception:
     return tls_error(exc)
 
 
-def _send(fd: int, buf: memoryview) -> int:
-    """send(2) on a borrowed fd (never closing it); MSG_NOSIGNAL: a gone app is EPIPE, not SIGPIPE."""
-    sock = socket.socket(fileno=fd)
-    try:
-        return sock.send(buf, socket.MSG_NOSIGNAL)
-    finally:
-        sock.detach()
+class _BorrowedSocket(socket.socket):
+    """A socket object on an fd the runtime owns: when it is dropped it detaches, never closes.
+
+    A plain socket.socket closes its fd when collected; by then the runtime
+    may have closed that fd and the number may name another connection.
+    Defining __del__ replaces the C finaliser that would close it (also when
+    the Relay dies in a reference cycle), and nothing here calls close().
+    """
+
+    __slots__ = ()
+
+    def __del__(self) -> None:
+        self.detach()
 
 
-def _recv_into(fd: int, buf: bytearray) -> int:
-    """recv(2) on a borrowed fd, never closing it."""
-    sock = socket.socket(fileno=fd)
-    try:
-        return sock.recv_into(buf)
-    finally:
-        sock.detach()
-
-
-def _shutdown_write(fd: int) -> None:
-    sock = socket.socket(fileno=fd)
+def _shutdown_write(sock: socket.socket) -> None:
     try:
         sock.shutdown(socket.SHUT_WR)
     except OSError:
         pass  # the app already closed: nothing left to tell it
-    finally:
-        sock.detach()
