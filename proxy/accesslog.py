@@ -26,7 +26,8 @@ def format_text(record: ConnectionRecord) -> str:
     decision = record.decision or "-"
     if record.rule:
         decision += f" ({record.rule})"
-    parts = [when, record.listener, record.direction, peer, decision, record.close_reason.value]
+    where = record.listener if record.original_port is None else f"{record.listener}:{record.original_port}"
+    parts = [when, where, record.direction, peer, decision, record.close_reason.value]
     if record.reason:
         parts.append(f"reason={record.reason}")
     parts.append(f"in={record.bytes_in}B out={record.bytes_out}B {record.duration * 1000:.1f}ms")

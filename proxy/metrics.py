@@ -11,7 +11,10 @@ None when metrics are off (one attribute test in the runner).
 
 Label values never come from unbounded input: close, handshake-failure and
 deny reasons are the enum values of ``proxy.errors`` (anything else becomes
-``other``); listener and rule names come from the operator's own files.
+``other``); listener and rule names come from the operator's own files,
+and a transparent listener is one label value whatever the original
+destination port (the record's ``original_port`` carries that to the access
+log), the same value its connections_opened/active samples carry.
 Peer SPIFFE IDs are labels only when the operator opts in
 (``admin.peer_id_labels``), and then only on one metric of their own
 (``authz_decisions_by_peer_total``), so the bounded ones stay bounded.

@@ -180,10 +180,10 @@ class Sidecar:
             route = tin.route(port)
             if route is None:
                 return ConnectionSpec(listener=TRANSPARENT_INBOUND, direction=Direction.INBOUND, upstream_host="",
-                                      upstream_port=0, authorize=_deny_all, refusal=(
+                                      upstream_port=0, authorize=_deny_all, original_port=port, refusal=(
                                           CloseReason.NO_ROUTE, f"no route for original destination port {port}"))
             return ConnectionSpec(
-                listener=f"{TRANSPARENT_INBOUND}:{port}", direction=Direction.INBOUND, mode=mode,
+                listener=TRANSPARENT_INBOUND, original_port=port, direction=Direction.INBOUND, mode=mode,
                 upstream_host=route.forward_to.host, upstream_port=route.forward_to.port,
                 authorize=functools.partial(evaluate, self.live.policies, route.policy), **limits_keywords(tin.limits))
 
@@ -197,7 +197,7 @@ class Sidecar:
         def spec(destination: tuple[str, int] | None) -> ConnectionSpec:
             ip, port = destination or ("", 0)
             common: dict[str, Any] = dict(listener=TRANSPARENT_OUTBOUND, direction=Direction.OUTBOUND,
-                                          upstream_host=ip, upstream_port=port, **limits_keywords(tout.limits))
+                                          original_port=port, upstream_host=ip, upstream_port=port, **limits_keywords(tout.limits))
             if port in own and _is_local(ip):
                 return ConnectionSpec(**common, authorize=_deny_all, refusal=(
                     CloseReason.LOOP, f"original destination {ip}:{port} is this sidecar's own listener (loop)"))

@@ -44,7 +44,8 @@ from proxy.policy.load import read_peer_patterns, reject_unknown
 from proxy.policy.match import PeerMatcher
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-#: The listener name (log field, metric label) of the transparent inbound listener.
+#: The listener name (log field, metric label) of every transparent inbound connection, whatever its
+#: original port (that is the record's ``original_port``): one bounded label value, the plan's own.
 TRANSPARENT_INBOUND = "transparent-inbound"
 #: The same for transparent outbound.
 TRANSPARENT_OUTBOUND = "transparent-outbound"

@@ -24,6 +24,9 @@ class ConnectionRecord:
     ``bytes_out`` the other way. ``audit_denies`` names audit-mode deny
     rules that matched (would have denied; not enforced). ``plaintext``
     marks a connection relayed without TLS (permissive or passthrough).
+    ``original_port`` is the port a transparent listener's connection was
+    originally for (None on explicit listeners): ``listener`` is the same for
+    every port so metrics keep one label value per listener.
     """
 
     listener: str
@@ -43,6 +46,7 @@ class ConnectionRecord:
     start: float
     audit_denies: tuple[str, ...] = ()
     plaintext: bool = False
+    original_port: int | None = None
 
     def to_json(self) -> str:
         """One JSON line (stable keys; enum values as their label strings)."""

@@ -76,7 +76,10 @@ class ConnectionSpec:
     check, fetched when the connection is accepted (reloads affect new
     connections only). ``session_key`` keys client-side TLS resumption (the
     upstream address). ``refusal`` is a routing verdict made before the
-    machine starts (transparent mode). Timeouts are seconds; None disables one.
+    machine starts (transparent mode). ``original_port`` is the port a
+    transparent listener's connection was meant for (the record carries it:
+    ``listener`` stays the listener's one name, a bounded metric label).
+    Timeouts are seconds; None disables one.
     """
 
     listener: str
@@ -87,6 +90,7 @@ class ConnectionSpec:
     mode: Mode = Mode.MTLS
     session_key: str | None = None
     refusal: tuple[CloseReason, str] | None = None
+    original_port: int | None = None
     handshake_timeout: float = 10.0
     connect_timeout: float = 5.0
     idle_timeout: float | None = 300.0
@@ -309,5 +313,5 @@ class Connection:
             bytes_in=closed.bytes_tls_to_plain, plaintext=f.plaintext, bytes_out=closed.bytes_plain_to_tls,
             duration=max(0.0, closed.now - self.start_time), close_reason=f.close_reason,
             tls_version=f.tls_version, cipher=f.cipher, resumed=f.resumed, start=self.start_time,
-            audit_denies=f.audit_denies,
+            audit_denies=f.audit_denies, original_port=self.spec.original_port,
         )

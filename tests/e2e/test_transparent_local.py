@@ -49,7 +49,7 @@ def mesh(module_combo: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
             stack.callback(echo.close)
             tin, tout, out = free_port(), free_port(), free_port()
             backend = SidecarHarness(d, runtime=runtime, engine=engine, identity=Identity.mint(d, ca, "/backend"),
-                                     name="backend", policy={"api": [{"name": "frontend", "allow": [FRONTEND]}]},
+                                     name="backend", admin=True, policy={"api": [{"name": "frontend", "allow": [FRONTEND]}]},
                                      extra={"transparent": {"inbound": {
                                          "listen": f"0.0.0.0:{tin}", "mode": "permissive",
                                          "ports": [{"port": tin, "forward_to": f"127.0.0.1:{echo.port}",
@@ -80,8 +80,23 @@ def exchange(pod: Pod, port: int, payload: bytes) -> bytes:
 def test_permissive_inbound_takes_mtls_for_a_client_hello(mesh: dict[str, Any]) -> None:
     assert exchange(mesh["pod"], mesh["out"], b"over mtls") == b"over mtls"
     rec = mesh["backend"].wait_record(lambda r: r["peer_id"] == FRONTEND)
-    assert rec["listener"] == f"transparent-inbound:{mesh['tin']}" and rec["decision"] == "allow"
+    assert rec["listener"] == "transparent-inbound" and rec["original_port"] == mesh["tin"]
+    assert rec["decision"] == "allow"
     assert rec["plaintext"] is False and rec["tls_version"]
+
+
+def test_transparent_inbound_metrics_carry_one_listener_label_whatever_the_original_port(mesh: dict[str, Any]) -> None:
+    """connections_opened (counted per listener plan) and the per-record metrics must join on the same label."""
+    assert exchange(mesh["pod"], mesh["out"], b"count me") == b"count me"
+    backend = mesh["backend"]
+    backend.wait_record(lambda r: r["peer_id"] == FRONTEND)
+    with entered(mesh["pod"].netns):  # the admin endpoint listens inside the pod
+        samples = backend.metrics()
+    listeners = {dict(labels)["listener"] for _, labels in samples if "listener" in dict(labels)}
+    assert listeners == {"transparent-inbound"}, samples
+    for name in ("spiffe_sidecar_connections_opened_total", "spiffe_sidecar_connections_closed_total",
+                 "spiffe_sidecar_authz_decisions_total"):
+        assert sum(v for (n, ls), v in samples.items() if n == name and ("listener", "transparent-inbound") in ls) >= 1
 
 
 def test_permissive_inbound_forwards_plaintext_beside_mtls(mesh: dict[str, Any]) -> None:

@@ -200,7 +200,7 @@ def test_a_plain_call_to_b_crosses_bs_tproxy_listener_over_mtls_to_the_app_port_
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{mesh.logs()}") from None
     assert answer == "app-b from 127.0.0.1\n", mesh.logs()
-    routed = [r for r in _records(mesh, "b") if r["listener"] == f"transparent-inbound:{APP_PORT}"]
+    routed = [r for r in _records(mesh, "b") if r["listener"] == "transparent-inbound" and r["original_port"] == APP_PORT]
     assert routed, f"B's sidecar recorded no connection routed by original port {APP_PORT}:\n{mesh.logs()}"
     record = routed[-1]
     assert record["peer_id"] == "spiffe://example.org/a" and record["decision"] == "allow"

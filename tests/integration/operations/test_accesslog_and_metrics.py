@@ -109,3 +109,17 @@ def test_peer_id_labels_are_off_unless_the_admin_section_opts_in(tmp_path: Path)
     on = load_sidecar_config_text(base + ", peer_id_labels: true}\n", str(tmp_path / "s.yaml"))
     assert off.admin is not None and not off.admin.peer_id_labels
     assert on.admin is not None and on.admin.peer_id_labels
+
+
+def test_a_transparent_connections_original_port_is_in_the_log_not_in_the_listener_label() -> None:
+    from dataclasses import replace
+
+    record = replace(RECORD, listener="transparent-inbound", original_port=8080)
+    assert " transparent-inbound:8080 inbound " in format_text(record)
+    data = json.loads(record.to_json())
+    assert data["listener"] == "transparent-inbound" and data["original_port"] == 8080
+    metrics = Metrics(IdentityStore())
+    metrics.observe(record)
+    labels = {s.labels.get("listener") for f in text_string_to_metric_families(metrics.render().decode())
+              for s in f.samples if "listener" in s.labels}
+    assert labels == {"transparent-inbound"}
