@@ -53,7 +53,7 @@ def limits_keywords(limits: Limits) -> dict[str, Any]:
     """The per-connection limits of a listener, as ConnectionSpec keywords."""
     return dict(handshake_timeout=limits.handshake_timeout, connect_timeout=limits.connect_timeout,
                 idle_timeout=limits.idle_timeout, max_lifetime=limits.max_connection_lifetime,
-                max_connections=limits.max_connections)
+                max_connections=limits.max_connections, buffer_size=limits.buffer_size)
 
 
 def evaluate(policies: PolicySet | None, policy_name: str, peer_id: str) -> DecisionLike:

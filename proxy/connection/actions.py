@@ -61,12 +61,15 @@ class StartRelay(Action):
     either way) or None; ``lifetime_deadline`` is absolute, reported as
     DeadlineExpired(``lifetime_kind``) when it passes. ``tls`` False: both
     sides are plaintext (permissive inbound, passthrough outbound).
+    ``buffer_size`` is bytes per direction from the listener's own
+    ``limits.buffer_size``; None: the data plane's default.
     """
 
     idle_timeout: float | None
     lifetime_deadline: float | None
     lifetime_kind: DeadlineKind
     tls: bool = True
+    buffer_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,7 +79,8 @@ class ConnectionSpec:
     machine starts (transparent mode). ``original_port`` is the port a
     transparent listener's connection was meant for (the record carries it:
     ``listener`` stays the listener's one name, a bounded metric label).
-    Timeouts are seconds; None disables one.
+    Timeouts are seconds; None disables one. ``buffer_size`` is the
+    listener's relay buffer per direction (None: the data plane's).
     """
 
     listener: str
@@ -96,6 +97,7 @@ class ConnectionSpec:
     idle_timeout: float | None = 300.0
     max_lifetime: float | None = None
     max_connections: int | None = None
+    buffer_size: int | None = None
 
 
 @dataclass(slots=True)
@@ -288,7 +290,7 @@ class Connection:
     def _start_relay(self) -> Action:
         return relay_deadlines(idle_timeout=self.spec.idle_timeout, max_lifetime=self.spec.max_lifetime,
                                start=self.start_time, peer_not_after=self.facts.not_after,
-                               tls=not self.facts.plaintext)
+                               tls=not self.facts.plaintext, buffer_size=self.spec.buffer_size)
 
     def _close(self, reason: CloseReason, detail: str = "") -> Close:
         self.facts.close_reason = reason

@@ -253,6 +253,16 @@ def test_redacted_is_json_ready_and_readable(cfgdir: Path) -> None:
     assert data["admin"]["listen"] == "127.0.0.1:15000"
 
 
+def test_a_listeners_own_buffer_size_is_carried_to_its_connections(cfgdir: Path) -> None:
+    """Per-listener limits.buffer_size was parsed and then ignored (the plane used the global one)."""
+    from proxy.live import LiveSettings
+
+    text = BASE.replace("    expect: spiffe://example.org/ns/prod/sa/payments\n",
+                        "    expect: spiffe://example.org/ns/prod/sa/payments\n    limits: {buffer_size: 1MiB}\n")
+    live = LiveSettings.build(load(text + "limits: {buffer_size: 16KiB}\n", cfgdir), None)
+    assert live.outbound_specs["payments"].buffer_size == 1 << 20
+
+
 def test_config_is_immutable(cfgdir: Path) -> None:
     c = load(BASE, cfgdir)
     with pytest.raises(AttributeError):

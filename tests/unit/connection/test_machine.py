@@ -260,3 +260,24 @@ def test_a_routing_refusal_closes_before_anything_else() -> None:
     conn = Connection(spec(refusal=(CloseReason.NO_ROUTE, "no route for original destination port 9")), now=0.0)
     (close,) = conn.start(0.0, ready=True, active=0)
     assert isinstance(close, Close) and close.reason is CloseReason.NO_ROUTE and "port 9" in close.detail
+
+
+@pytest.mark.parametrize("direction", [Direction.INBOUND, Direction.OUTBOUND])
+def test_the_listeners_buffer_size_reaches_the_relay(direction: Direction) -> None:
+    conn = Connection(spec(direction, buffer_size=16384), now=0.0)
+    conn.start(0.0, ready=True, active=0)
+    if direction is Direction.INBOUND:
+        conn.handle(completed(0.1))
+        (relay,) = conn.handle(ev.UpstreamConnected(0.2))
+    else:
+        conn.handle(ev.UpstreamConnected(0.1))
+        (relay,) = conn.handle(completed(0.2))
+    assert isinstance(relay, StartRelay) and relay.buffer_size == 16384
+
+
+def test_without_a_listener_buffer_size_the_relay_leaves_it_to_the_data_plane() -> None:
+    conn = Connection(spec(), now=0.0)
+    conn.start(0.0, ready=True, active=0)
+    conn.handle(completed(0.1))
+    (relay,) = conn.handle(ev.UpstreamConnected(0.2))
+    assert isinstance(relay, StartRelay) and relay.buffer_size is None
