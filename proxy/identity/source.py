@@ -6,7 +6,9 @@ the sidecar and publishes every valid update to an ``IdentityStore``:
 - Each update is the full state (a missing federated bundle is withdrawn
   because the snapshot is built from that update alone).
 - An update with no SVID (redaction) withdraws our identity: the spec says
-  clients SHOULD stop using it. PERMISSION_DENIED does too, by default.
+  clients SHOULD stop using it. PERMISSION_DENIED does too, by default. So
+  does an update without the SVID ``want`` asked for: the server no longer
+  grants that identity, and presenting another one instead would be worse.
 - An update the store refuses (expired leaf, no own bundle) or that fails
   SPIFFE validation keeps the last good snapshot; the stream goes on.
 - UNAVAILABLE, PERMISSION_DENIED, connection failures and other transient
@@ -101,6 +103,12 @@ class _X509Stream:
             return
         try:
             snapshot = IdentitySnapshot.from_context(context, want=self.want, source=str(self.address))
+        except NoIdentityError as exc:
+            # Not a bad update but the full state: the wanted SVID was withdrawn.
+            self.store.withdraw(f"the Workload API at {self.address} withdrew the X.509-SVID {self.want!r}: {exc}")
+            self.report("withdrawn", str(exc))
+            return
+        try:
             self.store.publish(snapshot, self.clock())
         except NoIdentityError as exc:
             self.report("connected", str(exc))
@@ -121,7 +129,8 @@ async def run_x509_source(address: WorkloadApiAddress | str | None, store: Ident
         store: where validated snapshots are published and state reported.
         backoff: retry delays.
         on_state: also called with every state change (connected, reconnecting...).
-        want: present the SVID with this hint or SPIFFE ID instead of the first.
+        want: present the SVID with this hint or SPIFFE ID instead of the first;
+            an update without it withdraws our identity (never falls back to another).
         withdraw_on_denied: stop using our SVID on PERMISSION_DENIED (the spec's SHOULD).
         clock: the wall clock (tests pass their own).
         task_status: ``nursery.start`` returns once the address is resolved.

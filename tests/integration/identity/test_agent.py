@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import trio
-from support.agent import AgentProcess, agent_yaml
+from support.agent import REPO, AgentProcess, JsonLines, agent_yaml
 
 from proxy.errors import NoIdentityError
 from proxy.identity.client import open_workload_api
@@ -81,3 +85,62 @@ def test_unregistered_caller_gets_a_diagnostic_with_observed_selectors(short_dir
             assert "PERMISSION_DENIED" in text and "observed selectors" in text
 
         trio.run(main)
+
+
+#: run_x509_source(want=...) in a workload process; one JSON line per state it reports.
+_SOURCE_WANTING = """
+import json, sys, time, trio
+from proxy.identity.source import Backoff, run_x509_source
+from proxy.identity.store import IdentityStore
+
+store = IdentityStore()
+
+def on_state(state):
+    held = store.current(time.time())
+    print(json.dumps({"state": state.state, "error": state.last_error,
+                      "serving": held.spiffe_id if held else None}), flush=True)
+
+async def main():
+    with trio.move_on_after(float(sys.argv[3])):
+        await run_x509_source(sys.argv[1], store, want=sys.argv[2], on_state=on_state,
+                              backoff=Backoff(initial=0.05))
+
+trio.run(main)
+"""
+
+
+def test_source_stops_serving_the_wanted_svid_once_the_agent_withdraws_it(short_dir) -> None:
+    # The workload runs from its own copy of python, and one of its two entries is pinned
+    # to that binary: replacing the file drops that entry at the next renewal, so the
+    # agent's next update still carries APP but no longer the SVID the source wants.
+    binary = Path(short_dir) / "python-workload"
+    shutil.copy2(os.path.realpath(sys.executable), binary)
+    pinned = "spiffe://example.org/pinned"
+    uid = f"unix:uid:{os.getuid()}"
+    cfg = agent_yaml(Path(short_dir), x509_svid_ttl="3s", entries=[
+        (APP, [uid]),
+        (pinned, [uid, f"unix:path:{binary}", f"unix:sha256:{hashlib.sha256(binary.read_bytes()).hexdigest()}"])])
+    with AgentProcess(cfg, Path(short_dir) / "agent.sock") as agent:
+        proc = subprocess.Popen([str(binary), "-c", _SOURCE_WANTING, agent.endpoint, pinned, "60"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO),
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        lines = JsonLines(proc)
+        try:
+            deadline = time.monotonic() + 20
+            while (line := lines.next(max(0.1, deadline - time.monotonic())))["serving"] != pinned:
+                pass
+            replacement = binary.with_name("python-new")
+            replacement.write_bytes(binary.read_bytes() + b"\0other")
+            replacement.chmod(0o755)
+            os.replace(replacement, binary)  # the running workload keeps the old inode
+            deadline = time.monotonic() + 15
+            while "no X.509-SVID matches" not in ((line := lines.next(max(0.1, deadline - time.monotonic())))
+                                                  ["error"] or ""):
+                pass
+            after = [lines.next(timeout=10)] if proc.poll() is None else []
+        finally:
+            proc.kill()
+            proc.wait(10)
+    assert f"offered: {APP}" in line["error"], agent.log()
+    assert line["serving"] is None and line["state"] == "withdrawn", line  # fails closed, not on a stale SVID
+    assert all(later["serving"] is None for later in after), after
