@@ -71,6 +71,10 @@ class Sidecar:
         sink = emit if emit is not None else access_log_sink(config.log.access, config.log.format)
         self.emit = sink if self.metrics is None else _tee(sink, self.metrics.observe)
         self.first_svid_timeout = config.first_svid_timeout  # read once: only start-up waits for it
+        t = config.transparent
+        # The loop guard's host addresses: a resolver call, so once here before any event loop runs,
+        # never per connection (transparent listeners are fixed until a restart).
+        self.local_addresses = local_addresses() if t is not None and t.outbound is not None else frozenset()
         self.plane: DataPlane | None = None
         self.draining = False  # set at SIGTERM: /ready answers 503 while connections finish
         self.reloader: Reloader | None = None
@@ -193,12 +197,13 @@ class Sidecar:
     def _transparent_outbound_plan(self, tout: TransparentOutbound) -> ListenerPlan:
         sock = open_listening_socket(tout.listen.host, tout.listen.port)
         own = self._own_listen_ports()
+        local = self.local_addresses
 
         def spec(destination: tuple[str, int] | None) -> ConnectionSpec:
             ip, port = destination or ("", 0)
             common: dict[str, Any] = dict(listener=TRANSPARENT_OUTBOUND, direction=Direction.OUTBOUND,
                                           original_port=port, upstream_host=ip, upstream_port=port, **limits_keywords(tout.limits))
-            if port in own and _is_local(ip):
+            if port in own and _is_local(ip, local):
                 return ConnectionSpec(**common, authorize=_deny_all, refusal=(
                     CloseReason.LOOP, f"original destination {ip}:{port} is this sidecar's own listener (loop)"))
             route = tout.route_for(ip, port)
@@ -295,9 +300,9 @@ class Sidecar:
 
 
 
-def _is_local(ip: str) -> bool:
-    """True when ``ip`` is one of this host's addresses as far as a loop is concerned."""
-    if is_loopback(ip) or ip in _local_addresses():
+def _is_local(ip: str, local: frozenset[str]) -> bool:
+    """True when ``ip`` is one of this host's addresses (``local``) as far as a loop is concerned."""
+    if is_loopback(ip) or ip in local:
         return True
     try:
         return ipaddress.ip_address(ip).is_unspecified
@@ -305,8 +310,8 @@ def _is_local(ip: str) -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=1)
-def _local_addresses() -> frozenset[str]:
+def local_addresses() -> frozenset[str]:
+    """This host's addresses by its host name (a resolver call that may block: call it at start only)."""
     import socket
 
     try:
