@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from proxy.identity import rotation
 from proxy.identity.client import open_workload_api
 from proxy.identity.messages import ValidatedJwtSvid
 from proxy.identity.snapshot import X509Context, authorities_summary
-from proxy.identity.source import FATAL_CODES, Backoff
+from proxy.identity.source import Backoff, reconnecting
 from proxy.spiffe.jwt_svid import JwtSvid
 from proxy.workload_api.grpc import GrpcStatusError, StatusCode
 
@@ -131,23 +130,19 @@ def cmd_svid_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_svid_watch(args: argparse.Namespace) -> int:
-    """`svid watch`: print each update until interrupted; reconnect (with backoff) when the stream breaks."""
+    """`svid watch`: print each update until interrupted; reconnect as the sidecar's source does."""
+    def on_failure(exc: GrpcStatusError, attempt: int) -> None:
+        print(f"--- stream broke ({exc}); reconnecting (attempt {attempt})", file=sys.stderr, flush=True)
+
     async def main() -> None:
-        count, attempt, backoff = 0, 0, Backoff()
         async with open_workload_api(args.address) as client:
-            while True:
-                try:
-                    async with contextlib.aclosing(client.watch_x509_context()) as updates:
-                        async for context in updates:
-                            count, attempt = count + 1, 0
-                            print(f"--- update {count} at {_when(time.time())}")
-                            print(describe(context, time.time()), flush=True)
-                except GrpcStatusError as exc:
-                    if exc.status in FATAL_CODES:
-                        raise
-                    attempt += 1
-                    print(f"--- stream broke ({exc}); reconnecting", file=sys.stderr, flush=True)
-                    await trio.sleep(backoff.delay(attempt, random.random()))
+            async with contextlib.aclosing(reconnecting(client.watch_x509_context, backoff=Backoff(),
+                                                        on_failure=on_failure)) as updates:
+                count = 0
+                async for context in updates:
+                    count += 1
+                    print(f"--- update {count} at {_when(time.time())}")
+                    print(describe(context, time.time()), flush=True)
 
     try:
         trio.run(main)

@@ -18,6 +18,10 @@ the sidecar and publishes every valid update to an ``IdentityStore``:
 - Between attempts the last good SVID stays in use until it expires; the
   store decides what "valid" means at each read.
 
+``reconnecting`` is that retry policy on its own (any stream of updates,
+failures announced to a callback); ``svid watch`` uses it too, so the CLI
+and the sidecar reconnect alike.
+
 ``wait_for_first_svid`` bounds the start-up wait and, on timeout, raises a
 diagnostic that says what to check.
 """
@@ -28,7 +32,7 @@ import contextlib
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable, NoReturn
+from typing import AsyncGenerator, Callable, NoReturn, TypeVar
 
 import trio
 
@@ -44,6 +48,8 @@ from proxy.workload_api.grpc import GrpcStatusError, StatusCode
 
 #: Codes the spec says never to retry.
 FATAL_CODES = frozenset({StatusCode.INVALID_ARGUMENT, StatusCode.UNIMPLEMENTED})
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +75,40 @@ class Backoff:
 
 
 StateCallback = Callable[[SourceState], None]
+
+#: Called with the failure and the number of consecutive failures (1-based) before each wait.
+FailureCallback = Callable[[GrpcStatusError, int], None]
+
+
+async def reconnecting(open_updates: Callable[[], AsyncGenerator[_T, None]], *, backoff: Backoff,
+                       on_failure: FailureCallback) -> AsyncGenerator[_T, None]:
+    """Yield every update of a stream, reopening it after each retryable failure.
+
+    The count of consecutive failures restarts at the first update of a new
+    stream, so a flapping server is retried quickly again once it answered.
+    Close it with ``contextlib.aclosing``; closing closes the open stream.
+
+    Args:
+        open_updates: opens one stream (e.g. ``client.watch_x509_context``).
+        backoff: the delay before each new attempt.
+        on_failure: told about each retryable failure before the wait.
+
+    Raises:
+        GrpcStatusError: a code in FATAL_CODES (the spec: do not retry).
+    """
+    attempt = 0
+    while True:
+        try:
+            async with contextlib.aclosing(open_updates()) as updates:
+                async for update in updates:
+                    attempt = 0
+                    yield update
+        except GrpcStatusError as exc:
+            if exc.status in FATAL_CODES:
+                raise
+            attempt += 1
+            on_failure(exc, attempt)
+            await trio.sleep(backoff.delay(attempt, random.random()))
 
 
 class _X509Stream:
@@ -116,6 +156,13 @@ class _X509Stream:
         self.last_error = None
         self.report("connected")
 
+    def failed(self, exc: GrpcStatusError, attempt: int, withdraw_on_denied: bool) -> None:
+        """A retryable failure: withdraw on PERMISSION_DENIED (if asked), report reconnecting."""
+        if exc.status == StatusCode.PERMISSION_DENIED and withdraw_on_denied:
+            self.store.withdraw(f"the Workload API at {self.address} denied us: {exc.message}")
+        self.attempt = attempt
+        self.report("reconnecting", str(exc))
+
 
 async def run_x509_source(address: WorkloadApiAddress | str | None, store: IdentityStore, *,
                           backoff: Backoff = Backoff(), on_state: StateCallback | None = None,
@@ -145,26 +192,17 @@ async def run_x509_source(address: WorkloadApiAddress | str | None, store: Ident
     stream.report("starting")
     task_status.started()
     async with WorkloadApiClient(resolved) as client:
-        while True:
-            try:
-                async with contextlib.aclosing(client.watch_x509_responses()) as updates:
-                    async for response in updates:
-                        stream.attempt = 0
-                        stream.apply(response)
-            except GrpcStatusError as exc:
-                await _after_failure(stream, exc, backoff, withdraw_on_denied)
-
-
-async def _after_failure(stream: _X509Stream, exc: GrpcStatusError, backoff: Backoff,
-                         withdraw_on_denied: bool) -> None:
-    if exc.status in FATAL_CODES:
-        stream.report("failed", str(exc))
-        raise exc
-    if exc.status == StatusCode.PERMISSION_DENIED and withdraw_on_denied:
-        stream.store.withdraw(f"the Workload API at {stream.address} denied us: {exc.message}")
-    stream.attempt += 1
-    stream.report("reconnecting", str(exc))
-    await trio.sleep(backoff.delay(stream.attempt, random.random()))
+        try:
+            async with contextlib.aclosing(reconnecting(
+                    client.watch_x509_responses, backoff=backoff,
+                    on_failure=lambda exc, attempt: stream.failed(exc, attempt, withdraw_on_denied))) as updates:
+                async for response in updates:
+                    stream.attempt = 0
+                    stream.apply(response)
+        except GrpcStatusError as exc:
+            stream.report("failed", str(exc))
+            raise
+    raise AssertionError("unreachable: reconnecting() ends only by raising")  # pragma: no cover
 
 
 async def wait_for_first_svid(store: IdentityStore, timeout: float, *,

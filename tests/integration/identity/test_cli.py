@@ -96,3 +96,13 @@ def test_svid_watch_prints_each_update_and_survives_a_broken_stream(serving, ca)
     assert "--- update 2" in text and "spiffe://example.org/rotated" in text
     assert "agent restarting" in proc.stderr.read()
     assert serving.count_calls("FetchX509SVID") == 2
+
+
+def test_svid_watch_retries_unavailable_but_stops_at_once_on_invalid_argument(serving) -> None:
+    serving.fail_next("FetchX509SVID", grpc.StatusCode.UNAVAILABLE, "agent busy", count=2)
+    serving.fail_next("FetchX509SVID", grpc.StatusCode.INVALID_ARGUMENT, "bad request", count=1)
+    out = cli("svid", "watch", "--address", serving.address)
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert out.stderr.count("agent busy") == 2 and "(attempt 2)" in out.stderr
+    assert "INVALID_ARGUMENT" in out.stderr and "bad request" in out.stderr
+    assert serving.count_calls("FetchX509SVID") == 3
