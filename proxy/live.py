@@ -7,6 +7,11 @@ another, a connection accepted between two assignments could see a new
 listener naming a policy the old policy set lacks (a spurious ``no_policy``
 denial). ``LiveSettings`` is built completely, then published by rebinding
 one reference; each new connection reads that reference once.
+
+Every ConnectionSpec a listener can hand out is built here, once per
+reload, so an accept is a dict lookup rather than a construction (only a
+transparent outbound connection, whose spec names its own destination, and
+a refusal for an unrouted port build one per connection).
 """
 
 from __future__ import annotations
@@ -16,28 +21,63 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from proxy.config.model import InboundListener, Limits, OutboundListener, SidecarConfig
+from proxy.config.model import InboundListener, InboundMode, Limits, OutboundListener, SidecarConfig
+from proxy.config.transparent import TRANSPARENT_INBOUND, TransparentInbound
 from proxy.connection.events import DecisionLike
-from proxy.connection.machine import ConnectionSpec, Direction
+from proxy.connection.machine import ConnectionSpec, Direction, Mode
 from proxy.connection.verify import check_expected_peer
 from proxy.policy.evaluate import PolicySet
 
 
 @dataclass(frozen=True, slots=True)
 class LiveSettings:
-    """The reloadable configuration in force for new connections."""
+    """The reloadable configuration in force for new connections.
+
+    Attributes:
+        config / policies: what the rest is derived from.
+        inbound: explicit inbound listeners by name.
+        inbound_specs: their connections' specs, by listener name.
+        outbound_specs: explicit outbound listeners' specs, by listener name.
+        transparent_inbound_specs: the transparent inbound listener's specs, by original port.
+    """
 
     config: SidecarConfig
     policies: PolicySet | None
     inbound: Mapping[str, InboundListener]
     outbound_specs: Mapping[str, ConnectionSpec]
+    inbound_specs: Mapping[str, ConnectionSpec]
+    transparent_inbound_specs: Mapping[int, ConnectionSpec]
 
     @classmethod
     def build(cls, config: SidecarConfig, policies: PolicySet | None) -> "LiveSettings":
         """Everything derived from (config, policies), computed before it is published."""
+        tin = config.transparent.inbound if config.transparent is not None else None
         return cls(config=config, policies=policies,
                    inbound=MappingProxyType({x.name: x for x in config.inbound}),
-                   outbound_specs=MappingProxyType({x.name: outbound_spec(x) for x in config.outbound}))
+                   inbound_specs=MappingProxyType({x.name: inbound_spec(x, policies) for x in config.inbound}),
+                   outbound_specs=MappingProxyType({x.name: outbound_spec(x) for x in config.outbound}),
+                   transparent_inbound_specs=MappingProxyType(transparent_inbound_specs(tin, policies)))
+
+
+def inbound_spec(listener: InboundListener, policies: PolicySet | None) -> ConnectionSpec:
+    """One inbound listener's spec under ``policies`` (shared by its connections until a reload)."""
+    return ConnectionSpec(
+        listener=listener.name, direction=Direction.INBOUND, upstream_host=listener.forward_to.host,
+        upstream_port=listener.forward_to.port, authorize=functools.partial(evaluate, policies, listener.policy),
+        **limits_keywords(listener.limits))
+
+
+def transparent_inbound_specs(tin: TransparentInbound | None,
+                              policies: PolicySet | None) -> dict[int, ConnectionSpec]:
+    """The transparent inbound listener's spec per routed original port (none without the listener)."""
+    if tin is None:
+        return {}
+    mode = Mode.SNIFF if tin.mode is InboundMode.PERMISSIVE else Mode.MTLS
+    limits = limits_keywords(tin.limits)
+    return {route.port: ConnectionSpec(
+        listener=TRANSPARENT_INBOUND, original_port=route.port, direction=Direction.INBOUND, mode=mode,
+        upstream_host=route.forward_to.host, upstream_port=route.forward_to.port,
+        authorize=functools.partial(evaluate, policies, route.policy), **limits) for route in tin.ports}
 
 
 def outbound_spec(listener: OutboundListener) -> ConnectionSpec:

@@ -24,7 +24,6 @@ from proxy.admin import AdminServer
 from proxy.config.model import (
     InboundListener,
     LogFormat,
-    InboundMode,
     OutboundListener,
     Runtime,
     SidecarConfig,
@@ -39,7 +38,7 @@ from proxy.connection.verify import check_expected_peer
 from proxy.identity.snapshot import IdentitySnapshot
 from proxy.identity.store import IdentityStore
 from proxy.identity.swap import ContextSwap
-from proxy.live import LiveSettings, evaluate, limits_keywords
+from proxy.live import LiveSettings, inbound_spec, limits_keywords
 from proxy.metrics import Metrics
 from proxy.policy.evaluate import PolicySet
 from proxy.reload import Reloader
@@ -159,11 +158,8 @@ class Sidecar:
 
         def spec(destination: tuple[str, int] | None) -> ConnectionSpec:
             live = self.live  # read once: a reload swaps policies and listeners together
-            now = live.inbound.get(name, listener)  # the reloaded listener, if any
-            return ConnectionSpec(
-                listener=name, direction=Direction.INBOUND, upstream_host=now.forward_to.host,
-                upstream_port=now.forward_to.port,
-                authorize=functools.partial(evaluate, live.policies, now.policy), **limits_keywords(now.limits))
+            found = live.inbound_specs.get(name)  # built with the reload, not per accept
+            return found if found is not None else inbound_spec(listener, live.policies)
 
         return ListenerPlan(name=name, direction=Direction.INBOUND, sock=sock, spec=spec,
                             context=lambda: self._context(server=True))
@@ -177,19 +173,15 @@ class Sidecar:
 
     def _transparent_inbound_plan(self, tin: TransparentInbound) -> ListenerPlan:
         sock = open_listening_socket(tin.listen.host, tin.listen.port, transparent=tin.tproxy)
-        mode = Mode.SNIFF if tin.mode is InboundMode.PERMISSIVE else Mode.MTLS
 
         def spec(destination: tuple[str, int] | None) -> ConnectionSpec:
             port = destination[1] if destination else 0
-            route = tin.route(port)
-            if route is None:
-                return ConnectionSpec(listener=TRANSPARENT_INBOUND, direction=Direction.INBOUND, upstream_host="",
-                                      upstream_port=0, authorize=_deny_all, original_port=port, refusal=(
-                                          CloseReason.NO_ROUTE, f"no route for original destination port {port}"))
-            return ConnectionSpec(
-                listener=TRANSPARENT_INBOUND, original_port=port, direction=Direction.INBOUND, mode=mode,
-                upstream_host=route.forward_to.host, upstream_port=route.forward_to.port,
-                authorize=functools.partial(evaluate, self.live.policies, route.policy), **limits_keywords(tin.limits))
+            found = self.live.transparent_inbound_specs.get(port)  # routed ports: built with the reload
+            if found is not None:
+                return found
+            return ConnectionSpec(listener=TRANSPARENT_INBOUND, direction=Direction.INBOUND, upstream_host="",
+                                  upstream_port=0, authorize=_deny_all, original_port=port, refusal=(
+                                      CloseReason.NO_ROUTE, f"no route for original destination port {port}"))
 
         return ListenerPlan(name=TRANSPARENT_INBOUND, direction=Direction.INBOUND, sock=sock, spec=spec,
                             context=lambda: self._context(server=True), transparent=True)
@@ -198,11 +190,12 @@ class Sidecar:
         sock = open_listening_socket(tout.listen.host, tout.listen.port)
         own = self._own_listen_ports()
         local = self.local_addresses
+        limits = limits_keywords(tout.limits)
 
         def spec(destination: tuple[str, int] | None) -> ConnectionSpec:
             ip, port = destination or ("", 0)
             common: dict[str, Any] = dict(listener=TRANSPARENT_OUTBOUND, direction=Direction.OUTBOUND,
-                                          original_port=port, upstream_host=ip, upstream_port=port, **limits_keywords(tout.limits))
+                                          original_port=port, upstream_host=ip, upstream_port=port, **limits)
             if port in own and _is_local(ip, local):
                 return ConnectionSpec(**common, authorize=_deny_all, refusal=(
                     CloseReason.LOOP, f"original destination {ip}:{port} is this sidecar's own listener (loop)"))

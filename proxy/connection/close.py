@@ -8,7 +8,7 @@ the policy decided and by which rule, how many bytes moved and why it closed.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from proxy.errors import CloseReason
@@ -49,11 +49,20 @@ class ConnectionRecord:
     original_port: int | None = None
 
     def to_json(self) -> str:
-        """One JSON line (stable keys; enum values as their label strings)."""
-        data: dict[str, Any] = asdict(self)
-        data["close_reason"] = self.close_reason.value
-        data["duration"] = round(self.duration, 6)
-        return json.dumps({"event": "connection", **data}, separators=(",", ":"))
+        """One JSON line (stable keys in field order; enum values as their label strings).
+
+        Written once per connection: the dict is built field by field rather
+        than by ``dataclasses.asdict``, which deep-copies through reflection.
+        """
+        data: dict[str, Any] = {
+            "event": "connection", "listener": self.listener, "direction": self.direction, "peer_id": self.peer_id,
+            "decision": self.decision, "rule": self.rule, "reason": self.reason, "detail": self.detail,
+            "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "duration": round(self.duration, 6),
+            "close_reason": self.close_reason.value, "tls_version": self.tls_version, "cipher": self.cipher,
+            "resumed": self.resumed, "start": self.start, "audit_denies": list(self.audit_denies),
+            "plaintext": self.plaintext, "original_port": self.original_port,
+        }
+        return json.dumps(data, separators=(",", ":"))
 
 
 def close_reason_for_deadline(kind_value: str) -> CloseReason:

@@ -281,3 +281,31 @@ def test_without_a_listener_buffer_size_the_relay_leaves_it_to_the_data_plane() 
     conn.handle(completed(0.1))
     (relay,) = conn.handle(ev.UpstreamConnected(0.2))
     assert isinstance(relay, StartRelay) and relay.buffer_size is None
+
+
+def test_a_records_json_line_has_every_field_in_order_with_enum_labels() -> None:
+    """to_json builds its dict by hand: it must not drift from the record's fields."""
+    import dataclasses
+    import json
+
+    from proxy.connection.close import ConnectionRecord
+
+    record = ConnectionRecord(listener="api", direction="inbound", peer_id=FRONTEND, decision="deny", rule=None,
+                              reason="no_matching_rule", detail="d", bytes_in=1, bytes_out=2, duration=0.1234567,
+                              close_reason=CloseReason.DENIED, tls_version="TLSv1.3", cipher="c", resumed=True,
+                              start=5.0, audit_denies=("audit-x",), plaintext=False, original_port=8080)
+    data = json.loads(record.to_json())
+    assert list(data) == ["event", *(f.name for f in dataclasses.fields(ConnectionRecord))]
+    expected = {f.name: getattr(record, f.name) for f in dataclasses.fields(ConnectionRecord)}
+    expected.update(event="connection", close_reason="denied", duration=0.123457, audit_denies=["audit-x"])
+    assert data == expected
+
+
+def test_every_event_a_transition_table_accepts_has_a_handler_in_the_shared_table() -> None:
+    from proxy.connection import machine
+
+    tables = (machine.INBOUND_TRANSITIONS, machine.OUTBOUND_TRANSITIONS, machine.PASSTHROUGH_TRANSITIONS,
+              machine.PERMISSIVE_INBOUND_TRANSITIONS)
+    events = {event for table in tables for (_, event) in table}
+    assert events <= set(machine._HANDLERS), events - set(machine._HANDLERS)
+    assert not hasattr(Connection(spec(), now=0.0), "_handlers")  # nothing built per connection
