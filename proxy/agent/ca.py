@@ -16,7 +16,11 @@ Rotation (times as fractions of an authority's lifetime `ca_ttl`):
 
 Publishing the next authority before it signs anything gives every peer a
 whole renewal cycle to learn it; keeping the old one until its last SVID
-expires keeps already-issued SVIDs verifiable. Each authority has its own
+expires keeps already-issued SVIDs verifiable. That gap (1/6 of the
+lifetime) is kept when the next authority is prepared late, too: an agent
+restarted (or resumed) past the 2/3 point prepares it on start and lets it
+sign only a gap later, or at the old one's NotAfter if that comes first;
+otherwise it would sign with a root no peer had been sent yet. Each authority has its own
 JWT signing key (its `kid`), published in the JWKS with use "jwt-svid".
 
 Persistence (`ca_dir`): each authority is one PEM file (certificate, CA
@@ -140,15 +144,17 @@ class LocalCA:
 
     @property
     def active(self) -> Authority:
-        """The authority that signs now: the newest one whose activation time came."""
-        newest = self.authorities[-1]
-        if len(self.authorities) > 1 and not self._activated(newest):
+        """The authority that signs now: the newest one once its activation time came."""
+        if len(self.authorities) > 1 and self._now < self._activation_time():
             return self.authorities[-2]
-        return newest
+        return self.authorities[-1]
 
-    def _activated(self, authority: Authority) -> bool:
-        previous = self.authorities[self.authorities.index(authority) - 1]
-        return self._now >= previous.at(ACTIVATE_AT)
+    def _activation_time(self) -> float:
+        """When the newest authority starts signing (needs a previous one; see the module docstring)."""
+        previous, newest = self.authorities[-2], self.authorities[-1]
+        published = newest.not_before + BACKDATE
+        on_schedule = previous.at(ACTIVATE_AT)
+        return min(previous.not_after, max(on_schedule, published + on_schedule - previous.at(PREPARE_AT)))
 
     def tick(self, now: float) -> bool:
         """Advance rotation to `now`; True when the published bundle changed."""
@@ -173,7 +179,7 @@ class LocalCA:
         """When tick() must next run (prepare, activate or retire)."""
         times = [self.authorities[-1].at(PREPARE_AT)]
         if len(self.authorities) > 1:
-            times.append(self.authorities[-2].at(ACTIVATE_AT))
+            times.append(self._activation_time())
         active = self.active
         times += [min(a.last_expiry, a.not_after) for a in self.authorities if a.not_before < active.not_before]
         return min(t for t in times if t > self._now) if any(t > self._now for t in times) else self._now + 60

@@ -75,6 +75,41 @@ def test_rotation_publishes_next_authority_before_it_signs_and_retires_old_after
         verify_x509_svid([before.chain_der], _bundles(ca), NOW + 45)
 
 
+def test_late_restart_publishes_the_next_authority_before_it_signs(tmp_path: Path) -> None:
+    # The agent was down across the 2/3 point (NOW+40) of its only authority. The next
+    # one is prepared only now: it must be published for the usual prepare-to-activate
+    # gap (1/6 of the lifetime, 10s) before it signs, or peers holding the bundle from
+    # before the restart reject every SVID issued after it.
+    config = TrustDomainConfig(trust_domain=TD, ca_ttl=60, ca_dir=tmp_path)
+    old_bundle = _bundles(LocalCA.open(config, NOW))
+    late = LocalCA.open(config, NOW + 45)
+    assert len(late.authorities) == 2
+    issued = late.issue_x509(WEB, 5, (), NOW + 45)
+    assert verify_x509_svid([issued.chain_der], old_bundle, NOW + 46) == WEB
+    assert late.next_event() == pytest.approx(NOW + 55, abs=1)
+    late.tick(NOW + 56)
+    assert late.active is late.authorities[-1]
+    assert late.issue_x509(WEB, 5, (), NOW + 56).not_after <= late.authorities[-1].not_after
+
+
+def test_restart_long_after_the_next_authority_was_prepared_keeps_it_active(tmp_path: Path) -> None:
+    config = TrustDomainConfig(trust_domain=TD, ca_ttl=60, ca_dir=tmp_path)
+    ca = LocalCA.open(config, NOW)
+    ca.tick(NOW + 31)  # the next authority is prepared and published before the restart
+    restarted = LocalCA.open(config, NOW + 45)
+    assert len(restarted.authorities) == 2 and restarted.active.kid == ca.authorities[-1].kid
+
+
+def test_a_late_next_authority_activates_by_the_previous_ones_expiry_at_the_latest(tmp_path: Path) -> None:
+    config = TrustDomainConfig(trust_domain=TD, ca_ttl=60, ca_dir=tmp_path)
+    LocalCA.open(config, NOW)
+    late = LocalCA.open(config, NOW + 57)  # 3s left on the old authority
+    assert late.active is late.authorities[0]
+    assert late.next_event() == pytest.approx(late.authorities[0].not_after, abs=0.01)
+    late.tick(late.authorities[0].not_after)
+    assert late.active is late.authorities[-1]
+
+
 def test_jwt_svid_verifies_with_the_published_jwks() -> None:
     ca = _ca()
     token, exp = ca.mint_jwt(WEB, ["svc"], 300, NOW)
