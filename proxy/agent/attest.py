@@ -7,6 +7,30 @@ use SPIRE's unix attestor names (unix:uid, unix:user, unix:gid, unix:group,
 unix:supplementary_gid, unix:supplementary_group, unix:path, unix:sha256)
 plus unix:cgroup and unix:container_id.
 
+Who is attested: the process that connected, not whoever uses the socket
+or the SVID later. As with SPIRE's unix attestor, the kernel records the
+peer in SO_PEERCRED at connect() and never updates it, so every call on a
+connection (and every renewal of its stream) attests that one process,
+re-read from /proc each time. The agent cannot see what happens next:
+- a child that inherits the connected socket across fork/exec, or a
+  process handed it with SCM_RIGHTS, is served as the connecting process,
+  with that process's SVIDs; if the connecting process exits, the next
+  call or renewal fails attestation (PERMISSION_DENIED), it never falls
+  back to describing the process now holding the socket;
+- an X.509-SVID's key or a JWT-SVID handed on (files written by
+  `svid fetch --write`, an environment variable, a pipe) is a bearer
+  credential: whoever holds it is that identity until it expires;
+- an exec() without fork keeps the pid, so the next renewal attests the
+  new image (its unix:path and unix:sha256), as it should.
+For users: register entries for the process that connects (a launcher,
+supervisor or spiffe-helper that fetches for others gets its own
+entries, and everything it shares the socket or SVID with acts as it);
+give a child its own identity by letting it open its own connection
+(Python sockets are not inherited across exec unless made so, PEP 446;
+keep it that way); and do not count on attestation to separate
+processes that share a connection or an SVID: separate them by uid or
+binary, each connecting itself.
+
 PID reuse. A pid is only a name; between connect() and our reads of /proc
 the caller may exit and another process take its pid. We hold a pidfd
 for the connection (SO_PEERPIDFD where the kernel has it, which names the
