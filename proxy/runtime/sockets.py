@@ -12,6 +12,7 @@ import socket
 from typing import Any, Awaitable, Callable
 
 from proxy.errors import UpstreamError
+from proxy.runtime.happy_eyeballs import race_connect
 
 #: Waits until an fd is writable (a driver's readiness primitive).
 WaitFd = Callable[[int], Awaitable[None]]
@@ -111,11 +112,13 @@ def numeric_address(host: str, port: int) -> list[AddrInfo] | None:
 
 
 async def open_tcp_connection(host: str, port: int, wait_writable: WaitFd, resolve: Resolve) -> socket.socket:
-    """Connect a non-blocking TCP socket; raises UpstreamError naming the target.
+    """Connect a non-blocking TCP socket; raises UpstreamError naming the target and every attempt.
 
     An IP literal is used as is; a name is resolved by the driver's ``resolve``,
     which runs getaddrinfo off the event loop: an inline lookup would stall every
-    connection of the process for as long as DNS takes to answer.
+    connection of the process for as long as DNS takes to answer. A name with
+    several addresses races them (Happy Eyeballs, see happy_eyeballs.py), so an
+    address that black-holes SYNs costs 250 ms, not the whole connect deadline.
     """
     try:
         infos = numeric_address(host, port) or await resolve(host, port)
@@ -124,31 +127,11 @@ async def open_tcp_connection(host: str, port: int, wait_writable: WaitFd, resol
     if not infos:
         raise UpstreamError(f"cannot resolve {host}: no address")
     failures: list[str] = []
-    for family, _, _, _, addr in infos:  # in resolver order, as getaddrinfo(3) intends
-        sock = await _connect_one(family, addr, wait_writable, failures)
-        if sock is not None:
-            return sock
-    raise UpstreamError(f"connect to {host}:{port}: {'; '.join(failures)}")
-
-
-async def _connect_one(family: int, addr: Any, wait_writable: WaitFd, failures: list[str]) -> socket.socket | None:
-    """One connect attempt; None (with the reason appended) when that address refuses."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        code = sock.connect_ex(addr)
-        if code in (errno.EINPROGRESS, errno.EWOULDBLOCK):
-            await wait_writable(sock.fileno())
-            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code != 0:
-            failures.append(f"{addr[0]}: {errno.errorcode.get(code, code)} ({code})")
-            sock.close()
-            return None
-        _nodelay(sock)
-        return sock
-    except BaseException:
-        sock.close()
-        raise
+    sock = await race_connect(infos, wait_writable, failures)
+    if sock is None:
+        raise UpstreamError(f"connect to {host}:{port}: {'; '.join(failures)}")
+    _nodelay(sock)
+    return sock
 
 
 def _nodelay(sock: socket.socket) -> None:
