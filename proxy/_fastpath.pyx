@@ -21,9 +21,9 @@ cryptography objects: they carry another OpenSSL).
 
 cimport cython
 from libc.errno cimport errno, EAGAIN, EINTR, ECONNRESET, EPIPE
-from libc.stdint cimport uint32_t
-from libc.stdlib cimport malloc, free
-from libc.string cimport memcmp
+from libc.stdint cimport uint32_t, uint64_t
+from libc.stdlib cimport calloc, malloc, free
+from libc.string cimport memcmp, memcpy
 from libc.time cimport time, time_t, tm
 
 from proxy._openssl cimport *
@@ -43,6 +43,14 @@ cdef extern from "<errno.h>" nogil:
 
 cdef extern from "<time.h>" nogil:
     time_t timegm(tm* t)
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    int pthread_mutex_init(pthread_mutex_t* m, const void* attr)
+    int pthread_mutex_destroy(pthread_mutex_t* m)
+    int pthread_mutex_lock(pthread_mutex_t* m)
+    int pthread_mutex_unlock(pthread_mutex_t* m)
 
 cdef extern from "<sys/types.h>" nogil:
     ctypedef long ssize_t

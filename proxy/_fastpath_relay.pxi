@@ -19,6 +19,7 @@ cdef struct Pipe:
     size_t end
     bint eof          # the source finished: flush, then forward the EOF
     bint done         # the EOF was forwarded
+    bint hup          # the source reported a hang-up: no short-read shortcut (see below)
     unsigned long long moved
 
 
@@ -122,13 +123,21 @@ cdef int _send_close_notify(SSL* ssl, int* err_no) noexcept nogil:
 cdef int _pump_plain_to_tls(SSL* ssl, int fd, Pipe* p, int* err_no) noexcept nogil:
     cdef int want = 0, r
     cdef ssize_t n
+    cdef size_t room
     while True:
         if p.start == p.end:
             p.start = p.end = 0
         if not p.eof and want == 0 and p.end < p.size:
-            n = recv(fd, p.buf + p.end, p.size - p.end, 0)
+            room = p.size - p.end
+            n = recv(fd, p.buf + p.end, room, 0)
             if n > 0:
                 p.end += <size_t>n
+                if <size_t>n < room and not p.hup:
+                    # A short read of a stream socket emptied it (epoll(7)):
+                    # skip the recv that would only say EAGAIN (haproxy does
+                    # the same). Not after a hang-up: the EOF behind the
+                    # bytes brings no new readiness edge.
+                    want = S_WANT_PLAIN_READ
             elif n == 0:
                 p.eof = True
             elif errno == EINTR:

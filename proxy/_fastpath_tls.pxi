@@ -11,9 +11,17 @@
 # and OpenSSL sends the peer an alert.
 #
 # Resumption: a context lives for exactly one identity/bundle generation
-# (a rotation builds new contexts), so a new SSL_CTX means new ticket keys
-# on the server and an empty session cache on the client: a bundle change
-# invalidates every session without any bookkeeping. A resumed handshake
+# (a rotation builds new contexts), so a new SSL_CTX means a new session
+# cache on the server and an empty session cache on the client: a bundle
+# change invalidates every session without any bookkeeping. The server
+# keeps its sessions in memory (stateful TLS 1.3 tickets, SSL_OP_NO_TICKET)
+# rather than in encrypted tickets: OpenSSL 3.0 spends more on decoding a
+# ticket's session (d2i_SSL_SESSION re-parses the peer's certificate) than
+# on the rest of a resumed handshake, and an in-memory lookup costs nothing.
+# Client sessions arrive after the handshake, usually in the relay thread
+# (see _fastpath_hub.pxi), where Python must not run: the new-session
+# callback is GIL-free and drops them in the context's inbox, which the
+# next new_connection() empties into the cache. A resumed handshake
 # skips the verify callback, so handshake() re-checks the leaf stored in
 # the session (SPIFFE ID, leaf rules, known trust domain, NotAfter); the
 # chain itself was validated by this very context when the session was made.
@@ -25,6 +33,7 @@ cdef bytes _TLS12_CIPHERS = (
 )
 cdef bytes _SESSION_ID_CONTEXT = b"spiffe-sidecar"
 cdef int _MAX_CACHED_SESSIONS = 1024
+cdef int _MAX_SERVER_SESSIONS = 8192
 cdef int _APP_DATA = 0  # SSL ex_data index 0 is the "app data" slot
 
 # OpenSSL reason strings -> HandshakeFailure; the same table as engine_py.
@@ -95,6 +104,41 @@ cdef class _Session:
             SSL_SESSION_free(self.sess)
 
 
+cdef struct _InboxEntry:
+    char* key
+    size_t key_len
+    SSL_SESSION* sess
+    _InboxEntry* next
+
+
+cdef struct _SessionInbox:
+    # Sessions handed over by the GIL-free new-session callback, newest first.
+    pthread_mutex_t lock
+    _InboxEntry* head
+
+
+cdef struct _SessionTag:
+    # What the new-session callback needs to know about a client connection,
+    # reachable without the GIL (SSL ex_data slot _tag_index).
+    char* key
+    size_t key_len
+    bint verified
+    _SessionInbox* inbox
+
+
+cdef int _tag_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL)
+
+
+cdef void _free_inbox_entries(_InboxEntry* e) noexcept nogil:
+    cdef _InboxEntry* nxt
+    while e != NULL:
+        nxt = e.next
+        SSL_SESSION_free(e.sess)
+        free(e.key)
+        free(e)
+        e = nxt
+
+
 cdef int _load_identity(SSL_CTX* ctx, object material) except -1:
     """Our chain and key, from DER, into ctx."""
     cdef X509* x
@@ -130,7 +174,11 @@ cdef SSL_CTX* _new_ssl_ctx(object material, bint server) except NULL:
     try:
         SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION)
         SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE)
-        SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER)
+        # RELEASE_BUFFERS: an idle connection holds no 16 KiB record buffers
+        # (haproxy does the same); read-ahead: one recv per record, not two.
+        SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
+                         | SSL_MODE_RELEASE_BUFFERS)
+        SSL_CTX_set_read_ahead(ctx, 1)
         if SSL_CTX_set_cipher_list(ctx, _TLS12_CIPHERS) != 1:
             raise TlsError(HandshakeFailure.INTERNAL, _ssl_error_detail())
         _load_identity(ctx, material)
@@ -139,6 +187,11 @@ cdef SSL_CTX* _new_ssl_ctx(object material, bint server) except NULL:
         if server:
             # Required to resume sessions that carried a client certificate.
             SSL_CTX_set_session_id_context(ctx, _SESSION_ID_CONTEXT, len(_SESSION_ID_CONTEXT))
+            # Stateful sessions (see the top of this file), at most
+            # _MAX_SERVER_SESSIONS of them; OpenSSL evicts the oldest.
+            SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET)
+            SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER)
+            SSL_CTX_sess_set_cache_size(ctx, _MAX_SERVER_SESSIONS)
             # One ticket per handshake: the client keeps only the newest
             # session per key, so a second ticket would be minted for nothing.
             SSL_CTX_set_num_tickets(ctx, 1)
@@ -191,20 +244,56 @@ cdef class ClientContext(_Context):
     """Originates TLS with our SVID and verifies the server's SVID; caches sessions."""
 
     cdef dict sessions
+    cdef _SessionInbox* inbox
 
     def __init__(self, material):
         self.ctx = _new_ssl_ctx(material, False)
         self.sessions = {}
+        self.inbox = <_SessionInbox*>calloc(1, sizeof(_SessionInbox))
+        if self.inbox == NULL:
+            raise MemoryError()
+        pthread_mutex_init(&self.inbox.lock, NULL)
+
+    def __dealloc__(self):
+        if self.inbox != NULL:
+            _free_inbox_entries(self.inbox.head)
+            pthread_mutex_destroy(&self.inbox.lock)
+            free(self.inbox)
 
     def new_connection(self, int fd, session_key=None):
         """A client connection; offers the session cached under session_key, if any."""
         conn = TlsConnection(self, fd, False, session_key)
         cdef _Session s
         if session_key is not None:
+            self.collect_sessions()
             s = self.sessions.get(session_key)
             if s is not None:
                 SSL_set_session(conn.ssl, s.sess)
+            conn.tag_for_sessions(self.inbox)
         return conn
+
+    cdef int collect_sessions(self) except -1:
+        """Move what the callback left in the inbox into the cache (oldest first, so the newest wins)."""
+        cdef _InboxEntry* e
+        cdef _InboxEntry* nxt
+        cdef _Session s
+        with nogil:
+            pthread_mutex_lock(&self.inbox.lock)
+            e = self.inbox.head
+            self.inbox.head = NULL
+            pthread_mutex_unlock(&self.inbox.lock)
+        arrived = []
+        while e != NULL:
+            nxt = e.next
+            s = _Session.__new__(_Session)
+            s.sess = e.sess  # s owns it from here, even if decoding the key fails
+            arrived.append((e.key[:e.key_len].decode("utf-8", "surrogateescape"), s))
+            free(e.key)
+            free(e)
+            e = nxt
+        for key, s in reversed(arrived):
+            self.store_session(key, s)
+        return 0
 
     cdef void store_session(self, object key, _Session s):
         self.sessions.pop(key, None)
@@ -213,23 +302,28 @@ cdef class ClientContext(_Context):
         self.sessions[key] = s
 
 
-cdef int _new_session_cb(SSL* ssl, SSL_SESSION* sess) noexcept with gil:
+cdef int _new_session_cb(SSL* ssl, SSL_SESSION* sess) noexcept nogil:
     # Called when the server's session (TLS 1.3: its ticket) arrives, which
-    # may be in the middle of a relay read. Returning 1 takes ownership.
-    cdef void* p = SSL_get_ex_data(ssl, _APP_DATA)
-    cdef TlsConnection conn
-    cdef _Session s
-    if p == NULL:
+    # is usually in the middle of a relay read on the relay thread: no
+    # Python here. Returning 1 takes ownership of sess.
+    cdef _SessionTag* tag = <_SessionTag*>SSL_get_ex_data(ssl, _tag_index)
+    cdef _InboxEntry* e
+    if tag == NULL or not tag.verified:
         return 0
-    conn = <TlsConnection>p
-    if conn.session_key is None or not conn.peer_spiffe_id or not isinstance(conn.context, ClientContext):
+    e = <_InboxEntry*>malloc(sizeof(_InboxEntry))
+    if e == NULL:
         return 0
-    try:
-        s = _Session.__new__(_Session)
-        (<ClientContext>conn.context).store_session(conn.session_key, s)
-    except BaseException:
-        return 0  # OpenSSL keeps ownership: s never held the session
-    s.sess = sess
+    e.key = <char*>malloc(tag.key_len if tag.key_len > 0 else 1)
+    if e.key == NULL:
+        free(e)
+        return 0
+    memcpy(e.key, tag.key, tag.key_len)
+    e.key_len = tag.key_len
+    e.sess = sess
+    pthread_mutex_lock(&tag.inbox.lock)
+    e.next = tag.inbox.head
+    tag.inbox.head = e
+    pthread_mutex_unlock(&tag.inbox.lock)
     return 1
 
 
@@ -260,6 +354,7 @@ cdef class TlsConnection:
     cdef readonly str version
     cdef readonly str cipher
     cdef readonly bint resumed
+    cdef _SessionTag* tag
 
     def __cinit__(self, _Context context not None, int fd, bint server, object session_key=None):
         self.context = context
@@ -279,9 +374,33 @@ cdef class TlsConnection:
             SSL_set_connect_state(self.ssl)
 
     def __dealloc__(self):
+        self.free_tls()
+
+    cdef void free_tls(self) noexcept:
         if self.ssl != NULL:
             SSL_free(self.ssl)
             self.ssl = NULL
+        if self.tag != NULL:  # after SSL_free: the callback can no longer see it
+            free(self.tag.key)
+            free(self.tag)
+            self.tag = NULL
+
+    cdef int tag_for_sessions(self, _SessionInbox* inbox) except -1:
+        """Let the new-session callback file this connection's sessions under its key."""
+        key = self.session_key.encode("utf-8", "surrogateescape")
+        cdef _SessionTag* tag = <_SessionTag*>calloc(1, sizeof(_SessionTag))
+        if tag == NULL:
+            raise MemoryError()
+        tag.key = <char*>malloc(len(key) + 1)
+        if tag.key == NULL:
+            free(tag)
+            raise MemoryError()
+        memcpy(tag.key, <const char*>key, len(key))
+        tag.key_len = len(key)
+        tag.inbox = inbox
+        self.tag = tag
+        SSL_set_ex_data(self.ssl, _tag_index, <void*>tag)
+        return 0
 
     cdef SSL* live(self) except NULL:
         if self.ssl == NULL:
@@ -321,6 +440,8 @@ cdef class TlsConnection:
         elif not self.peer_spiffe_id:
             raise TlsError(HandshakeFailure.INTERNAL, "handshake completed without peer verification")
         self.verified = True
+        if self.tag != NULL:
+            self.tag.verified = True  # from now on its sessions may be cached
         return 0
 
     cdef int verify_resumed(self, SSL* ssl) except -1:
@@ -385,6 +506,4 @@ cdef class TlsConnection:
 
     def close(self):
         """Free the TLS state (idempotent). The fd stays open: the runtime owns it."""
-        if self.ssl != NULL:
-            SSL_free(self.ssl)
-            self.ssl = NULL
+        self.free_tls()

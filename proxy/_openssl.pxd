@@ -140,18 +140,24 @@ cdef extern from "openssl/ssl.h" nogil:
     long SSL_CTX_set_session_cache_mode(SSL_CTX* ctx, long mode)
     void SSL_CTX_sess_set_new_cb(SSL_CTX* ctx, new_session_cb cb)
     int SSL_CTX_set_num_tickets(SSL_CTX* ctx, size_t n)
+    long SSL_CTX_sess_set_cache_size(SSL_CTX* ctx, long t)
+    void SSL_CTX_set_read_ahead(SSL_CTX* ctx, int yes)
+    int SSL_get_ex_new_index(long argl, void* argp, void* new_func, void* dup_func, void* free_func)
 
     int TLS1_2_VERSION
     int TLS1_3_VERSION
     uint64_t SSL_OP_NO_RENEGOTIATION
     uint64_t SSL_OP_NO_COMPRESSION
     uint64_t SSL_OP_CIPHER_SERVER_PREFERENCE
+    uint64_t SSL_OP_NO_TICKET
     long SSL_MODE_ENABLE_PARTIAL_WRITE
     long SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
+    long SSL_MODE_RELEASE_BUFFERS
     int SSL_VERIFY_PEER
     int SSL_VERIFY_FAIL_IF_NO_PEER_CERT
     long SSL_SESS_CACHE_CLIENT
     long SSL_SESS_CACHE_NO_INTERNAL_STORE
+    long SSL_SESS_CACHE_SERVER
 
     # One connection: handshake on the fd, peer facts, shutdown
     SSL* SSL_new(SSL_CTX* ctx)
