@@ -13,14 +13,16 @@ The code is split by flow, in the order a connection meets it:
   path validation against one trust domain's store (and their twins);
 - _fastpath_tls.pxi: SSL_CTX from DER, the handshake step with the
   SPIFFE check in the verify callback, client session resumption;
-- _fastpath_relay.pxi: the bounded, half-close-aware relay pump.
+- _fastpath_relay.pxi: the bounded, half-close-aware relay pump;
+- _fastpath_hub.pxi: the relay thread, a GIL-free epoll loop that runs
+  those pumps for every established connection handed to it.
 
 Only bytes, str and int cross the boundary (never pyOpenSSL or
 cryptography objects: they carry another OpenSSL).
 """
 
 cimport cython
-from libc.errno cimport errno, EAGAIN, EINTR, ECONNRESET, EPIPE
+from libc.errno cimport errno, EAGAIN, EINTR, ECONNRESET, ENOMEM, EPIPE
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memcmp, memcpy
@@ -93,3 +95,4 @@ def openssl_version():
 include "_fastpath_spiffe.pxi"
 include "_fastpath_tls.pxi"
 include "_fastpath_relay.pxi"
+include "_fastpath_hub.pxi"

@@ -36,6 +36,14 @@ class TaskGroup(Protocol):
     def cancel(self) -> None: ...
 
 
+class Event(Protocol):
+    """What trio.Event and asyncio.Event have in common."""
+
+    def set(self) -> None: ...
+
+    async def wait(self) -> Any: ...
+
+
 class Io(Protocol):
     """The primitives a runtime provides; every await of the data path goes through one."""
 
@@ -56,6 +64,10 @@ class Io(Protocol):
     def open_group(self) -> AsyncContextManager[TaskGroup]: ...
 
     def new_lock(self) -> AsyncContextManager[Any]: ...
+
+    def new_event(self) -> Event:
+        """A one-shot event (trio.Event / asyncio.Event): set() from this loop, wait() in a task."""
+        ...
 
     def notify_closing(self, sock: socket.socket) -> None:
         """Wake any waiter on ``sock`` before it is closed (trio needs it; asyncio removes watchers)."""
@@ -97,6 +109,10 @@ class DataPlane:
     closed_by_reason: dict[str, int] = field(default_factory=dict)
     #: (listener, seconds) per completed handshake; None when metrics are off (no cost then).
     handshake_observer: Callable[[str, float], None] | None = None
+    #: False: relay on the event loop even when the engine has a relay thread (tests, comparisons).
+    relay_on_thread: bool = True
+    #: The extension's relay thread (runtime/offload.py) while the plane serves; None: relay on the loop.
+    relay_thread: Any = None
 
     def count_close(self, record: ConnectionRecord) -> None:
         """Counters by close reason (issue 5 turns these into metrics)."""

@@ -180,6 +180,10 @@ class _Runner:
     # --- relay ---------------------------------------------------------
 
     async def _relay(self, action: StartRelay) -> None:
+        relays = self.plane.relay_thread
+        if action.tls and relays is not None:
+            await self._relay_on_thread(relays, action)
+            return
         engine = self.plane.engine
         if action.tls:
             self.relay = engine.Relay(self.tls, self.plain_sock.fileno(), self.plane.buffer_size)  # type: ignore[union-attr]
@@ -194,6 +198,16 @@ class _Runner:
             if action.lifetime_deadline is not None:
                 group.start_soon(self._watch_lifetime, action.lifetime_deadline, action.lifetime_kind)
         self.group = None
+
+    async def _relay_on_thread(self, relays: Any, action: StartRelay) -> None:
+        """The relay on the extension's relay thread (offload.py): one wait, then the outcome's events."""
+        tls_fd, plain_fd = self.tls_sock.fileno(), self.plain_sock.fileno()  # type: ignore[union-attr]
+        # self.relay is the hub's handle: its byte counts are what _abort records if we are cancelled.
+        self.relay = relays.hand_over(self.tls, tls_fd, plain_fd, idle_timeout=action.idle_timeout,
+                                      lifetime_deadline=action.lifetime_deadline, buffer_size=None)
+        await relays.wait(self.io, self.relay)
+        for event in _offloaded_outcome(self.plane.engine, self.relay, action):
+            self._feed(event)
 
     async def _pump(self, step: Any, direction: ev.RelayDirection) -> None:
         engine = self.plane.engine
@@ -278,6 +292,23 @@ def _forever(io: Io) -> Any:
         while True:
             await io.sleep(3600)
     return sleep_forever
+
+
+def _offloaded_outcome(engine: Any, handle: Any, action: StartRelay) -> list[ev.Event]:
+    """The events of a relay the hub handed back, in the order the event-loop relay reports them."""
+    now = time.time()
+    if handle.outcome == engine.RELAY_IDLE:
+        return [ev.DeadlineExpired(now, ev.DeadlineKind.IDLE)]
+    if handle.outcome == engine.RELAY_LIFETIME:
+        return [ev.DeadlineExpired(now, action.lifetime_kind)]
+    events: list[ev.Event] = []
+    if handle.tls_to_plain_done:
+        events.append(ev.DirectionFinished(now, ev.RelayDirection.TLS_TO_PLAIN))
+    if handle.plain_to_tls_done:
+        events.append(ev.DirectionFinished(now, ev.RelayDirection.PLAIN_TO_TLS))
+    if handle.outcome == engine.RELAY_FAILED:
+        events.append(_map_relay_error(handle.error))
+    return events
 
 
 def _map_relay_error(exc: BaseException) -> ev.RelayFailed:

@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 import trio
 
 from proxy.runtime.base import DataPlane, TaskGroup, serve_listener
+from proxy.runtime.offload import relay_thread_for
 from proxy.runtime.sockets import AddrInfo
 
 T = TypeVar("T")
@@ -68,6 +69,9 @@ class TrioIo:
     def new_lock(self) -> trio.Lock:
         return trio.Lock()
 
+    def new_event(self) -> trio.Event:
+        return trio.Event()
+
     def notify_closing(self, sock: socket.socket) -> None:
         trio.lowlevel.notify_closing(sock)
 
@@ -80,6 +84,15 @@ async def serve_data_plane(plane: DataPlane, stop: trio.Event, *, grace: float) 
     and still leave their record.
     """
     io = TrioIo()
+    with relay_thread_for(plane) as relays:
+        async with trio.open_nursery() as background:
+            if relays is not None:
+                background.start_soon(relays.deliver, io)
+            await _serve_listeners(io, plane, stop, grace)
+            background.cancel_scope.cancel()
+
+
+async def _serve_listeners(io: TrioIo, plane: DataPlane, stop: trio.Event, grace: float) -> None:
     async with trio.open_nursery() as root:
         # The scopes are made here, before the children start: a stop that is
         # already set must not find an empty list (a CancelScope can be

@@ -20,6 +20,7 @@ import time
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from proxy.runtime.base import DataPlane, ListenerPlan, TaskGroup, serve_listener
+from proxy.runtime.offload import relay_thread_for
 from proxy.runtime.sockets import AddrInfo
 from proxy.runtime.threads import TrioThread
 
@@ -94,6 +95,9 @@ class AsyncioIo:
     def new_lock(self) -> asyncio.Lock:
         return asyncio.Lock()
 
+    def new_event(self) -> asyncio.Event:
+        return asyncio.Event()
+
     def notify_closing(self, sock: socket.socket) -> None:
         fd = sock.fileno()
         if fd >= 0:
@@ -130,12 +134,20 @@ async def serve_data_plane(plane: DataPlane, stop: asyncio.Event, *, grace: floa
                 connections.cancel()
 
     accepting: list[asyncio.Task[Any]] = []
-    async with asyncio.TaskGroup() as root:
-        for plan in plane.listeners:
-            root.create_task(one_listener(plan, accepting))
-        await stop.wait()
-        for task in accepting:
-            task.cancel()
+    with relay_thread_for(plane) as relays:
+        deliver = asyncio.ensure_future(relays.deliver(io)) if relays is not None else None
+        try:
+            async with asyncio.TaskGroup() as root:
+                for plan in plane.listeners:
+                    root.create_task(one_listener(plan, accepting))
+                await stop.wait()
+                for task in accepting:
+                    task.cancel()
+        finally:
+            if deliver is not None:
+                deliver.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await deliver
 
 
 def run_sidecar(sidecar: Any) -> int:

@@ -66,6 +66,17 @@ to be readable), ``WANT_WRITE = 2`` (wait for the TLS fd to be writable).
     Raises ``TlsError`` on a TLS protocol error and ``OSError`` on socket
     errors (the runtime maps them at its edge).
 
+``RelayHub(buffer_size: int = 65536)`` (compiled engine only; optional):
+    The relay thread: runs the same pumps as ``Relay`` for many connections
+    in one GIL-free epoll loop (``run()``, on a thread of its own) so that
+    established connections cost nothing in Python. ``add(conn, tls_fd,
+    plain_fd, idle_timeout, lifetime_deadline, buffer_size)`` hands one over
+    and returns an ``OffloadedRelay`` (outcome, byte counts, error);
+    ``finished()`` returns those that ended (``fileno()`` becomes readable
+    then); ``cancel(handle)`` takes one back at once; ``stop()`` ends
+    ``run()``. proxy/runtime/offload.py is its only user; engines without it
+    relay on the event loop with ``Relay``.
+
 ``classify_tls_error(detail: str) -> HandshakeFailure``: maps an OpenSSL
 error string to the failure reason used in logs and metrics.
 

@@ -344,7 +344,9 @@ class Plane:
 
     engine: Any
     runtime: str
+    relay_on_thread: bool = True
     records: list[ConnectionRecord] = field(default_factory=list)
+    data_plane: DataPlane | None = None
     plans: dict[str, ListenerPlan] = field(default_factory=dict)
     contexts: dict[str, Any] = field(default_factory=dict)  # "server"/"client" -> context or None
     _stop: Callable[[], None] | None = None
@@ -370,7 +372,9 @@ class Plane:
                  authorize=lambda peer: check_expected_peer(peer, matcher, "out"), **limits)
 
     def start(self) -> None:
-        plane = DataPlane(engine=self.engine, listeners=list(self.plans.values()), emit=self.records.append)
+        plane = DataPlane(engine=self.engine, listeners=list(self.plans.values()), emit=self.records.append,
+                          relay_on_thread=self.relay_on_thread)
+        self.data_plane = plane
         ready = threading.Event()
         if self.runtime == "trio":
             import trio
@@ -402,8 +406,10 @@ class Plane:
         assert ready.wait(5)
 
     def stop(self) -> None:
+        """Stop the data plane and wait for it (idempotent)."""
         if self._stop is not None:
             self._stop()
+            self._stop = None
         if self._thread is not None:
             self._thread.join(10)
             assert not self._thread.is_alive(), "data plane did not stop"

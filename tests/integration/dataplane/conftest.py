@@ -15,11 +15,16 @@ def ca() -> pki.Ca:
     return pki.make_ca("example.org")
 
 
-@pytest.fixture(params=COMBOS, ids=[f"{r}-{e}" for r, e in COMBOS])
+#: Every runtime x engine, plus the compiled engine relaying on the event loop instead of
+#: its relay thread ("fastpath-loop": SPIFFE_SIDECAR_RELAY_THREAD=0), which must behave the same.
+PLANE_COMBOS = COMBOS + [(r, "fastpath-loop") for r, e in COMBOS if e == "fastpath"]
+
+
+@pytest.fixture(params=PLANE_COMBOS, ids=[f"{r}-{e}" for r, e in PLANE_COMBOS])
 def plane(request: pytest.FixtureRequest, ca: pki.Ca) -> Iterator[Plane]:
-    runtime, engine_name = request.param
-    engine = engine_module(engine_name)
-    p = Plane(engine=engine, runtime=runtime)
+    runtime, variant = request.param
+    engine = engine_module(variant.removesuffix("-loop"))
+    p = Plane(engine=engine, runtime=runtime, relay_on_thread=not variant.endswith("-loop"))
     p.contexts["server"] = engine.ServerContext(material(ca, "/backend"))
     p.contexts["client"] = engine.ClientContext(material(ca, "/frontend"))
     yield p

@@ -1,0 +1,620 @@
+# The relay thread: established connections relay here, in one GIL-free
+# epoll loop, instead of in the event loop. Included by _fastpath.pyx.
+#
+# Why: on an established connection the work per request is a few
+# syscalls and a few microseconds of AES; driving it from Python (a task
+# per direction, a readiness wait per event, a wake-up through the event
+# loop) cost 3-4x what haproxy spends per request and put the event loop's
+# scheduling in every request's latency. Here a connection costs what it
+# costs in a C proxy: epoll_wait, the pumps of _fastpath_relay.pxi, and
+# nothing in Python until it ends. The event loop keeps what needs Python
+# (accept, handshake, policy, connect, the record) and hands over the two
+# fds and the SSL* once the connection is authorized and connected.
+#
+# Threads and ownership. RelayHub.run() is the loop; it runs on a thread of
+# its own and never takes the GIL. Every other method is called from the
+# event loop's thread, with the GIL. They meet under one mutex, which the
+# loop holds while it handles a batch of events and releases while it
+# waits in epoll_wait; Python-side callers release the GIL before taking
+# it. A Slot (one relayed connection) is in exactly one list:
+#   incoming  handed over by add(), not yet registered (the loop registers
+#             it and runs both pumps once: bytes may already wait in the
+#             SSL's read-ahead buffer);
+#   live      registered with epoll, pumped on readiness;
+#   finished  ended (both directions done, an error, a deadline); the loop
+#             has unregistered it and wrote the done eventfd; finished()
+#             hands it back to Python and frees it;
+#   zombies   cancelled by Python (cancel()) while live: unregistered at
+#             once, freed by the loop after the batch it may still appear in.
+# The SSL* stays owned by its TlsConnection, which the OffloadedRelay
+# handle keeps alive; the loop touches it only while the slot is live, and
+# Python touches it only once the slot left the loop (finished/cancelled).
+#
+# Events are edge-triggered (EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET, one
+# registration per fd, no epoll_ctl per event). Each direction remembers
+# what it waits for (the RelayStatus its pump returned); an event runs the
+# directions waiting for it. A pump always runs until something returned
+# EAGAIN (or a short read proved the socket empty), so the next edge comes.
+#
+# Buffers: a direction holds a buffer only while it has bytes in flight;
+# an emptied buffer goes back to a small pool, so an idle connection holds
+# none (with SSL_MODE_RELEASE_BUFFERS, neither does its SSL).
+#
+# Timers: idle timeout and the lifetime deadline (the earlier of the peer
+# certificate's NotAfter and max_connection_lifetime) are checked by a
+# sweep every _SWEEP_MS while any live slot has one.
+
+from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+cdef extern from "<sys/epoll.h>" nogil:
+    ctypedef union epoll_data_t:
+        void* ptr
+        int fd
+        uint32_t u32
+        uint64_t u64
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event* event)
+    int epoll_wait(int epfd, epoll_event* events, int maxevents, int timeout)
+    int EPOLL_CLOEXEC
+    int EPOLL_CTL_ADD
+    int EPOLL_CTL_DEL
+    uint32_t EPOLLIN
+    uint32_t EPOLLOUT
+    uint32_t EPOLLRDHUP
+    uint32_t EPOLLERR
+    uint32_t EPOLLHUP
+    uint32_t EPOLLET
+
+cdef extern from "<sys/eventfd.h>" nogil:
+    int eventfd(unsigned int initval, int flags)
+    int EFD_NONBLOCK
+    int EFD_CLOEXEC
+
+cdef extern from "<unistd.h>" nogil:
+    ssize_t c_read "read"(int fd, void* buf, size_t n)
+    ssize_t c_write "write"(int fd, const void* buf, size_t n)
+    int c_close "close"(int fd)
+
+cdef extern from "<stdint.h>" nogil:
+    ctypedef unsigned long uintptr_t
+
+cdef extern from "<string.h>" nogil:
+    size_t strlen(const char* s)
+
+# OffloadedRelay.outcome values (module constants of the same names).
+cdef enum:
+    O_RUNNING = 0
+    O_FINISHED = 1   # both directions reached EOF
+    O_FAILED = 2     # a socket or TLS error; see .error
+    O_IDLE = 3       # no byte moved for idle_timeout
+    O_LIFETIME = 4   # the lifetime deadline passed
+    O_CANCELLED = 5  # cancel() took it back
+
+RELAY_RUNNING = O_RUNNING
+RELAY_FINISHED = O_FINISHED
+RELAY_FAILED = O_FAILED
+RELAY_IDLE = O_IDLE
+RELAY_LIFETIME = O_LIFETIME
+RELAY_CANCELLED = O_CANCELLED
+
+cdef enum:
+    _SIDE_TLS = 0
+    _SIDE_PLAIN = 1
+    _WAKE_TAG = 1        # epoll data of the wake-up eventfd (slots are aligned: never 1)
+    _MAX_EVENTS = 256
+    _SWEEP_MS = 50
+    _POOL_MAX = 32
+    _DETAIL_SIZE = 256
+
+cdef uint32_t _EDGE_EVENTS = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
+
+
+cdef struct Slot:
+    SSL* ssl
+    int tls_fd
+    int plain_fd
+    size_t buffer_size
+    Pipe down           # TLS -> plain
+    Pipe up             # plain -> TLS
+    int down_wait       # RelayStatus the direction waits for; 0: run it; S_EOF: done
+    int up_wait
+    double idle_timeout  # seconds, 0: none
+    double idle_since    # monotonic time of the sweep that last saw bytes move
+    unsigned long long seen_moved
+    double deadline      # monotonic, 0: none
+    int outcome
+    int err_no           # O_FAILED on a socket error
+    bint tls_failure     # O_FAILED on a TLS error (detail holds OpenSSL's reasons)
+    char detail[_DETAIL_SIZE]
+    bint registered
+    PyObject* handle     # the OffloadedRelay (a reference); NULL once Python took it back
+    Slot* prev
+    Slot* next
+
+
+cdef inline double _monotonic() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
+
+
+cdef void _collect_error_detail(char* out, size_t size) noexcept nogil:
+    """This thread's OpenSSL error queue as "reason; reason" into out (C twin of _ssl_error_detail)."""
+    cdef unsigned long e = ERR_get_error()
+    cdef const char* r
+    cdef size_t used = 0, n
+    out[0] = 0
+    while e != 0:
+        r = ERR_reason_error_string(e)
+        if used > 0 and used + 2 < size:
+            memcpy(out + used, b"; ", 2)
+            used += 2
+        if r != NULL:
+            n = strlen(r)
+            if used + n >= size:
+                n = size - used - 1
+            memcpy(out + used, r, n)
+            used += n
+        out[used] = 0
+        e = ERR_get_error()
+
+
+@cython.final
+cdef class OffloadedRelay:
+    """A connection handed to a RelayHub; its outcome once the hub hands it back.
+
+    ``outcome`` is RELAY_RUNNING until ``RelayHub.finished()`` returns this
+    handle or ``RelayHub.cancel()`` took it back. Byte counts are final then.
+    """
+
+    cdef Slot* slot
+    cdef TlsConnection conn  # keeps the SSL* alive while the loop uses it
+    cdef readonly int outcome
+    cdef readonly unsigned long long bytes_tls_to_plain
+    cdef readonly unsigned long long bytes_plain_to_tls
+    cdef readonly bint tls_to_plain_done
+    cdef readonly bint plain_to_tls_done
+    cdef readonly object error
+    cdef public object waiter  # whatever the runtime wakes when it ends
+
+    cdef void take_result(self, Slot* s):
+        """Copy the slot's final state (GIL held, hub lock held or slot already out of the loop)."""
+        self.outcome = s.outcome
+        self.bytes_tls_to_plain = s.down.moved
+        self.bytes_plain_to_tls = s.up.moved
+        self.tls_to_plain_done = s.down_wait == S_EOF
+        self.plain_to_tls_done = s.up_wait == S_EOF
+        self.slot = NULL
+
+
+@cython.final
+cdef class RelayHub:
+    """The GIL-free relay loop for established connections (see the top of _fastpath_hub.pxi)."""
+
+    cdef int epfd
+    cdef int wake_fd     # Python -> loop: something was added, or stop
+    cdef int done_fd     # loop -> Python: something finished
+    cdef pthread_mutex_t lock
+    cdef bint lock_ready
+    cdef bint stopping
+    cdef bint running
+    cdef size_t buffer_size
+    cdef Slot* incoming
+    cdef Slot* live
+    cdef Slot* finished_head
+    cdef Slot* zombies
+    cdef Py_ssize_t live_count
+    cdef Py_ssize_t timed_count
+    cdef char* pool[_POOL_MAX]
+    cdef int pool_len
+    cdef double next_sweep
+
+    def __cinit__(self, Py_ssize_t buffer_size=65536):
+        cdef epoll_event ev
+        if buffer_size <= 0:
+            raise ValueError("buffer_size must be positive")
+        self.buffer_size = <size_t>buffer_size
+        self.epfd = self.wake_fd = self.done_fd = -1
+        self.epfd = epoll_create1(EPOLL_CLOEXEC)
+        if self.epfd < 0:
+            raise OSError(errno, os.strerror(errno))
+        self.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        self.done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        if self.wake_fd < 0 or self.done_fd < 0:
+            raise OSError(errno, os.strerror(errno))
+        ev.events = EPOLLIN
+        ev.data.u64 = _WAKE_TAG
+        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.wake_fd, &ev) != 0:
+            raise OSError(errno, os.strerror(errno))
+        pthread_mutex_init(&self.lock, NULL)
+        self.lock_ready = True
+
+    def __dealloc__(self):
+        # Only after run() returned (the thread holds a reference while it runs).
+        cdef OffloadedRelay h
+        cdef Slot* lists[4]
+        cdef Slot* s
+        cdef Slot* nxt
+        cdef int i
+        lists[0] = self.incoming
+        lists[1] = self.live
+        lists[2] = self.finished_head
+        lists[3] = self.zombies
+        for i in range(4):
+            s = lists[i]
+            while s != NULL:
+                nxt = s.next
+                if s.handle != NULL:
+                    h = <OffloadedRelay><object>s.handle
+                    h.take_result(s)
+                    s.handle = NULL
+                    Py_DECREF(h)
+                free(s.down.buf)
+                free(s.up.buf)
+                free(s)
+                s = nxt
+        for i in range(self.pool_len):
+            free(self.pool[i])
+        for fd in (self.epfd, self.wake_fd, self.done_fd):
+            if fd >= 0:
+                c_close(fd)
+        if self.lock_ready:
+            pthread_mutex_destroy(&self.lock)
+
+    # --- the Python side (event loop thread, GIL held) --------------------------
+
+    def fileno(self):
+        """An fd that becomes readable when finished() has something to return."""
+        return self.done_fd
+
+    @property
+    def active(self):
+        """Connections in the loop (handed over and not yet finished)."""
+        return self.live_count
+
+    def add(self, TlsConnection conn not None, int tls_fd, int plain_fd, double idle_timeout=0.0,
+            double lifetime_deadline=0.0, Py_ssize_t buffer_size=0):
+        """Hand an established connection to the loop; returns its OffloadedRelay.
+
+        ``lifetime_deadline`` is Unix time (0: none); ``idle_timeout`` in
+        seconds (0: none); ``buffer_size`` 0 means the hub's. From here on
+        the caller must not use ``conn`` until the relay is finished or
+        cancelled.
+        """
+        cdef SSL* ssl = conn.live()
+        cdef Slot* s = <Slot*>calloc(1, sizeof(Slot))
+        cdef OffloadedRelay h
+        cdef double now_mono = _monotonic()
+        if s == NULL:
+            raise MemoryError()
+        h = OffloadedRelay.__new__(OffloadedRelay)
+        h.conn = conn
+        h.slot = s
+        s.ssl = ssl
+        s.tls_fd = tls_fd
+        s.plain_fd = plain_fd
+        s.buffer_size = <size_t>buffer_size if buffer_size > 0 else self.buffer_size
+        s.down.size = s.up.size = s.buffer_size
+        s.idle_timeout = idle_timeout if idle_timeout > 0 else 0.0
+        s.idle_since = now_mono
+        if lifetime_deadline > 0:
+            s.deadline = now_mono + (lifetime_deadline - <double>time(NULL))
+            if s.deadline <= 0:
+                s.deadline = 1e-9  # already past: the first sweep ends it
+        s.handle = <PyObject*>h
+        Py_INCREF(h)  # the hub's reference, dropped when Python takes the slot back
+        with nogil:
+            pthread_mutex_lock(&self.lock)
+            s.next = self.incoming
+            self.incoming = s
+            self.live_count += 1
+            pthread_mutex_unlock(&self.lock)
+            self._wake()
+        return h
+
+    def cancel(self, OffloadedRelay h not None):
+        """Take a connection back from the loop now (a stop); a no-op once it finished.
+
+        On return the loop no longer touches the connection; its byte
+        counts are final and ``outcome`` is RELAY_CANCELLED (or what it
+        ended with, if it ended first).
+        """
+        cdef Slot* s
+        with nogil:
+            pthread_mutex_lock(&self.lock)
+        try:
+            s = h.slot
+            if s == NULL:
+                return
+            if s.outcome == O_RUNNING:
+                s.outcome = O_CANCELLED
+                self.live_count -= 1
+                if s.registered:
+                    self._unregister(s)
+                    self._unlink_live(s)
+                    s.next = self.zombies
+                    self.zombies = s
+                # else: still in incoming; the loop frees it when it gets there
+            # else: finished, not yet collected; finished() frees it
+            h.take_result(s)
+            s.handle = NULL
+            Py_DECREF(h)
+        finally:
+            pthread_mutex_unlock(&self.lock)
+
+    def finished(self):
+        """The relays that ended since the last call (list of OffloadedRelay), oldest first."""
+        cdef uint64_t count
+        cdef Slot* s
+        cdef Slot* nxt
+        cdef OffloadedRelay h
+        c_read(self.done_fd, &count, sizeof(count))  # reset; EAGAIN when empty is fine
+        with nogil:
+            pthread_mutex_lock(&self.lock)
+            s = self.finished_head
+            self.finished_head = NULL
+            pthread_mutex_unlock(&self.lock)
+        done = []
+        while s != NULL:
+            nxt = s.next
+            if s.handle != NULL:
+                h = <OffloadedRelay><object>s.handle
+                h.take_result(s)
+                if s.outcome == O_FAILED:
+                    if s.tls_failure:
+                        detail = s.detail.decode("utf-8", "replace") or "TLS error"
+                        h.error = TlsError(classify_tls_error(detail), detail)
+                    else:
+                        h.error = OSError(s.err_no, os.strerror(s.err_no))
+                done.append(h)
+                Py_DECREF(h)
+            free(s)
+            s = nxt
+        done.reverse()
+        return done
+
+    def stop(self):
+        """Make run() return (after the connections were finished or cancelled)."""
+        with nogil:
+            pthread_mutex_lock(&self.lock)
+            self.stopping = True
+            pthread_mutex_unlock(&self.lock)
+            self._wake()
+
+    def run(self):
+        """The loop; blocks until stop(). Run it on a thread of its own."""
+        if self.running:
+            raise RuntimeError("RelayHub.run() is already running")
+        self.running = True
+        try:
+            with nogil:
+                self._loop()
+        finally:
+            self.running = False
+
+    # --- the loop (relay thread, no GIL) ---------------------------------------
+
+    cdef void _wake(self) noexcept nogil:
+        cdef uint64_t one = 1
+        c_write(self.wake_fd, &one, sizeof(one))
+
+    cdef void _loop(self) noexcept nogil:
+        cdef epoll_event events[_MAX_EVENTS]
+        cdef int n, i, timeout
+        cdef uint64_t tag, drained
+        cdef double now
+        cdef bint notify
+        while True:
+            timeout = -1
+            if self.timed_count > 0:
+                timeout = <int>((self.next_sweep - _monotonic()) * 1000.0) + 1
+                if timeout < 0:
+                    timeout = 0
+            n = epoll_wait(self.epfd, events, _MAX_EVENTS, timeout)
+            pthread_mutex_lock(&self.lock)
+            if self.stopping:
+                pthread_mutex_unlock(&self.lock)
+                return
+            notify = self.finished_head == NULL
+            for i in range(n if n > 0 else 0):
+                tag = events[i].data.u64
+                if tag == _WAKE_TAG:
+                    c_read(self.wake_fd, &drained, sizeof(drained))
+                    continue
+                self._on_event(<Slot*><uintptr_t>(tag & ~(<uint64_t>1)), <int>(tag & 1), events[i].events)
+            self._take_incoming()
+            if self.timed_count > 0:
+                now = _monotonic()
+                if now >= self.next_sweep:
+                    self._sweep(now)
+                    self.next_sweep = now + _SWEEP_MS / 1000.0
+            self._free_zombies()
+            if notify and self.finished_head != NULL:
+                self._signal_done()
+            pthread_mutex_unlock(&self.lock)
+
+    cdef void _signal_done(self) noexcept nogil:
+        cdef uint64_t one = 1
+        c_write(self.done_fd, &one, sizeof(one))
+
+    cdef void _take_incoming(self) noexcept nogil:
+        cdef Slot* s = self.incoming
+        cdef Slot* nxt
+        cdef epoll_event ev
+        self.incoming = NULL
+        while s != NULL:
+            nxt = s.next
+            if s.outcome == O_CANCELLED:
+                free(s)  # cancelled before the loop saw it: never registered, no buffers
+                s = nxt
+                continue
+            s.prev = NULL
+            s.next = self.live
+            if self.live != NULL:
+                self.live.prev = s
+            self.live = s
+            ev.events = _EDGE_EVENTS
+            ev.data.u64 = <uint64_t><uintptr_t>s
+            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, s.tls_fd, &ev) != 0:
+                self._fail_os(s, errno)
+                s = nxt
+                continue
+            ev.data.u64 = (<uint64_t><uintptr_t>s) | _SIDE_PLAIN
+            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, s.plain_fd, &ev) != 0:
+                epoll_ctl(self.epfd, EPOLL_CTL_DEL, s.tls_fd, NULL)
+                self._fail_os(s, errno)
+                s = nxt
+                continue
+            s.registered = True
+            if s.idle_timeout > 0 or s.deadline > 0:
+                if self.timed_count == 0:
+                    self.next_sweep = _monotonic() + _SWEEP_MS / 1000.0
+                self.timed_count += 1
+            # Bytes may already wait in the SSL's buffer (read ahead with the
+            # handshake's last flight), and edges that came before the
+            # registration are reported by EPOLL_CTL_ADD, but run both now.
+            self._pump(s, True)
+            if s.outcome == O_RUNNING:
+                self._pump(s, False)
+            s = nxt
+
+    cdef void _on_event(self, Slot* s, int side, uint32_t flags) noexcept nogil:
+        cdef bint readable = (flags & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0
+        cdef bint writable = (flags & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0
+        if s.outcome != O_RUNNING:
+            return  # ended earlier in this batch, or a zombie
+        if side == _SIDE_PLAIN and (flags & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0:
+            s.up.hup = True  # the app's FIN is queued: read to EAGAIN/EOF, never stop at a short read
+        if _waits_for(s.down_wait, side, readable, writable):
+            self._pump(s, True)
+        if s.outcome == O_RUNNING and _waits_for(s.up_wait, side, readable, writable):
+            self._pump(s, False)
+
+    cdef void _pump(self, Slot* s, bint down) noexcept nogil:
+        """Run one direction until it would block; record what it waits for, or end the slot."""
+        cdef Pipe* p = &s.down if down else &s.up
+        cdef int status, err_no = 0
+        if p.buf == NULL and not p.eof:
+            p.buf = self._buffer(s.buffer_size)
+            if p.buf == NULL:
+                self._fail_os(s, ENOMEM)
+                return
+        ERR_clear_error()
+        if down:
+            status = _pump_tls_to_plain(s.ssl, s.plain_fd, p, &err_no)
+        else:
+            status = _pump_plain_to_tls(s.ssl, s.plain_fd, p, &err_no)
+        if status == PUMP_OSERROR:
+            self._fail_os(s, err_no)
+            return
+        if status == PUMP_TLSERROR:
+            _collect_error_detail(s.detail, _DETAIL_SIZE)
+            s.tls_failure = True
+            self._finish(s, O_FAILED)
+            return
+        if p.start == p.end and p.buf != NULL:
+            self._release(p.buf, s.buffer_size)  # nothing in flight: an idle direction holds no buffer
+            p.buf = NULL
+            p.start = p.end = 0
+        if down:
+            s.down_wait = status
+        else:
+            s.up_wait = status
+        if s.down_wait == S_EOF and s.up_wait == S_EOF:
+            self._finish(s, O_FINISHED)
+
+    cdef char* _buffer(self, size_t size) noexcept nogil:
+        if size == self.buffer_size and self.pool_len > 0:
+            self.pool_len -= 1
+            return self.pool[self.pool_len]
+        return <char*>malloc(size)
+
+    cdef void _release(self, char* buf, size_t size) noexcept nogil:
+        if size == self.buffer_size and self.pool_len < _POOL_MAX:
+            self.pool[self.pool_len] = buf
+            self.pool_len += 1
+        else:
+            free(buf)
+
+    cdef void _fail_os(self, Slot* s, int err_no) noexcept nogil:
+        s.err_no = err_no
+        self._finish(s, O_FAILED)
+
+    cdef void _finish(self, Slot* s, int outcome) noexcept nogil:
+        """Out of the loop and onto the finished list (the lock is held)."""
+        s.outcome = outcome
+        self.live_count -= 1
+        self._drop(s)
+        s.next = self.finished_head
+        self.finished_head = s
+
+    cdef void _drop(self, Slot* s) noexcept nogil:
+        """Unregister and unlink a live slot and give back its buffers."""
+        if s.registered:
+            self._unregister(s)
+        self._unlink_live(s)
+        if s.down.buf != NULL:
+            self._release(s.down.buf, s.buffer_size)
+            s.down.buf = NULL
+        if s.up.buf != NULL:
+            self._release(s.up.buf, s.buffer_size)
+            s.up.buf = NULL
+
+    cdef void _unregister(self, Slot* s) noexcept nogil:
+        epoll_ctl(self.epfd, EPOLL_CTL_DEL, s.tls_fd, NULL)
+        epoll_ctl(self.epfd, EPOLL_CTL_DEL, s.plain_fd, NULL)
+        s.registered = False
+        if s.idle_timeout > 0 or s.deadline > 0:
+            self.timed_count -= 1
+
+    cdef void _unlink_live(self, Slot* s) noexcept nogil:
+        if s.prev != NULL:
+            s.prev.next = s.next
+        elif self.live == s:
+            self.live = s.next
+        if s.next != NULL:
+            s.next.prev = s.prev
+        s.prev = s.next = NULL
+
+    cdef void _sweep(self, double now) noexcept nogil:
+        cdef Slot* s = self.live
+        cdef Slot* nxt
+        cdef unsigned long long moved
+        while s != NULL:
+            nxt = s.next
+            if s.deadline > 0 and now >= s.deadline:
+                self._finish(s, O_LIFETIME)
+            elif s.idle_timeout > 0:
+                moved = s.down.moved + s.up.moved
+                if moved != s.seen_moved:
+                    s.seen_moved = moved
+                    s.idle_since = now
+                elif now - s.idle_since >= s.idle_timeout:
+                    self._finish(s, O_IDLE)
+            s = nxt
+
+    cdef void _free_zombies(self) noexcept nogil:
+        cdef Slot* s = self.zombies
+        cdef Slot* nxt
+        self.zombies = NULL
+        while s != NULL:
+            nxt = s.next
+            if s.down.buf != NULL:
+                self._release(s.down.buf, s.buffer_size)
+            if s.up.buf != NULL:
+                self._release(s.up.buf, s.buffer_size)
+            free(s)
+            s = nxt
+
+
+cdef inline bint _waits_for(int wait, int side, bint readable, bint writable) noexcept nogil:
+    """Whether a direction waiting for ``wait`` should run on this event."""
+    if wait == 0:
+        return True
+    if side == _SIDE_TLS:
+        return (wait == S_WANT_TLS_READ and readable) or (wait == S_WANT_TLS_WRITE and writable)
+    return (wait == S_WANT_PLAIN_READ and readable) or (wait == S_WANT_PLAIN_WRITE and writable)
