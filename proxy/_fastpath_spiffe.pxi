@@ -158,6 +158,11 @@ cdef double _asn1_time_unix(const ASN1_TIME* t) except? -1:
 
 cdef str _leaf_spiffe_id(X509* leaf):
     """The one URI SAN, strictly parsed (NO_URI_SAN, MULTIPLE_URI_SANS, INVALID_SPIFFE_ID)."""
+    return _leaf_spiffe_id_parts(leaf)[0]
+
+
+cdef tuple _leaf_spiffe_id_parts(X509* leaf):
+    """(SPIFFE ID, trust domain, path) of the one URI SAN: parsed once, for _check_leaf too."""
     cdef int crit = 0, i, count = 0
     cdef const ASN1_STRING* uri = NULL
     cdef const ASN1_STRING* found = NULL
@@ -181,10 +186,10 @@ cdef str _leaf_spiffe_id(X509* leaf):
     finally:
         GENERAL_NAMES_free(names)
     try:
-        _split_spiffe_id(value)
+        td, path = _split_spiffe_id(value)
     except InvalidSpiffeIdError as exc:
         raise VerificationError(VerifyFailure.INVALID_SPIFFE_ID, str(exc)) from None
-    return value
+    return value, td, path
 
 
 cdef tuple _check_leaf(X509* leaf):
@@ -193,8 +198,7 @@ cdef tuple _check_leaf(X509* leaf):
     cdef uint32_t ku, xku
     # EXFLAG_INVALID is not a reason of its own: OpenSSL sets it for an empty
     # key usage too, which the contract calls BAD_KEY_USAGE (checked below).
-    sid = _leaf_spiffe_id(leaf)
-    td, path = _split_spiffe_id(sid)
+    sid, td, path = _leaf_spiffe_id_parts(leaf)
     if not path:
         raise VerificationError(VerifyFailure.ROOT_PATH, f"{sid}: a leaf SVID needs a non-root path")
     if flags & EXFLAG_CA:
