@@ -18,6 +18,11 @@
 # rather than in encrypted tickets: OpenSSL 3.0 spends more on decoding a
 # ticket's session (d2i_SSL_SESSION re-parses the peer's certificate) than
 # on the rest of a resumed handshake, and an in-memory lookup costs nothing.
+# Each session is offered once: OpenSSL's stateful tickets are single-use
+# (and RFC 8446 C.4 asks clients not to reuse a ticket anyway), and every
+# handshake, resumed or not, brings a fresh one, so the client keeps a small
+# stack of unused sessions per key and concurrent connections to one
+# upstream do not all offer the same, already spent, ticket.
 # Client sessions arrive after the handshake, usually in the relay thread
 # (see _fastpath_hub.pxi), where Python must not run: the new-session
 # callback is GIL-free and drops them in the context's inbox, which the
@@ -32,7 +37,8 @@ cdef bytes _TLS12_CIPHERS = (
     b"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 )
 cdef bytes _SESSION_ID_CONTEXT = b"spiffe-sidecar"
-cdef int _MAX_CACHED_SESSIONS = 1024
+cdef int _MAX_CACHED_SESSIONS = 1024  # session keys (upstreams) remembered
+cdef int _SESSIONS_PER_KEY = 32       # unused sessions kept per key
 cdef int _MAX_SERVER_SESSIONS = 8192
 cdef int _APP_DATA = 0  # SSL ex_data index 0 is the "app data" slot
 
@@ -266,8 +272,9 @@ cdef class ClientContext(_Context):
         cdef _Session s
         if session_key is not None:
             self.collect_sessions()
-            s = self.sessions.get(session_key)
-            if s is not None:
+            unused = self.sessions.get(session_key)
+            if unused:
+                s = unused.pop()  # the newest; SSL_set_session holds its own reference
                 SSL_set_session(conn.ssl, s.sess)
             conn.tag_for_sessions(self.inbox)
         return conn
@@ -296,10 +303,15 @@ cdef class ClientContext(_Context):
         return 0
 
     cdef void store_session(self, object key, _Session s):
-        self.sessions.pop(key, None)
-        if len(self.sessions) >= _MAX_CACHED_SESSIONS:
-            del self.sessions[next(iter(self.sessions))]  # oldest first
-        self.sessions[key] = s
+        unused = self.sessions.pop(key, None)  # re-inserted: the dict's order is by last use
+        if unused is None:
+            unused = []
+            if len(self.sessions) >= _MAX_CACHED_SESSIONS:
+                del self.sessions[next(iter(self.sessions))]  # the key used longest ago
+        unused.append(s)
+        if len(unused) > _SESSIONS_PER_KEY:
+            del unused[0]  # the oldest
+        self.sessions[key] = unused
 
 
 cdef int _new_session_cb(SSL* ssl, SSL_SESSION* sess) noexcept nogil:

@@ -30,7 +30,9 @@ TLS12_CIPHERS = (
 # sessions that carried a client certificate.
 SESSION_ID_CONTEXT = b"spiffe-sidecar"
 # Bounded, so a client talking to many upstream keys cannot grow without limit.
-MAX_CACHED_SESSIONS = 1024
+MAX_CACHED_SESSIONS = 1024  # session keys (upstreams) remembered
+#: Unused sessions kept per key: each is offered once (single-use tickets, see _fastpath_tls.pxi).
+SESSIONS_PER_KEY = 32
 
 # OpenSSL reason strings -> why the handshake failed. Shared with the
 # compiled engine so both report the same HandshakeFailure.
@@ -133,8 +135,14 @@ def _build_context(material: TlsMaterial, *, server: bool) -> SSL.Context:
     ctx.set_cipher_list(TLS12_CIPHERS)
     _load_identity(ctx, material)
     ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _accept_all)
+    # As the compiled engine: no record buffers held by idle connections.
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
     if server:
         ctx.set_session_id(SESSION_ID_CONTEXT)
+        # As the compiled engine: sessions stay in this context's memory
+        # (stateful TLS 1.3 tickets), not in tickets OpenSSL must decode.
+        ctx.set_options(SSL.OP_NO_TICKET)
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
     else:
         # The client keeps sessions itself (per session_key), not OpenSSL.
         ctx.set_session_cache_mode(SSL.SESS_CACHE_CLIENT | SSL.SESS_CACHE_NO_INTERNAL)
@@ -170,20 +178,26 @@ class ClientContext(_Context):
 
     def __init__(self, material: TlsMaterial) -> None:
         super().__init__(material)
-        self._sessions: dict[str, SSL.Session] = {}
+        self._sessions: dict[str, list[SSL.Session]] = {}
 
     def new_connection(self, fd: int, session_key: str | None = None) -> TlsConnection:
         """A client-side connection; offers the session cached under session_key, if any."""
         conn = TlsConnection(self, fd, server=False, session_key=session_key)
-        if session_key is not None and session_key in self._sessions:
-            conn.ssl.set_session(self._sessions[session_key])
+        unused = self._sessions.get(session_key) if session_key is not None else None
+        if unused:
+            conn.ssl.set_session(unused.pop())  # the newest, offered once
         return conn
 
     def _store_session(self, key: str, session: SSL.Session) -> None:
-        self._sessions.pop(key, None)
-        if len(self._sessions) >= MAX_CACHED_SESSIONS:
-            del self._sessions[next(iter(self._sessions))]  # oldest first (insertion order)
-        self._sessions[key] = session
+        unused = self._sessions.pop(key, None)  # re-inserted: the dict's order is by last use
+        if unused is None:
+            unused = []
+            if len(self._sessions) >= MAX_CACHED_SESSIONS:
+                del self._sessions[next(iter(self._sessions))]  # the key used longest ago
+        unused.append(session)
+        if len(unused) > SESSIONS_PER_KEY:
+            del unused[0]  # the oldest
+        self._sessions[key] = unused
 
 
 # --- One connection: handshake, verification, shutdown ----------------------------

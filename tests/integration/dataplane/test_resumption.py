@@ -32,11 +32,17 @@ def test_a_resumed_session_is_still_checked_against_expect(plane: Plane) -> None
     plane.add("wrong", Direction.OUTBOUND, plane.port("in"), session_key=key,
               authorize=lambda peer: check_expected_peer(peer, payments, "wrong"))
     plane.start()
+
+    def finished(listener: str, count: int) -> None:
+        # A session is cached when its connection ends, which is just after the app saw EOF.
+        plane.wait_record(lambda r: len([x for x in plane.records if x.listener == listener]) == count)
+
     assert roundtrip(plane.port("right")) == b"ping"
+    finished("right", 1)
     assert roundtrip(plane.port("right")) == b"ping"
+    finished("right", 2)
     assert roundtrip(plane.port("wrong")) == b""
     wrong = plane.wait_record(lambda r: r.listener == "wrong")
-    plane.wait_record(lambda r: len([x for x in plane.records if x.listener == "right"]) == 2)
     right = sorted((r for r in plane.records if r.listener == "right"), key=lambda r: r.start)
     assert [r.resumed for r in right] == [False, True]
     assert wrong.resumed and wrong.close_reason is CloseReason.DENIED and wrong.reason == "unexpected_peer"

@@ -6,13 +6,18 @@ import pytest
 
 
 def _first_connection(engine, harness, server_ctx, client_ctx, key="upstream-a", clean=True):
-    """A full handshake whose client reads the server's TLS 1.3 tickets, then closes (cleanly: close_notify)."""
+    """A full handshake whose client reads the server's TLS 1.3 tickets, then closes (cleanly: close_notify).
+
+    The server always closes cleanly, as the sidecar does: OpenSSL drops
+    the session of a server connection freed without close_notify.
+    """
     est = harness.connect(server_ctx, client_ctx, key)
     assert not est.client.resumed
     plain, _ = harness.pair()
     assert engine.Relay(est.client, plain.fileno()).tls_to_plain() == engine.WANT_TLS_READ  # tickets consumed
     if clean:
         assert est.client.shutdown() == engine.DONE
+    assert est.server.shutdown() == engine.DONE
     est.client.close()
     est.server.close()
     return est
@@ -90,3 +95,34 @@ def test_resumption_refuses_a_peer_whose_certificate_expired_since(engine, harne
     assert isinstance(errors.get("server"), VerificationError), errors
     assert errors["server"].reason is VerifyFailure.EXPIRED
     assert server.resumed, "the refusal must come from the resumed-session check, not a full handshake"
+
+
+def test_a_server_connection_dropped_without_close_notify_leaves_nothing_to_resume(engine, harness, contexts):
+    # Server sessions live in the server context's cache (stateful tickets);
+    # OpenSSL removes the session of a connection freed without close_notify,
+    # so an aborted connection (a reset, a crash mid-stream) cannot be resumed.
+    server_ctx, client_ctx = contexts
+    est = harness.connect(server_ctx, client_ctx, "upstream-a")
+    plain, _ = harness.pair()
+    assert engine.Relay(est.client, plain.fileno()).tls_to_plain() == engine.WANT_TLS_READ  # ticket read
+    est.client.close()
+    est.server.close()  # no shutdown()
+    again = harness.connect(server_ctx, client_ctx, "upstream-a")
+    assert not again.server.resumed and not again.client.resumed
+
+
+def test_each_session_is_offered_once_and_concurrent_connections_each_get_their_own(engine, harness, contexts):
+    # Server sessions are single-use (stateful TLS 1.3 tickets); a client that
+    # offered one session to every connection would resume only the first.
+    server_ctx, client_ctx = contexts
+    first = [harness.connect(server_ctx, client_ctx, "upstream-a") for _ in range(3)]  # all full handshakes
+    for est in first:  # each reads its ticket and closes cleanly: three unused sessions
+        plain, _ = harness.pair()
+        assert engine.Relay(est.client, plain.fileno()).tls_to_plain() == engine.WANT_TLS_READ
+        assert est.client.shutdown() == engine.DONE and est.server.shutdown() == engine.DONE
+        est.client.close()
+        est.server.close()
+    assert not any(est.client.resumed for est in first)
+    concurrent = [harness.connect(server_ctx, client_ctx, "upstream-a") for _ in range(4)]
+    assert [e.client.resumed for e in concurrent] == [True, True, True, False]
+    assert [e.server.resumed for e in concurrent] == [True, True, True, False]
