@@ -185,10 +185,11 @@ class _Runner:
             await self._relay_on_thread(relays, action)
             return
         engine = self.plane.engine
+        size = action.buffer_size or self.plane.buffer_size
         if action.tls:
-            self.relay = engine.Relay(self.tls, self.plain_sock.fileno(), self.plane.buffer_size)  # type: ignore[union-attr]
+            self.relay = engine.Relay(self.tls, self.plain_sock.fileno(), size)  # type: ignore[union-attr]
         else:
-            self.relay = PlainRelay(engine, self.tls_sock, self.plain_sock, self.plane.buffer_size)  # type: ignore[arg-type]
+            self.relay = PlainRelay(engine, self.tls_sock, self.plain_sock, size)  # type: ignore[arg-type]
         async with self.io.open_group() as group:
             self.group = group
             group.start_soon(self._pump, self.relay.tls_to_plain, ev.RelayDirection.TLS_TO_PLAIN)
@@ -204,7 +205,7 @@ class _Runner:
         tls_fd, plain_fd = self.tls_sock.fileno(), self.plain_sock.fileno()  # type: ignore[union-attr]
         # self.relay is the hub's handle: its byte counts are what _abort records if we are cancelled.
         self.relay = relays.hand_over(self.tls, tls_fd, plain_fd, idle_timeout=action.idle_timeout,
-                                      lifetime_deadline=action.lifetime_deadline, buffer_size=None)
+                                      lifetime_deadline=action.lifetime_deadline, buffer_size=action.buffer_size)
         await relays.wait(self.io, self.relay)
         for event in _offloaded_outcome(self.plane.engine, self.relay, action):
             self._feed(event)
