@@ -32,10 +32,30 @@ class ExpectDecision:
     explanation: str
 
 
-def check_expected_peer(peer_id: str, matcher: PeerMatcher, listener: str) -> ExpectDecision:
+@dataclass(frozen=True, slots=True)
+class ExpectCheck:
+    """What check_expected_peer returns: an ExpectDecision whose explanation is built only when read.
+
+    It is read for a denial's record and by /policy/explain; an allowed
+    connection, the common case, never pays for the text.
+    """
+
+    allowed: bool
+    rule: str
+    reason: DenyReason | None
+    peer_id: str
+    matcher: PeerMatcher
+
+    @property
+    def explanation(self) -> str:
+        if self.allowed:
+            return f"{self.peer_id} matches expect {self.matcher.describe()}"
+        return f"upstream presented {self.peer_id}, expected {self.matcher.describe()}"
+
+
+def check_expected_peer(peer_id: str, matcher: PeerMatcher, listener: str) -> ExpectCheck:
     """Allow the upstream only if its ID matches the listener's ``expect``."""
     rule = f"{listener}.expect"
     if matcher.matches(peer_id):
-        return ExpectDecision(True, rule, None, f"{peer_id} matches expect {matcher.describe()}")
-    return ExpectDecision(False, rule, DenyReason.UNEXPECTED_PEER,
-                          f"upstream presented {peer_id}, expected {matcher.describe()}")
+        return ExpectCheck(True, rule, None, peer_id, matcher)
+    return ExpectCheck(False, rule, DenyReason.UNEXPECTED_PEER, peer_id, matcher)
