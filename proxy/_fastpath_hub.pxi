@@ -406,15 +406,17 @@ cdef class RelayHub:
         cdef epoll_event events[_MAX_EVENTS]
         cdef int n, i, timeout
         cdef uint64_t tag, drained
-        cdef double now
+        cdef double now = _monotonic()
         cdef bint notify
         while True:
             timeout = -1
             if self.timed_count > 0:
-                timeout = <int>((self.next_sweep - _monotonic()) * 1000.0) + 1
+                # From the clock read after the last wait: at most one batch stale, and +1 rounds up.
+                timeout = <int>((self.next_sweep - now) * 1000.0) + 1
                 if timeout < 0:
                     timeout = 0
             n = epoll_wait(self.epfd, events, _MAX_EVENTS, timeout)
+            now = _monotonic()
             pthread_mutex_lock(&self.lock)
             if self.stopping:
                 pthread_mutex_unlock(&self.lock)
@@ -426,9 +428,8 @@ cdef class RelayHub:
                     c_read(self.wake_fd, &drained, sizeof(drained))
                     continue
                 self._on_event(<Slot*><uintptr_t>(tag & ~(<uint64_t>1)), <int>(tag & 1), events[i].events)
-            self._take_incoming()
+            self._take_incoming(now)
             if self.timed_count > 0:
-                now = _monotonic()
                 if now >= self.next_sweep:
                     self._sweep(now)
                     self.next_sweep = now + _SWEEP_MS / 1000.0
@@ -441,7 +442,7 @@ cdef class RelayHub:
         cdef uint64_t one = 1
         c_write(self.done_fd, &one, sizeof(one))
 
-    cdef void _take_incoming(self) noexcept nogil:
+    cdef void _take_incoming(self, double now) noexcept nogil:
         cdef Slot* s = self.incoming
         cdef Slot* nxt
         cdef epoll_event ev
@@ -472,7 +473,7 @@ cdef class RelayHub:
             s.registered = True
             if s.idle_timeout > 0 or s.deadline > 0:
                 if self.timed_count == 0:
-                    self.next_sweep = _monotonic() + _SWEEP_MS / 1000.0
+                    self.next_sweep = now + _SWEEP_MS / 1000.0
                 self.timed_count += 1
             # Bytes may already wait in the SSL's buffer (read ahead with the
             # handshake's last flight), and edges that came before the
