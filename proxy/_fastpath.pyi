@@ -2,8 +2,8 @@
 
 from collections.abc import Mapping, Sequence
 
-from proxy.errors import HandshakeFailure
 from proxy.tls.material import TlsMaterial
+from proxy.tls.openssl_terms import classify_tls_error as classify_tls_error  # shared with engine_py
 
 NAME: str
 
@@ -20,7 +20,6 @@ WANT_PLAIN_WRITE: int
 EOF: int
 
 def openssl_version() -> str: ...
-def classify_tls_error(detail: str) -> HandshakeFailure: ...
 
 # --- Twins of the SPIFFE core ---
 

@@ -32,6 +32,7 @@ from proxy._openssl cimport *
 
 import os
 
+from proxy.tls import openssl_terms
 from proxy.errors import (
     HandshakeFailure,
     InvalidSpiffeIdError,

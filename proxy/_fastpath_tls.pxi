@@ -31,44 +31,17 @@
 # the session (SPIFFE ID, leaf rules, known trust domain, NotAfter); the
 # chain itself was validated by this very context when the session was made.
 
-cdef bytes _TLS12_CIPHERS = (
-    b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    b"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    b"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
-)
-cdef bytes _SESSION_ID_CONTEXT = b"spiffe-sidecar"
+# The cipher list, session-id context and reason table are shared with the
+# reference engine (proxy/tls/openssl_terms.py): one copy, so both engines
+# configure OpenSSL alike and report the same HandshakeFailure.
+cdef bytes _TLS12_CIPHERS = openssl_terms.TLS12_CIPHERS
+cdef bytes _SESSION_ID_CONTEXT = openssl_terms.SESSION_ID_CONTEXT
 cdef int _MAX_CACHED_SESSIONS = 1024  # session keys (upstreams) remembered
 cdef int _SESSIONS_PER_KEY = 32       # unused sessions kept per key
 cdef int _MAX_SERVER_SESSIONS = 8192
 cdef int _APP_DATA = 0  # SSL ex_data index 0 is the "app data" slot
 
-# OpenSSL reason strings -> HandshakeFailure; the same table as engine_py.
-_REASON_TABLE = (
-    ("peer did not return a certificate", HandshakeFailure.NO_CLIENT_CERT),
-    ("certificate required", HandshakeFailure.NO_CLIENT_CERT),
-    ("unexpected eof", HandshakeFailure.PEER_CLOSED),
-    ("wrong version number", HandshakeFailure.NOT_TLS),
-    ("http request", HandshakeFailure.NOT_TLS),
-    ("https proxy request", HandshakeFailure.NOT_TLS),
-    ("unknown protocol", HandshakeFailure.NOT_TLS),
-    ("packet length too long", HandshakeFailure.NOT_TLS),
-    ("record layer failure", HandshakeFailure.NOT_TLS),
-    ("unexpected message", HandshakeFailure.NOT_TLS),
-    ("alert bad certificate", HandshakeFailure.VERIFY),
-    ("alert unknown ca", HandshakeFailure.VERIFY),
-    ("alert certificate", HandshakeFailure.VERIFY),
-    ("alert unsupported certificate", HandshakeFailure.VERIFY),
-    ("certificate verify failed", HandshakeFailure.VERIFY),
-)
-
-
-def classify_tls_error(str detail):
-    """Map OpenSSL's error text to a HandshakeFailure (a metric label)."""
-    low = detail.lower()
-    for marker, reason in _REASON_TABLE:
-        if marker in low:
-            return reason
-    return HandshakeFailure.PROTOCOL
+classify_tls_error = openssl_terms.classify_tls_error
 
 
 cdef str _ssl_error_detail():

@@ -68,12 +68,12 @@ from proxy.tls.engine_py_tls import (
     ClientContext,
     ServerContext,
     TlsConnection,
-    classify_tls_error,
     parse_spiffe_id,
     spiffe_id_from_der,
     tls_error,
     verify_x509_svid_chain,
 )
+from proxy.tls.openssl_terms import classify_tls_error
 
 NAME = "python"
 

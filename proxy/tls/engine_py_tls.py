@@ -18,50 +18,12 @@ from OpenSSL import SSL
 from proxy.errors import HandshakeFailure, TlsError, VerificationError, VerifyFailure
 from proxy.tls.engine import DONE, WANT_READ, WANT_WRITE
 from proxy.tls.material import TlsMaterial
+from proxy.tls.openssl_terms import SESSION_ID_CONTEXT, TLS12_CIPHERS, classify_tls_error
 
-# TLS 1.2 is the floor; only forward-secret AEAD suites. TLS 1.3's own
-# suites are all AEAD, so OpenSSL's defaults stay.
-TLS12_CIPHERS = (
-    b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    b"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    b"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
-)
-# A server must name a session-id context or OpenSSL refuses to resume
-# sessions that carried a client certificate.
-SESSION_ID_CONTEXT = b"spiffe-sidecar"
 # Bounded, so a client talking to many upstream keys cannot grow without limit.
 MAX_CACHED_SESSIONS = 1024  # session keys (upstreams) remembered
 #: Unused sessions kept per key: each is offered once (single-use tickets, see _fastpath_tls.pxi).
 SESSIONS_PER_KEY = 32
-
-# OpenSSL reason strings -> why the handshake failed. Shared with the
-# compiled engine so both report the same HandshakeFailure.
-_REASON_TABLE: tuple[tuple[str, HandshakeFailure], ...] = (
-    ("peer did not return a certificate", HandshakeFailure.NO_CLIENT_CERT),
-    ("certificate required", HandshakeFailure.NO_CLIENT_CERT),
-    ("unexpected eof", HandshakeFailure.PEER_CLOSED),
-    ("wrong version number", HandshakeFailure.NOT_TLS),
-    ("http request", HandshakeFailure.NOT_TLS),
-    ("https proxy request", HandshakeFailure.NOT_TLS),
-    ("unknown protocol", HandshakeFailure.NOT_TLS),
-    ("packet length too long", HandshakeFailure.NOT_TLS),
-    ("record layer failure", HandshakeFailure.NOT_TLS),
-    ("unexpected message", HandshakeFailure.NOT_TLS),
-    ("alert bad certificate", HandshakeFailure.VERIFY),
-    ("alert unknown ca", HandshakeFailure.VERIFY),
-    ("alert certificate", HandshakeFailure.VERIFY),
-    ("alert unsupported certificate", HandshakeFailure.VERIFY),
-    ("certificate verify failed", HandshakeFailure.VERIFY),
-)
-
-
-def classify_tls_error(detail: str) -> HandshakeFailure:
-    """Map OpenSSL's error text to a HandshakeFailure (a metric label)."""
-    low = detail.lower()
-    for marker, reason in _REASON_TABLE:
-        if marker in low:
-            return reason
-    return HandshakeFailure.PROTOCOL
 
 
 def _ssl_detail(exc: SSL.Error) -> str:
