@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, AsyncContextManager, Awaitable, Callable, Protocol, TypeVar
@@ -24,6 +25,8 @@ from proxy.runtime.sockets import RESOURCE_ERRNOS, AddrInfo, accept_ready
 _log = logging.getLogger("spiffe_sidecar")
 #: Back-off when accept() reports resource exhaustion (trio's serve_listeners uses the same).
 ACCEPT_BACKOFF = 0.1
+#: How often a drain looks whether the last connection has closed.
+DRAIN_POLL = 0.05
 
 T = TypeVar("T")
 
@@ -124,6 +127,20 @@ def print_record(record: ConnectionRecord) -> None:
     """The default record sink: one JSON line on stdout."""
     sys.stdout.write(record.to_json() + "\n")
     sys.stdout.flush()
+
+
+async def drained(io: Io, plane: DataPlane, grace: float) -> bool:
+    """Wait until the plane has no open connection, at most ``grace`` seconds; False if some remain.
+
+    Both drivers drain with it after they stopped accepting; what remains
+    afterwards is theirs to cancel.
+    """
+    async def no_connections_left() -> None:
+        while plane.active > 0:
+            await io.sleep(DRAIN_POLL)
+
+    finished, _ = await io.run_until(time.time() + grace, no_connections_left)
+    return finished
 
 
 async def serve_listener(io: Io, plane: DataPlane, plan: ListenerPlan, connections: TaskGroup) -> None:

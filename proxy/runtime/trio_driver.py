@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import trio
 
-from proxy.runtime.base import DataPlane, TaskGroup, serve_listener
+from proxy.runtime.base import DataPlane, TaskGroup, drained, serve_listener
 from proxy.runtime.offload import relay_thread_for
 from proxy.runtime.sockets import AddrInfo
 
@@ -104,10 +104,7 @@ async def _serve_listeners(io: TrioIo, plane: DataPlane, stop: trio.Event, grace
                 with scope:
                     await serve_listener(io, plane, plan, _TrioGroup(connections))
                 plan.sock.close()
-                with trio.move_on_after(grace) as drain:
-                    while plane.active > 0:
-                        await trio.sleep(0.05)
-                if drain.cancelled_caught:
+                if not await drained(io, plane, grace):
                     connections.cancel_scope.cancel()
 
         for plan in plane.listeners:

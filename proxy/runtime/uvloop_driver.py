@@ -19,7 +19,7 @@ import socket
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
-from proxy.runtime.base import DataPlane, ListenerPlan, TaskGroup, serve_listener
+from proxy.runtime.base import DataPlane, ListenerPlan, TaskGroup, drained, serve_listener
 from proxy.runtime.offload import relay_thread_for
 from proxy.runtime.sockets import AddrInfo
 from proxy.runtime.threads import TrioThread
@@ -126,11 +126,7 @@ async def serve_data_plane(plane: DataPlane, stop: asyncio.Event, *, grace: floa
                 await accept
             io.notify_closing(plan.sock)
             plan.sock.close()
-            try:
-                async with asyncio.timeout(grace):
-                    while plane.active > 0:
-                        await asyncio.sleep(0.05)
-            except TimeoutError:
+            if not await drained(io, plane, grace):
                 connections.cancel()
 
     accepting: list[asyncio.Task[Any]] = []
