@@ -8,35 +8,27 @@ addresses are interleaved by family (RFC 8305 section 4), each attempt gets
 refusal starts the next one at once, the first connected socket wins and
 every other attempt is closed.
 
-How it waits. The one primitive the runtimes hand to this code is
-``wait_writable(fd)``: one fd, no timeout. A race needs "any of these
-sockets, or the next attempt's start time". The kernel does that wait: a
-helper thread poll(2)s the racing sockets with that timeout, then makes an
-eventfd writable, and the loop waits for that eventfd with
-``wait_writable``, so trio and asyncio share this code unchanged. The
-eventfd starts with its counter at the maximum (not writable); the helper
-drains it. The thread only exists while a race is undecided: one address,
-an IP literal, or an attempt that settles at once (any loopback address)
-never starts one. (With the runtime's own sleep and task group this would
-be tasks instead of a thread; the caller's interface does not carry them.)
+How it waits. With the runtime's own primitives (``Io``): one task per
+racing socket waits for it to be writable in a task group, the first to wake
+cancels the others, and ``run_until`` bounds the wait by the next attempt's
+start time. A single attempt with no next one is a plain ``wait_writable``.
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import select
 import socket
-import threading
 import time
 from collections import deque
-from typing import Any, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:  # base imports sockets, which imports this module
+    from proxy.runtime.base import Io
 
 #: How long an attempt may stay unanswered before the next one starts (RFC 8305's recommended 250 ms).
 ATTEMPT_DELAY = 0.25
 
-#: An eventfd whose counter holds this refuses writes: not writable until someone reads it.
-_EVENTFD_FULL = 0xFFFFFFFFFFFFFFFE
 _DONE_EVENTS = select.POLLOUT | select.POLLERR | select.POLLHUP
 
 
@@ -57,8 +49,7 @@ def interleave_families(infos: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...
     return out
 
 
-async def race_connect(infos: Sequence[tuple[Any, ...]], wait_writable: Callable[[int], Awaitable[None]],
-                       failures: list[str]) -> socket.socket | None:
+async def race_connect(infos: Sequence[tuple[Any, ...]], io: Io, failures: list[str]) -> socket.socket | None:
     """The first socket to connect to one of ``infos``; None (reasons in ``failures``) if every one fails.
 
     Every other attempt is closed before this returns or raises (also when
@@ -87,7 +78,7 @@ async def race_connect(infos: Sequence[tuple[Any, ...]], wait_writable: Callable
             if not racing or (pending and time.monotonic() >= next_start):
                 continue  # the next attempt is due
             timeout = max(0.0, next_start - time.monotonic()) if pending else None
-            await _wait_any_writable([s.fileno() for s, _ in racing], timeout, wait_writable)
+            await _wait_any_writable([s.fileno() for s, _ in racing], timeout, io)
     finally:
         for sock, _ in racing:
             if sock is not winner:
@@ -138,68 +129,19 @@ def _failure(addr: Any, code: int) -> str:
     return f"{addr[0]}: {errno.errorcode.get(code, code)} ({code})"
 
 
-async def _wait_any_writable(fds: list[int], timeout: float | None,
-                             wait_writable: Callable[[int], Awaitable[None]]) -> None:
+async def _wait_any_writable(fds: list[int], timeout: float | None, io: Io) -> None:
     """Return once one of ``fds`` is writable (connected or failed) or ``timeout`` seconds have passed."""
     if len(fds) == 1 and timeout is None:
-        await wait_writable(fds[0])  # nothing to race: the runtime's own wait does it
+        await io.wait_writable(fds[0])  # nothing to race: the runtime's own wait does it
         return
-    waker = _PollWaker(fds, timeout)
-    try:
-        await wait_writable(waker.ready_fd)
-    finally:
-        waker.leave()
 
+    async def first_writable() -> None:
+        async with io.open_group() as group:
+            async def watch(fd: int) -> None:
+                await io.wait_writable(fd)
+                group.cancel()  # the others: one writable socket is all _settle needs to look
 
-class _PollWaker:
-    """A helper thread's poll(2) over some fds, delivered to the loop as a writable eventfd.
+            for fd in fds:
+                group.start_soon(watch, fd)
 
-    Two eventfds: ``ready_fd`` (what the loop waits on) and ``_stop_fd`` (how a
-    waiter that leaves early, say cancelled by its deadline, wakes the thread
-    at once instead of letting it poll on). Whoever of the two finishes last
-    closes both, decided under one lock, so neither side ever touches an fd
-    number the other has closed and the system may have reused.
-    """
-
-    def __init__(self, fds: list[int], timeout: float | None) -> None:
-        self.ready_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        os.eventfd_write(self.ready_fd, _EVENTFD_FULL)
-        self._lock = threading.Lock()
-        self._thread_done = False
-        self._waiter_gone = False
-        poller = select.poll()
-        for fd in fds:
-            poller.register(fd, select.POLLOUT)
-        poller.register(self._stop_fd, select.POLLIN)
-        # Rounded up: a thread that woke a hair early would only be started again.
-        timeout_ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
-        try:
-            threading.Thread(target=self._watch, args=(poller, timeout_ms), name="happy-eyeballs", daemon=True).start()
-        except BaseException:  # no thread (RuntimeError when the process has too many): nobody else will close them
-            self._close()
-            raise
-
-    def _watch(self, poller: select.poll, timeout_ms: int | None) -> None:
-        try:
-            poller.poll(timeout_ms)
-        finally:
-            with self._lock:
-                self._thread_done = True
-                if self._waiter_gone:
-                    self._close()
-                else:
-                    os.eventfd_read(self.ready_fd)  # counter back to 0: writable, the loop wakes
-
-    def leave(self) -> None:
-        """The waiter is done with this waker (woken, cancelled or failed)."""
-        with self._lock:
-            self._waiter_gone = True
-            if self._thread_done:
-                self._close()
-            else:
-                os.eventfd_write(self._stop_fd, 1)
-
-    def _close(self) -> None:
-        os.close(self.ready_fd)
-        os.close(self._stop_fd)
+    await io.run_until(None if timeout is None else time.time() + timeout, first_writable)

@@ -168,7 +168,7 @@ class _Runner:
     async def _connect(self, action: ConnectUpstream) -> None:
         async def connect() -> ev.Event:
             try:
-                self.upstream = await open_tcp_connection(action.host, action.port, self.io.wait_writable, self.io.resolve)
+                self.upstream = await open_tcp_connection(action.host, action.port, self.io)
             except (UpstreamError, OSError) as exc:
                 return ev.UpstreamFailed(time.time(), str(exc))
             return ev.UpstreamConnected(time.time())

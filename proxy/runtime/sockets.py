@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from proxy.errors import UpstreamError
 from proxy.runtime.happy_eyeballs import race_connect
 
-#: Waits until an fd is writable (a driver's readiness primitive).
-WaitFd = Callable[[int], Awaitable[None]]
+if TYPE_CHECKING:  # base imports this module
+    from proxy.runtime.base import Io
 
 #: One getaddrinfo result: (family, type, proto, canonname, sockaddr).
 AddrInfo = tuple[Any, ...]
-
-#: Resolves (host, port) off the event loop (a driver's primitive).
-Resolve = Callable[[str, int], Awaitable[list[AddrInfo]]]
 
 
 #: IP_TRANSPARENT (linux/in.h, level SOL_IP) and IPV6_TRANSPARENT (linux/in6.h, level SOL_IPV6).
@@ -111,23 +108,23 @@ def numeric_address(host: str, port: int) -> list[AddrInfo] | None:
         return None
 
 
-async def open_tcp_connection(host: str, port: int, wait_writable: WaitFd, resolve: Resolve) -> socket.socket:
+async def open_tcp_connection(host: str, port: int, io: Io) -> socket.socket:
     """Connect a non-blocking TCP socket; raises UpstreamError naming the target and every attempt.
 
-    An IP literal is used as is; a name is resolved by the driver's ``resolve``,
+    An IP literal is used as is; a name is resolved by the driver's ``io.resolve``,
     which runs getaddrinfo off the event loop: an inline lookup would stall every
     connection of the process for as long as DNS takes to answer. A name with
     several addresses races them (Happy Eyeballs, see happy_eyeballs.py), so an
     address that black-holes SYNs costs 250 ms, not the whole connect deadline.
     """
     try:
-        infos = numeric_address(host, port) or await resolve(host, port)
+        infos = numeric_address(host, port) or await io.resolve(host, port)
     except socket.gaierror as exc:
         raise UpstreamError(f"cannot resolve {host}: {exc.strerror}") from None
     if not infos:
         raise UpstreamError(f"cannot resolve {host}: no address")
     failures: list[str] = []
-    sock = await race_connect(infos, wait_writable, failures)
+    sock = await race_connect(infos, io, failures)
     if sock is None:
         raise UpstreamError(f"connect to {host}:{port}: {'; '.join(failures)}")
     _nodelay(sock)
