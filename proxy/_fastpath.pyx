@@ -25,6 +25,7 @@ cimport cython
 from libc.errno cimport errno, EAGAIN, EINTR, ECONNRESET, ENOMEM, EPIPE
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport calloc, malloc, free
+from libc.stdio cimport snprintf
 from libc.string cimport memcmp, memcpy
 from libc.time cimport time, time_t, tm
 

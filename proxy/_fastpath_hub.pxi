@@ -82,9 +82,6 @@ cdef extern from "<unistd.h>" nogil:
 cdef extern from "<stdint.h>" nogil:
     ctypedef unsigned long uintptr_t
 
-cdef extern from "<string.h>" nogil:
-    size_t strlen(const char* s)
-
 # OffloadedRelay.outcome values (module constants of the same names).
 cdef enum:
     O_RUNNING = 0
@@ -140,27 +137,6 @@ cdef inline double _monotonic() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
-
-
-cdef void _collect_error_detail(char* out, size_t size) noexcept nogil:
-    """This thread's OpenSSL error queue as "reason; reason" into out (C twin of _ssl_error_detail)."""
-    cdef unsigned long e = ERR_get_error()
-    cdef const char* r
-    cdef size_t used = 0, n
-    out[0] = 0
-    while e != 0:
-        r = ERR_reason_error_string(e)
-        if used > 0 and used + 2 < size:
-            memcpy(out + used, b"; ", 2)
-            used += 2
-        if r != NULL:
-            n = strlen(r)
-            if used + n >= size:
-                n = size - used - 1
-            memcpy(out + used, r, n)
-            used += n
-        out[used] = 0
-        e = ERR_get_error()
 
 
 @cython.final
@@ -446,6 +422,7 @@ cdef class RelayHub:
         cdef Slot* s = self.incoming
         cdef Slot* nxt
         cdef epoll_event ev
+        cdef int err
         self.incoming = NULL
         while s != NULL:
             nxt = s.next
@@ -466,8 +443,9 @@ cdef class RelayHub:
                 continue
             ev.data.u64 = (<uint64_t><uintptr_t>s) | _SIDE_PLAIN
             if epoll_ctl(self.epfd, EPOLL_CTL_ADD, s.plain_fd, &ev) != 0:
+                err = errno  # before the DEL below can overwrite it
                 epoll_ctl(self.epfd, EPOLL_CTL_DEL, s.tls_fd, NULL)
-                self._fail_os(s, errno)
+                self._fail_os(s, err)
                 s = nxt
                 continue
             s.registered = True

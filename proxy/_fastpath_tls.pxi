@@ -44,16 +44,34 @@ cdef int _APP_DATA = 0  # SSL ex_data index 0 is the "app data" slot
 classify_tls_error = openssl_terms.classify_tls_error
 
 
-cdef str _ssl_error_detail():
-    """Drain this thread's OpenSSL error queue into one line of reason strings."""
+cdef void _collect_error_detail(char* out, size_t size) noexcept nogil:
+    """Drain this thread's OpenSSL error queue into out as "reason; reason" (NUL-terminated, truncated).
+
+    GIL-free, so the relay thread reports TLS errors with the same text as
+    the event loop's calls (_ssl_error_detail).
+    """
     cdef unsigned long e = ERR_get_error()
     cdef const char* r
-    parts = []
+    cdef size_t used = 0
+    cdef int n
+    out[0] = 0
     while e != 0:
-        r = ERR_reason_error_string(e)
-        parts.append(r.decode("utf-8", "replace") if r != NULL else f"error {e:#x}")
+        if used + 1 < size:
+            r = ERR_reason_error_string(e)
+            if r != NULL:
+                n = snprintf(out + used, size - used, "%s%s", b"; " if used else b"", r)
+            else:
+                n = snprintf(out + used, size - used, "%serror %#lx", b"; " if used else b"", e)
+            if n > 0:
+                used = min(used + <size_t>n, size - 1)
         e = ERR_get_error()
-    return "; ".join(parts)
+
+
+cdef str _ssl_error_detail():
+    """Drain this thread's OpenSSL error queue into one line of reason strings."""
+    cdef char buf[1024]
+    _collect_error_detail(buf, sizeof(buf))
+    return buf.decode("utf-8", "replace")
 
 
 cdef object _tls_failure(int ssl_err, int saved_errno, str fallback):
