@@ -116,10 +116,10 @@ class WorkloadApiClient:
         Raises:
             GrpcStatusError: the stream's status, or UNAVAILABLE.
         """
-        async with contextlib.aclosing(self._call("FetchX509SVID", pb.X509SVIDRequest())) as replies:
-            async for payload in replies:
-                yield _decode(pb.X509SVIDResponse, payload)
-        raise GrpcStatusError(StatusCode.UNAVAILABLE, "the server ended the X.509-SVID stream")
+        async with contextlib.aclosing(self._stream("FetchX509SVID", pb.X509SVIDRequest(), pb.X509SVIDResponse,
+                                                    "X.509-SVID")) as replies:
+            async for response in replies:
+                yield response
 
     async def fetch_x509_context(self, timeout: float = DEFAULT_UNARY_TIMEOUT) -> X509Context:
         """The first X.509 context of a FetchX509SVID stream.
@@ -136,10 +136,10 @@ class WorkloadApiClient:
             GrpcStatusError: the stream's status, or UNAVAILABLE.
             SpiffeError: a bundle is invalid.
         """
-        async with contextlib.aclosing(self._call("FetchX509Bundles", pb.X509BundlesRequest())) as replies:
-            async for payload in replies:
-                yield messages.x509_bundle_set(_decode(pb.X509BundlesResponse, payload))
-        raise GrpcStatusError(StatusCode.UNAVAILABLE, "the server ended the X.509 bundle stream")
+        async with contextlib.aclosing(self._stream("FetchX509Bundles", pb.X509BundlesRequest(),
+                                                    pb.X509BundlesResponse, "X.509 bundle")) as replies:
+            async for response in replies:
+                yield messages.x509_bundle_set(response)
 
     async def fetch_x509_bundles(self, timeout: float = DEFAULT_UNARY_TIMEOUT) -> X509BundleSet:
         """The current X.509 bundle set (first message of FetchX509Bundles)."""
@@ -152,10 +152,10 @@ class WorkloadApiClient:
             GrpcStatusError: the stream's status, or UNAVAILABLE.
             SpiffeError: a JWKS is invalid.
         """
-        async with contextlib.aclosing(self._call("FetchJWTBundles", pb.JWTBundlesRequest())) as replies:
-            async for payload in replies:
-                yield messages.jwt_bundle_set(_decode(pb.JWTBundlesResponse, payload))
-        raise GrpcStatusError(StatusCode.UNAVAILABLE, "the server ended the JWT bundle stream")
+        async with contextlib.aclosing(self._stream("FetchJWTBundles", pb.JWTBundlesRequest(), pb.JWTBundlesResponse,
+                                                    "JWT bundle")) as replies:
+            async for response in replies:
+                yield messages.jwt_bundle_set(response)
 
     async def fetch_jwt_bundles(self, timeout: float = DEFAULT_UNARY_TIMEOUT) -> JwtBundleSet:
         """The current JWT bundle set (first message of FetchJWTBundles)."""
@@ -199,6 +199,17 @@ class WorkloadApiClient:
         if len(answers) != 1:
             raise GrpcStatusError(StatusCode.INTERNAL, f"{rpc}: expected one response message, got {len(answers)}")
         return answers[0]
+
+    async def _stream(self, rpc: str, request: object, response_type: type[_M], what: str) -> AsyncGenerator[_M, None]:
+        """A server-streaming call's decoded responses; a stream the server ends is UNAVAILABLE.
+
+        The Workload API's streams never end on their own: the agent closing
+        one is an outage to retry, not the end of the identity.
+        """
+        async with contextlib.aclosing(self._call(rpc, request)) as replies:
+            async for payload in replies:
+                yield _decode(response_type, payload)
+        raise GrpcStatusError(StatusCode.UNAVAILABLE, f"the server ended the {what} stream")
 
     async def _call(self, rpc: str, request: object, *, timeout: float | None = None) -> AsyncGenerator[bytes, None]:
         """Run one call on its own connection; yield each response message.
