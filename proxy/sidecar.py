@@ -37,7 +37,7 @@ from proxy.connection.machine import ConnectionSpec, Direction, Mode
 from proxy.connection.verify import check_expected_peer
 from proxy.identity.snapshot import IdentitySnapshot
 from proxy.identity.store import IdentityStore
-from proxy.identity.swap import ContextSwap
+from proxy.identity.swap import ContextPair, ContextSwap
 from proxy.live import LiveSettings, inbound_spec, limits_keywords
 from proxy.metrics import Metrics
 from proxy.policy.evaluate import PolicySet
@@ -45,6 +45,7 @@ from proxy.reload import Reloader
 from proxy.runtime.base import DataPlane, ListenerPlan
 from proxy.runtime.sockets import close_quietly, open_listening_socket
 from proxy.errors import CloseReason
+from proxy.tls.contract import Engine
 from proxy.tls.engine import load_engine
 
 _log = logging.getLogger("spiffe_sidecar")
@@ -59,7 +60,7 @@ class Sidecar:
         emit: where connection records go (default: per ``config.log.access``).
     """
 
-    def __init__(self, config: SidecarConfig, policies: PolicySet | None, *, engine: Any = None,
+    def __init__(self, config: SidecarConfig, policies: PolicySet | None, *, engine: Engine | None = None,
                  emit: Callable[[ConnectionRecord], None] | None = None) -> None:
         self.live = LiveSettings.build(config, policies)  # one reference: a reload swaps it whole
         self.engine = engine if engine is not None else load_engine()
@@ -162,14 +163,14 @@ class Sidecar:
             return found if found is not None else inbound_spec(listener, live.policies)
 
         return ListenerPlan(name=name, direction=Direction.INBOUND, sock=sock, spec=spec,
-                            context=lambda: self._context(server=True))
+                            context=self._context)
 
     def _outbound_plan(self, listener: OutboundListener) -> ListenerPlan:
         sock = open_listening_socket(listener.listen.host, listener.listen.port)
         name = listener.name
         return ListenerPlan(name=name, direction=Direction.OUTBOUND, sock=sock,
                             spec=lambda destination: self.live.outbound_specs[name],
-                            context=lambda: self._context(server=False))
+                            context=self._context)
 
     def _transparent_inbound_plan(self, tin: TransparentInbound) -> ListenerPlan:
         sock = open_listening_socket(tin.listen.host, tin.listen.port, transparent=tin.tproxy)
@@ -184,7 +185,7 @@ class Sidecar:
                                       CloseReason.NO_ROUTE, f"no route for original destination port {port}"))
 
         return ListenerPlan(name=TRANSPARENT_INBOUND, direction=Direction.INBOUND, sock=sock, spec=spec,
-                            context=lambda: self._context(server=True), transparent=True)
+                            context=self._context, transparent=True)
 
     def _transparent_outbound_plan(self, tout: TransparentOutbound) -> ListenerPlan:
         sock = open_listening_socket(tout.listen.host, tout.listen.port)
@@ -209,7 +210,7 @@ class Sidecar:
                 CloseReason.NO_ROUTE, f"no route for original destination {ip}:{port} (unmatched: refuse)"))
 
         return ListenerPlan(name=TRANSPARENT_OUTBOUND, direction=Direction.OUTBOUND, sock=sock, spec=spec,
-                            context=lambda: self._context(server=False), transparent=True)
+                            context=self._context, transparent=True)
 
     def _own_listen_ports(self) -> frozenset[int]:
         """Ports this sidecar listens on: an original destination among them is a loop."""
@@ -221,11 +222,8 @@ class Sidecar:
             ports.append(t.outbound.listen.port)
         return frozenset(ports)
 
-    def _context(self, *, server: bool) -> Any | None:
-        pair = self.swap.current_at(time.time())
-        if pair is None:
-            return None
-        return pair.server if server else pair.client
+    def _context(self) -> ContextPair | None:
+        return self.swap.current_at(time.time())
 
     # --- identity ----------------------------------------------------------
 

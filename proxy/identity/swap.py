@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from proxy.identity import rotation
 from proxy.identity.snapshot import IdentitySnapshot
 from proxy.identity.store import IdentityStore
+from proxy.tls.contract import ClientContext, Engine, ServerContext
 from proxy.tls.material import TlsMaterial
 
 _log = logging.getLogger(__name__)
@@ -38,8 +39,8 @@ class ContextPair:
         material: what they were built from (spiffe_id, not_after, generation).
     """
 
-    server: Any
-    client: Any
+    server: ServerContext
+    client: ClientContext
     material: TlsMaterial
 
     @property
@@ -63,7 +64,7 @@ class ContextSwap:
             whatever the store last published).
     """
 
-    def __init__(self, engine: Any, store: IdentityStore, now: float | None = None) -> None:
+    def __init__(self, engine: Engine, store: IdentityStore, now: float | None = None) -> None:
         self._engine = engine
         self._current: ContextPair | None = None
         self.last_error: str | None = None

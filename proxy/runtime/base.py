@@ -15,12 +15,16 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any, AsyncContextManager, Awaitable, Callable, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncContextManager, Awaitable, Callable, Protocol, TypeVar
 
 from proxy.connection.close import ConnectionRecord
 from proxy.connection.machine import ConnectionSpec, Direction
 from proxy.runtime.sockets import RESOURCE_ERRNOS, AddrInfo, accept_ready
+from proxy.tls.contract import Engine
+
+if TYPE_CHECKING:
+    from proxy.identity.swap import ContextPair
+    from proxy.runtime.offload import RelayThread
 
 _log = logging.getLogger("spiffe_sidecar")
 #: Back-off when accept() reports resource exhaustion (trio's serve_listeners uses the same).
@@ -82,8 +86,9 @@ class ListenerPlan:
     """One bound listener and how its connections are set up.
 
     ``spec`` and ``context`` are called once per accepted connection: the
-    current policy evaluator and the current TLS context (None when no SVID
-    is available: the connection is refused, fail closed). Established
+    current policy evaluator and the current TLS context pair (None when no
+    SVID is available: the connection is refused, fail closed; the runner
+    takes the pair's server or client side by ``direction``). Established
     connections keep what they got. ``spec`` receives the connection's
     original destination on a ``transparent`` listener (None otherwise).
     """
@@ -92,7 +97,7 @@ class ListenerPlan:
     direction: Direction
     sock: socket.socket
     spec: Callable[[tuple[str, int] | None], ConnectionSpec]
-    context: Callable[[], Any | None]
+    context: Callable[[], ContextPair | None]
     session_key: str | None = None
     transparent: bool = False
     active: int = 0
@@ -103,7 +108,7 @@ class ListenerPlan:
 class DataPlane:
     """Everything the connections of one sidecar share: engine, limits, counters, record sink."""
 
-    engine: ModuleType
+    engine: Engine
     listeners: list[ListenerPlan]
     buffer_size: int = 65536
     emit: Callable[[ConnectionRecord], None] = field(default=lambda record: print_record(record))
@@ -115,7 +120,7 @@ class DataPlane:
     #: False: relay on the event loop even when the engine has a relay thread (tests, comparisons).
     relay_on_thread: bool = True
     #: The extension's relay thread (runtime/offload.py) while the plane serves; None: relay on the loop.
-    relay_thread: Any = None
+    relay_thread: RelayThread | None = None
 
     def count_close(self, record: ConnectionRecord) -> None:
         """Counters by close reason (issue 5 turns these into metrics)."""

@@ -21,8 +21,12 @@ import contextlib
 import logging
 import os
 import threading
-from types import ModuleType
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Iterator, TypeGuard
+
+from proxy.tls.contract import Engine, HubEngine, OffloadedRelay, TlsConnection
+
+if TYPE_CHECKING:
+    from proxy.runtime.base import DataPlane, Io
 
 _log = logging.getLogger("spiffe_sidecar")
 
@@ -30,16 +34,17 @@ _log = logging.getLogger("spiffe_sidecar")
 RELAY_THREAD_ENV = "SPIFFE_SIDECAR_RELAY_THREAD"
 
 
-def relay_thread_enabled(engine: ModuleType) -> bool:
+def relay_thread_enabled(engine: Engine) -> TypeGuard[HubEngine]:
     """True when this engine has a hub and the environment does not turn it off."""
-    return hasattr(engine, "RelayHub") and os.environ.get(RELAY_THREAD_ENV, "1").strip() not in ("0", "")
+    return isinstance(engine, HubEngine) and os.environ.get(RELAY_THREAD_ENV, "1").strip() not in ("0", "")
 
 
 class RelayThread:
     """One RelayHub and the thread that runs its loop, for one data plane."""
 
-    def __init__(self, engine: ModuleType, buffer_size: int) -> None:
-        self.hub: Any = engine.RelayHub(buffer_size)
+    def __init__(self, engine: HubEngine, buffer_size: int) -> None:
+        self.engine = engine  # its RELAY_* outcome values read the handles the hub hands back
+        self.hub = engine.RelayHub(buffer_size)
         self._thread = threading.Thread(target=self.hub.run, name="relay", daemon=True)
 
     def start(self) -> None:
@@ -52,7 +57,7 @@ class RelayThread:
         if self._thread.is_alive():  # cannot happen unless the loop is wedged in a syscall
             _log.error("relay thread did not stop within 10 s")
 
-    async def deliver(self, io: Any) -> None:
+    async def deliver(self, io: Io) -> None:
         """Forever: wake the tasks whose connections the hub handed back."""
         fd = self.hub.fileno()
         while True:
@@ -60,34 +65,35 @@ class RelayThread:
             for handle in self.hub.finished():
                 handle.waiter.set()
 
-    def hand_over(self, tls: Any, tls_fd: int, plain_fd: int, *, idle_timeout: float | None,
-                  lifetime_deadline: float | None, buffer_size: int | None) -> Any:
+    def hand_over(self, tls: TlsConnection, tls_fd: int, plain_fd: int, *, idle_timeout: float | None,
+                  lifetime_deadline: float | None, buffer_size: int | None) -> OffloadedRelay:
         """Give an established connection to the hub; returns its ``OffloadedRelay`` handle."""
         return self.hub.add(tls, tls_fd, plain_fd, idle_timeout or 0.0, lifetime_deadline or 0.0, buffer_size or 0)
 
-    async def wait(self, io: Any, handle: Any) -> None:
+    async def wait(self, io: Io, handle: OffloadedRelay) -> None:
         """Until the hub hands the connection back (its outcome is then on the handle).
 
         A cancellation (a stop) takes the connection back from the hub
         before it propagates, so the caller may close the sockets at once.
         """
-        handle.waiter = io.new_event()  # before any await: deliver() runs on this same loop
+        handle.waiter = waiter = io.new_event()  # before any await: deliver() runs on this same loop
         try:
-            await handle.waiter.wait()
+            await waiter.wait()
         finally:
             self.hub.cancel(handle)  # a no-op when it ended on its own
 
 
 @contextlib.contextmanager
-def relay_thread_for(plane: Any) -> Iterator[RelayThread | None]:
+def relay_thread_for(plane: DataPlane) -> Iterator[RelayThread | None]:
     """Run a relay thread for ``plane`` while the block runs (None when the engine relays on the loop).
 
     Sets ``plane.relay_thread`` so that connections find it.
     """
-    if not (plane.relay_on_thread and relay_thread_enabled(plane.engine)):
+    engine = plane.engine
+    if not (plane.relay_on_thread and relay_thread_enabled(engine)):
         yield None
         return
-    relays = RelayThread(plane.engine, plane.buffer_size)
+    relays = RelayThread(engine, plane.buffer_size)
     relays.start()
     plane.relay_thread = relays
     try:

@@ -13,7 +13,7 @@ import logging
 import socket
 import time
 from collections import deque
-from typing import Any
+from typing import AsyncContextManager, Awaitable, Callable
 
 from proxy.connection import events as ev
 from proxy.connection.actions import Action, Close, ConnectUpstream, Log, PeekFirstBytes, StartHandshake, StartRelay
@@ -21,7 +21,9 @@ from proxy.connection.handshake import handshake_failed
 from proxy.connection.machine import Connection, ConnectionState, Direction
 from proxy.errors import CloseReason, SidecarError, TlsError, UpstreamError
 from proxy.runtime.base import DataPlane, Io, ListenerPlan, TaskGroup
+from proxy.runtime.offload import RelayThread
 from proxy.runtime.sockets import PlainRelay, close_quietly, destination_of, open_tcp_connection, peek
+from proxy.tls.contract import ByteCounts, HubEngine, OffloadedRelay, Relay, TlsConnection
 from proxy.tls.engine import DONE, WANT_READ
 
 _log = logging.getLogger("spiffe_sidecar")
@@ -56,11 +58,11 @@ class _Runner:
         self.io, self.plane, self.plan = io, plane, plan
         self.accepted_sock: socket.socket | None = sock
         self.upstream: socket.socket | None = None
-        self.tls: Any = None
-        self.relay: Any = None
+        self.tls: TlsConnection | None = None
+        self.relay: ByteCounts | None = None  # the event-loop Relay or the relay thread's handle
         self.group: TaskGroup | None = None
         self.pending: deque[Action] = deque()
-        self.locks: dict[tuple[int, bool], Any] = {}
+        self.locks: dict[tuple[int, bool], AsyncContextManager[object]] = {}
         now = time.time()
         self.context = plan.context()
         self.spec = plan.spec(destination_of(sock) if plan.transparent else None)
@@ -118,10 +120,10 @@ class _Runner:
         assert sock is not None and self.context is not None
         try:
             if self.plan.direction is Direction.INBOUND:
-                self.tls = self.context.new_connection(sock.fileno())
+                self.tls = self.context.server.new_connection(sock.fileno())
             else:
                 key = self.spec.session_key or self.plan.session_key
-                self.tls = self.context.new_connection(sock.fileno(), session_key=key)
+                self.tls = self.context.client.new_connection(sock.fileno(), session_key=key)
         except (SidecarError, OSError) as exc:
             self._feed(handshake_failed(time.time(), exc))
             return
@@ -134,13 +136,14 @@ class _Runner:
                    else ev.DeadlineExpired(time.time(), ev.DeadlineKind.HANDSHAKE))
 
     async def _handshake_steps(self) -> ev.Event:
-        fd = self.tls_sock.fileno()  # type: ignore[union-attr]
+        sock, t = self.tls_sock, self.tls
+        assert sock is not None and t is not None
+        fd = sock.fileno()
         try:
-            while (step := self.tls.handshake()) != DONE:
+            while (step := t.handshake()) != DONE:
                 await (self.io.wait_readable(fd) if step == WANT_READ else self.io.wait_writable(fd))
         except (SidecarError, OSError, EOFError) as exc:
             return handshake_failed(time.time(), exc)
-        t = self.tls
         return ev.HandshakeCompleted(time.time(), t.peer_spiffe_id, t.peer_not_after, t.version, t.cipher,
                                      bool(t.resumed))
 
@@ -186,33 +189,43 @@ class _Runner:
             return
         engine = self.plane.engine
         size = action.buffer_size or self.plane.buffer_size
+        tls_sock, plain_sock = self.tls_sock, self.plain_sock
+        assert tls_sock is not None and plain_sock is not None
+        relay: Relay
         if action.tls:
-            self.relay = engine.Relay(self.tls, self.plain_sock.fileno(), size)  # type: ignore[union-attr]
+            assert self.tls is not None
+            relay = engine.Relay(self.tls, plain_sock.fileno(), size)
         else:
-            self.relay = PlainRelay(engine, self.tls_sock, self.plain_sock, size)  # type: ignore[arg-type]
+            relay = PlainRelay(engine, tls_sock, plain_sock, size)
+        self.relay = relay
         async with self.io.open_group() as group:
             self.group = group
-            group.start_soon(self._pump, self.relay.tls_to_plain, ev.RelayDirection.TLS_TO_PLAIN)
-            group.start_soon(self._pump, self.relay.plain_to_tls, ev.RelayDirection.PLAIN_TO_TLS)
+            group.start_soon(self._pump, relay.tls_to_plain, ev.RelayDirection.TLS_TO_PLAIN)
+            group.start_soon(self._pump, relay.plain_to_tls, ev.RelayDirection.PLAIN_TO_TLS)
             if action.idle_timeout:
                 group.start_soon(self._watch_idle, action.idle_timeout)
             if action.lifetime_deadline is not None:
                 group.start_soon(self._watch_lifetime, action.lifetime_deadline, action.lifetime_kind)
         self.group = None
 
-    async def _relay_on_thread(self, relays: Any, action: StartRelay) -> None:
+    async def _relay_on_thread(self, relays: RelayThread, action: StartRelay) -> None:
         """The relay on the extension's relay thread (offload.py): one wait, then the outcome's events."""
-        tls_fd, plain_fd = self.tls_sock.fileno(), self.plain_sock.fileno()  # type: ignore[union-attr]
+        tls_sock, plain_sock = self.tls_sock, self.plain_sock
+        assert tls_sock is not None and plain_sock is not None and self.tls is not None
         # self.relay is the hub's handle: its byte counts are what _abort records if we are cancelled.
-        self.relay = relays.hand_over(self.tls, tls_fd, plain_fd, idle_timeout=action.idle_timeout,
-                                      lifetime_deadline=action.lifetime_deadline, buffer_size=action.buffer_size)
-        await relays.wait(self.io, self.relay)
-        for event in _offloaded_outcome(self.plane.engine, self.relay, action):
+        self.relay = handle = relays.hand_over(self.tls, tls_sock.fileno(), plain_sock.fileno(),
+                                               idle_timeout=action.idle_timeout,
+                                               lifetime_deadline=action.lifetime_deadline,
+                                               buffer_size=action.buffer_size)
+        await relays.wait(self.io, handle)
+        for event in _offloaded_outcome(relays.engine, handle, action):
             self._feed(event)
 
-    async def _pump(self, step: Any, direction: ev.RelayDirection) -> None:
+    async def _pump(self, step: Callable[[], int], direction: ev.RelayDirection) -> None:
         engine = self.plane.engine
-        tls_fd, plain_fd = self.tls_sock.fileno(), self.plain_sock.fileno()  # type: ignore[union-attr]
+        tls_sock, plain_sock = self.tls_sock, self.plain_sock
+        assert tls_sock is not None and plain_sock is not None
+        tls_fd, plain_fd = tls_sock.fileno(), plain_sock.fileno()
         waits = {engine.WANT_TLS_READ: (tls_fd, True), engine.WANT_TLS_WRITE: (tls_fd, False),
                  engine.WANT_PLAIN_READ: (plain_fd, True), engine.WANT_PLAIN_WRITE: (plain_fd, False)}
         try:
@@ -235,7 +248,7 @@ class _Runner:
     async def _watch_idle(self, idle_timeout: float) -> None:
         last, last_change = -1, time.monotonic()
         while True:
-            moved = self.relay.bytes_tls_to_plain + self.relay.bytes_plain_to_tls
+            moved = sum(self._byte_counts())
             now = time.monotonic()
             if moved != last:
                 last, last_change = moved, now
@@ -288,14 +301,14 @@ class _Runner:
                 self.plane.emit(action.record)
 
 
-def _forever(io: Io) -> Any:
+def _forever(io: Io) -> Callable[[], Awaitable[None]]:
     async def sleep_forever() -> None:
         while True:
             await io.sleep(3600)
     return sleep_forever
 
 
-def _offloaded_outcome(engine: Any, handle: Any, action: StartRelay) -> list[ev.Event]:
+def _offloaded_outcome(engine: HubEngine, handle: OffloadedRelay, action: StartRelay) -> list[ev.Event]:
     """The events of a relay the hub handed back, in the order the event-loop relay reports them."""
     now = time.time()
     if handle.outcome == engine.RELAY_IDLE:
@@ -312,7 +325,7 @@ def _offloaded_outcome(engine: Any, handle: Any, action: StartRelay) -> list[ev.
     return events
 
 
-def _map_relay_error(exc: BaseException) -> ev.RelayFailed:
+def _map_relay_error(exc: BaseException | None) -> ev.RelayFailed:
     """Mid-stream failures: a TLS error or a socket error both end the connection as a reset."""
     if isinstance(exc, TlsError):
         return ev.RelayFailed(time.time(), CloseReason.RESET, f"TLS {exc.reason.value}: {exc.detail}")

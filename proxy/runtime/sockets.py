@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.errors import UpstreamError
 from proxy.runtime.happy_eyeballs import race_connect
+from proxy.tls.contract import RelayStatuses
 
 if TYPE_CHECKING:  # base imports this module
     from proxy.runtime.base import Io
@@ -185,10 +186,9 @@ class PlainRelay:
     direction, and EOF on one side becomes shutdown(SHUT_WR) on the other.
     """
 
-    def __init__(self, statuses: object, peer: socket.socket, plain: socket.socket, buffer_size: int) -> None:
+    def __init__(self, statuses: RelayStatuses, peer: socket.socket, plain: socket.socket, buffer_size: int) -> None:
         s = statuses
-        self._codes = (getattr(s, "WANT_TLS_READ"), getattr(s, "WANT_TLS_WRITE"), getattr(s, "WANT_PLAIN_READ"),
-                       getattr(s, "WANT_PLAIN_WRITE"), getattr(s, "EOF"))
+        self._codes = (s.WANT_TLS_READ, s.WANT_TLS_WRITE, s.WANT_PLAIN_READ, s.WANT_PLAIN_WRITE, s.EOF)
         self._peer, self._plain = peer, plain
         self._bufs = [bytearray(buffer_size), bytearray(buffer_size)]
         self._spans = [[0, 0, False], [0, 0, False]]  # start, end, eof

@@ -12,7 +12,8 @@ runtime only waits for readiness and calls one engine method per readiness
 event, so no Python object is created per TLS record or per chunk in the
 compiled engine. The engine never closes the fd; the runtime owns sockets.
 
-The API (names are the contract; see engine_py.py for the reference code):
+The API (names are the contract, written as Protocols in contract.py so
+that mypy holds both engines to it; see engine_py.py for the reference code):
 
 ``NAME``: "fastpath" or "python".
 
@@ -106,7 +107,10 @@ Twins of the SPIFFE core, each with a parity test over the same cases:
 from __future__ import annotations
 
 import os
-from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from proxy.tls.contract import Engine, HubEngine
 
 DONE = 0
 WANT_READ = 1
@@ -118,16 +122,22 @@ def extensions_disabled() -> bool:
     return os.environ.get("SPIFFE_SIDECAR_NO_EXTENSIONS", "") not in ("", "0")
 
 
-def load_engine() -> ModuleType:
-    """Return the engine module this process uses (compiled unless disabled or absent)."""
+def load_engine() -> Engine:
+    """Return the engine module this process uses (compiled unless disabled or absent).
+
+    Both returns are type-checked against the contract (the compiled one,
+    through its .pyi, also against the relay thread's part of it).
+    """
     if not extensions_disabled():
         try:
             from proxy import _fastpath
 
-            return _fastpath
+            compiled: HubEngine = _fastpath
+            return compiled
         except ImportError:
             if os.environ.get("SPIFFE_SIDECAR_REQUIRE_EXTENSIONS"):
                 raise
     from proxy.tls import engine_py
 
-    return engine_py
+    reference: Engine = engine_py
+    return reference

@@ -63,6 +63,7 @@ import socket
 
 from OpenSSL import SSL
 
+from proxy.tls import contract
 from proxy.tls.engine import DONE, WANT_READ, WANT_WRITE
 from proxy.tls.engine_py_tls import (
     ClientContext,
@@ -109,7 +110,9 @@ class _Pipe:
 class Relay:
     """Moves bytes between a TlsConnection and a plaintext fd, one bounded buffer per direction."""
 
-    def __init__(self, conn: TlsConnection, plain_fd: int, buffer_size: int = 65536) -> None:
+    def __init__(self, conn: contract.TlsConnection, plain_fd: int, buffer_size: int = 65536) -> None:
+        if not isinstance(conn, TlsConnection):  # as the compiled Relay's typed argument refuses a stranger
+            raise TypeError(f"Relay needs this engine's TlsConnection, not {type(conn).__name__}")
         if buffer_size <= 0:
             raise ValueError("buffer_size must be positive")
         self._tls = conn

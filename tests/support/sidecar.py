@@ -34,6 +34,7 @@ import pytest
 from proxy.connection.close import ConnectionRecord
 from proxy.connection.machine import ConnectionSpec, Direction
 from proxy.connection.verify import check_expected_peer
+from proxy.identity.swap import ContextPair
 from proxy.policy.match import compile_matcher
 from proxy.runtime.base import DataPlane, ListenerPlan
 from proxy.runtime.sockets import open_listening_socket
@@ -362,7 +363,15 @@ class Plane:
                               authorize=authorize, **limits)
         side = "server" if direction is Direction.INBOUND else "client"
         self.plans[name] = ListenerPlan(name=name, direction=direction, sock=sock, spec=lambda dst: spec,
-                                        context=lambda: self.contexts.get(side), session_key=session_key)
+                                        context=lambda: self._pair(side), session_key=session_key)
+
+    def _pair(self, side: str) -> ContextPair | None:
+        """The listener's side as a ContextPair (None fails closed, as before the first SVID)."""
+        ctx = self.contexts.get(side)
+        if ctx is None:
+            return None
+        return ContextPair(server=self.contexts.get("server"), client=self.contexts.get("client"),
+                           material=ctx.material)
 
     def add_pair(self, app_port: int, *, upstream_host: str = "127.0.0.1", **limits: Any) -> None:
         """inbound "in" -> app, outbound "out" -> "in" (dialled as ``upstream_host``) expecting the backend."""
