@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 from proxy.agent.registry import Entry, Selector
 from proxy.config.durations import parse_duration
-from proxy.config.yamlfields import Section, load_yaml_file, load_yaml_text
+from proxy.yamlfields import Section, load_yaml_file, load_yaml_text
 from proxy.errors import ConfigError
 from proxy.spiffe.id import SpiffeId, TrustDomain
 

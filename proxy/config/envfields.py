@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from ruamel.yaml.comments import CommentedMap
 
-from proxy.config.yamlfields import Section
+from proxy.yamlfields import Section
 
 ENV_PREFIX = "SPIFFE_SIDECAR_"
 ENDPOINT_SOCKET_ENV = "SPIFFE_ENDPOINT_SOCKET"

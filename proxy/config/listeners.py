@@ -17,7 +17,7 @@ from proxy.config.envfields import Fields
 from proxy.config.model import HostPort, InboundListener, Limits, OutboundListener
 from proxy.config.sections import read_limits
 from proxy.config.transparent import RESERVED_LISTENER_NAMES
-from proxy.config.yamlfields import Section
+from proxy.yamlfields import Section
 from proxy.errors import ConfigError
 from proxy.policy.load import NAME_RE, read_peer_patterns
 

@@ -46,7 +46,7 @@ from proxy.config.listeners import own_limits, read_listeners
 from proxy.config.model import FIRST_SVID_TIMEOUT, Limits, Runtime, SidecarConfig
 from proxy.config.sections import read_admin, read_identity, read_limits, read_log
 from proxy.config.transparent import read_transparent
-from proxy.config.yamlfields import Section, load_yaml_file, load_yaml_text
+from proxy.yamlfields import Section, load_yaml_file, load_yaml_text
 from proxy.errors import ConfigError
 from proxy.policy.evaluate import PolicySet
 from proxy.policy.load import load_policy_file

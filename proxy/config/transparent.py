@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 from proxy.config.model import HostPort, InboundMode, Limits, Unmatched, parse_host_port
-from proxy.config.yamlfields import Section
+from proxy.yamlfields import Section
 from proxy.errors import ConfigError
 from proxy.policy.load import read_peer_patterns, reject_unknown
 from proxy.policy.match import PeerMatcher

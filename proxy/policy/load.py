@@ -17,7 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from proxy.config.yamlfields import Section, load_yaml_file, load_yaml_text
+from proxy.yamlfields import Section, load_yaml_file, load_yaml_text
 from proxy.errors import ConfigError
 from proxy.policy.evaluate import PolicySet
 from proxy.policy.match import (PatternError, PeerMatcher, TrustDomainPattern, compile_id_pattern,

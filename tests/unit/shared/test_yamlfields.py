@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.config.durations import format_duration, parse_duration
-from proxy.config.yamlfields import Section, load_yaml_file, load_yaml_text
+from proxy.yamlfields import Section, load_yaml_file, load_yaml_text
 from proxy.errors import ConfigError
 
 DOC = """\
