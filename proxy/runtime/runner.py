@@ -23,8 +23,7 @@ from proxy.errors import CloseReason, SidecarError, TlsError, UpstreamError
 from proxy.runtime.base import DataPlane, Io, ListenerPlan, TaskGroup
 from proxy.runtime.offload import RelayThread
 from proxy.runtime.sockets import PlainRelay, close_quietly, destination_of, open_tcp_connection, peek
-from proxy.tls.contract import ByteCounts, HubEngine, OffloadedRelay, Relay, TlsConnection
-from proxy.tls.engine import DONE, WANT_READ
+from proxy.tls.contract import DONE, WANT_READ, ByteCounts, HubEngine, OffloadedRelay, Relay, TlsConnection
 
 _log = logging.getLogger("spiffe_sidecar")
 

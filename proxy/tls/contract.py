@@ -22,6 +22,12 @@ from typing import Protocol, runtime_checkable
 
 from proxy.tls.material import TlsMaterial
 
+# Handshake step results. Defined here, below both engines, so that the
+# reference engine does not import the module that selects it (engine.py).
+DONE = 0
+WANT_READ = 1
+WANT_WRITE = 2
+
 
 class TlsConnection(Protocol):
     """One TLS connection over a borrowed fd: handshake steps, then the peer's verified facts."""

@@ -109,12 +109,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from proxy.tls.contract import DONE, WANT_READ, WANT_WRITE
+
 if TYPE_CHECKING:
     from proxy.tls.contract import Engine, HubEngine
 
-DONE = 0
-WANT_READ = 1
-WANT_WRITE = 2
+__all__ = ["DONE", "WANT_READ", "WANT_WRITE", "extensions_disabled", "load_engine"]
 
 
 def extensions_disabled() -> bool:

@@ -64,7 +64,7 @@ import socket
 from OpenSSL import SSL
 
 from proxy.tls import contract
-from proxy.tls.engine import DONE, WANT_READ, WANT_WRITE
+from proxy.tls.contract import DONE, WANT_READ, WANT_WRITE
 from proxy.tls.engine_py_tls import (
     ClientContext,
     ServerContext,

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
 from proxy.errors import HandshakeFailure, TlsError, VerificationError, VerifyFailure
-from proxy.tls.engine import DONE, WANT_READ, WANT_WRITE
+from proxy.tls.contract import DONE, WANT_READ, WANT_WRITE
 from proxy.tls.material import TlsMaterial
 from proxy.tls.openssl_terms import SESSION_ID_CONTEXT, TLS12_CIPHERS, classify_tls_error
 
