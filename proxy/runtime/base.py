@@ -1,6 +1,6 @@
-"""What both runtime drivers share: the I/O primitives they provide, listener plans, the accept loop.
+"""What both runtime drivers share: listener plans, the data plane, the accept loop.
 
-A driver (trio_driver.py, uvloop_driver.py) supplies an ``Io``: readiness
+A driver (trio_driver.py, uvloop_driver.py) supplies an ``Io`` (primitives.py): readiness
 waits on fds, a wall-clock deadline, a sleep, a cancellable task group and a
 lock. Everything above that (the accept loop here, the per-connection
 action executor in runner.py) is written once against ``Io``, so the two
@@ -15,11 +15,12 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncContextManager, Awaitable, Callable, Protocol, TypeVar
+from typing import TYPE_CHECKING, Callable
 
 from proxy.connection.close import ConnectionRecord
 from proxy.connection.machine import ConnectionSpec, Direction
-from proxy.runtime.sockets import RESOURCE_ERRNOS, AddrInfo, accept_ready
+from proxy.runtime.primitives import Event, Io, TaskGroup
+from proxy.runtime.sockets import RESOURCE_ERRNOS, accept_ready
 from proxy.tls.contract import Engine
 
 if TYPE_CHECKING:
@@ -32,53 +33,8 @@ ACCEPT_BACKOFF = 0.1
 #: How often a drain looks whether the last connection has closed.
 DRAIN_POLL = 0.05
 
-T = TypeVar("T")
-
-
-class TaskGroup(Protocol):
-    """A group of child tasks: a trio nursery or an asyncio TaskGroup, behind one face."""
-
-    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None: ...
-
-    def cancel(self) -> None: ...
-
-
-class Event(Protocol):
-    """What trio.Event and asyncio.Event have in common."""
-
-    def set(self) -> None: ...
-
-    async def wait(self) -> Any: ...
-
-
-class Io(Protocol):
-    """The primitives a runtime provides; every await of the data path goes through one."""
-
-    async def wait_readable(self, fd: int) -> None: ...
-
-    async def wait_writable(self, fd: int) -> None: ...
-
-    async def run_until(self, deadline: float | None, fn: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
-        """Run fn until ``deadline`` (Unix seconds); (False, None) if the deadline came first."""
-        ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-    async def resolve(self, host: str, port: int) -> list[AddrInfo]:
-        """getaddrinfo for a stream socket, off the event loop (a slow DNS server must not stall it)."""
-        ...
-
-    def open_group(self) -> AsyncContextManager[TaskGroup]: ...
-
-    def new_lock(self) -> AsyncContextManager[Any]: ...
-
-    def new_event(self) -> Event:
-        """A one-shot event (trio.Event / asyncio.Event): set() from this loop, wait() in a task."""
-        ...
-
-    def notify_closing(self, sock: socket.socket) -> None:
-        """Wake any waiter on ``sock`` before it is closed (trio needs it; asyncio removes watchers)."""
-        ...
+__all__ = ["ACCEPT_BACKOFF", "DRAIN_POLL", "DataPlane", "Event", "Io", "ListenerPlan", "TaskGroup", "drained",
+           "print_record", "serve_listener"]
 
 
 @dataclass(slots=True, kw_only=True)

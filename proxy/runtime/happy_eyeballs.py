@@ -23,8 +23,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Sequence
 
-if TYPE_CHECKING:  # base imports sockets, which imports this module
-    from proxy.runtime.base import Io
+if TYPE_CHECKING:
+    from proxy.runtime.primitives import Io
 
 #: How long an attempt may stay unanswered before the next one starts (RFC 8305's recommended 250 ms).
 ATTEMPT_DELAY = 0.25

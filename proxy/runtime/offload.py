@@ -21,12 +21,10 @@ import contextlib
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Iterator, TypeGuard
+from typing import Iterator, Protocol, TypeGuard
 
+from proxy.runtime.primitives import Io
 from proxy.tls.contract import Engine, HubEngine, OffloadedRelay, TlsConnection
-
-if TYPE_CHECKING:
-    from proxy.runtime.base import DataPlane, Io
 
 _log = logging.getLogger("spiffe_sidecar")
 
@@ -83,8 +81,17 @@ class RelayThread:
             self.hub.cancel(handle)  # a no-op when it ended on its own
 
 
+class HostsRelayThread(Protocol):
+    """What relay_thread_for needs of a data plane (base.DataPlane; named here so base stays above us)."""
+
+    engine: Engine
+    buffer_size: int
+    relay_on_thread: bool
+    relay_thread: RelayThread | None
+
+
 @contextlib.contextmanager
-def relay_thread_for(plane: DataPlane) -> Iterator[RelayThread | None]:
+def relay_thread_for(plane: HostsRelayThread) -> Iterator[RelayThread | None]:
     """Run a relay thread for ``plane`` while the block runs (None when the engine relays on the loop).
 
     Sets ``plane.relay_thread`` so that connections find it.

@@ -9,17 +9,11 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import TYPE_CHECKING, Any
 
 from proxy.errors import UpstreamError
 from proxy.runtime.happy_eyeballs import race_connect
+from proxy.runtime.primitives import AddrInfo, Io
 from proxy.tls.contract import RelayStatuses
-
-if TYPE_CHECKING:  # base imports this module
-    from proxy.runtime.base import Io
-
-#: One getaddrinfo result: (family, type, proto, canonname, sockaddr).
-AddrInfo = tuple[Any, ...]
 
 
 #: IP_TRANSPARENT (linux/in.h, level SOL_IP) and IPV6_TRANSPARENT (linux/in6.h, level SOL_IPV6).

@@ -21,7 +21,7 @@ import trio
 
 from proxy.runtime.base import DataPlane, TaskGroup, drained, serve_listener
 from proxy.runtime.offload import relay_thread_for
-from proxy.runtime.sockets import AddrInfo
+from proxy.runtime.primitives import AddrInfo
 
 T = TypeVar("T")
 _log = logging.getLogger("spiffe_sidecar")

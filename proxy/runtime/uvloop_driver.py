@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from proxy.runtime.base import DataPlane, ListenerPlan, TaskGroup, drained, serve_listener
 from proxy.runtime.offload import relay_thread_for
-from proxy.runtime.sockets import AddrInfo
+from proxy.runtime.primitives import AddrInfo
 from proxy.runtime.threads import TrioThread
 
 T = TypeVar("T")
