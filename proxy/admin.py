@@ -23,19 +23,58 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from proxy.errors import SidecarError
 
 if TYPE_CHECKING:
-    from proxy.sidecar import Sidecar
+    from proxy.config.model import SidecarConfig
+    from proxy.identity.store import IdentityStore
+    from proxy.identity.swap import ContextSwap
+    from proxy.live import LiveSettings
+    from proxy.metrics import Metrics
+    from proxy.reload import ReloadStatus
+    from proxy.runtime.base import DataPlane
 
 _log = logging.getLogger("spiffe_sidecar")
 JSON = "application/json"
 
 
-def readiness(sidecar: Sidecar, now: float) -> tuple[bool, dict[str, Any]]:
+class HasReloadStatus(Protocol):
+    """The reload watch as the admin endpoint sees it: the last outcome."""
+
+    @property
+    def status(self) -> ReloadStatus: ...
+
+
+class Observed(Protocol):
+    """What the admin endpoint reads of a running sidecar (read-only; ``Sidecar`` is one).
+
+    Naming only this keeps admin.py below the composition root instead of
+    in a circle with it, and says what /ready, /identity, /config and
+    /policy/explain may look at.
+    """
+
+    @property
+    def draining(self) -> bool: ...
+    @property
+    def plane(self) -> DataPlane | None: ...
+    @property
+    def swap(self) -> ContextSwap: ...
+    @property
+    def store(self) -> IdentityStore: ...
+    @property
+    def reloader(self) -> HasReloadStatus | None: ...
+    @property
+    def metrics(self) -> Metrics | None: ...
+    @property
+    def config(self) -> SidecarConfig: ...
+    @property
+    def live(self) -> LiveSettings: ...
+
+
+def readiness(sidecar: Observed, now: float) -> tuple[bool, dict[str, Any]]:
     """(ready, detail): ready only with a usable SVID, every listener bound and not draining."""
     reasons: list[str] = []
     if sidecar.draining:
@@ -55,7 +94,7 @@ def readiness(sidecar: Sidecar, now: float) -> tuple[bool, dict[str, Any]]:
     return not reasons, detail
 
 
-def identity_view(sidecar: Sidecar, now: float) -> dict[str, Any]:
+def identity_view(sidecar: Observed, now: float) -> dict[str, Any]:
     """Our SPIFFE ID, expiry, trust domains with authority fingerprints, and the source's state."""
     store = sidecar.store
     status = store.status(now)
@@ -75,7 +114,7 @@ def identity_view(sidecar: Sidecar, now: float) -> dict[str, Any]:
     return out
 
 
-def explain(sidecar: Sidecar, listener: str, peer: str) -> tuple[int, dict[str, Any]]:
+def explain(sidecar: Observed, listener: str, peer: str) -> tuple[int, dict[str, Any]]:
     """What the running policy decides for ``peer`` on ``listener`` (inbound), without a connection."""
     from proxy.live import evaluate
     from proxy.policy.evaluate import Decision
@@ -95,7 +134,7 @@ def explain(sidecar: Sidecar, listener: str, peer: str) -> tuple[int, dict[str, 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "spiffe-sidecar-admin"
     protocol_version = "HTTP/1.1"
-    sidecar: Sidecar  # set on the subclass made by open_admin
+    sidecar: Observed  # set on the subclass made by open_admin
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         url = urlsplit(self.path)
@@ -147,7 +186,7 @@ class _Server6(ThreadingHTTPServer):
 class AdminServer:
     """A bound admin endpoint; ``start`` serves it on a daemon thread, ``close`` stops it."""
 
-    def __init__(self, sidecar: Sidecar) -> None:
+    def __init__(self, sidecar: Observed) -> None:
         admin = sidecar.config.admin
         assert admin is not None
         handler = type("AdminHandler", (_Handler,), {"sidecar": sidecar})

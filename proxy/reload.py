@@ -27,12 +27,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from proxy.errors import ConfigError
 
 if TYPE_CHECKING:
-    from proxy.sidecar import Sidecar
+    from proxy.config.model import SidecarConfig
+    from proxy.identity.store import IdentityStore
+    from proxy.metrics import Metrics
+    from proxy.policy.evaluate import PolicySet
 
 _log = logging.getLogger("spiffe_sidecar")
 #: Poll period of the file watch: a saved policy is in force well within a second.
@@ -60,6 +63,23 @@ class ReloadStatus:
         return {"stale": self.stale, "error": self.error, "loaded_at": self.loaded_at, "reloads": self.reloads}
 
 
+class Reloadable(Protocol):
+    """What a Reloader reads and swaps: the running config, and one call that publishes a reload.
+
+    ``proxy.sidecar.Sidecar`` is one; naming only this keeps reload.py below
+    the composition root instead of in a circle with it.
+    """
+
+    @property
+    def config(self) -> SidecarConfig: ...
+    @property
+    def metrics(self) -> Metrics | None: ...
+    @property
+    def store(self) -> IdentityStore: ...
+
+    def apply_reload(self, policies: PolicySet | None, config: SidecarConfig | None = None) -> None: ...
+
+
 class Reloader:
     """Watches sidecar.yaml and the policy file; validates then swaps (see the module docstring).
 
@@ -68,7 +88,7 @@ class Reloader:
         interval: the file watch's poll period in seconds.
     """
 
-    def __init__(self, sidecar: Sidecar, *, interval: float = WATCH_INTERVAL) -> None:
+    def __init__(self, sidecar: Reloadable, *, interval: float = WATCH_INTERVAL) -> None:
         self.sidecar = sidecar
         self.interval = interval
         self.status = ReloadStatus(loaded_at=time.time())
