@@ -44,6 +44,7 @@ from proxy.connection.close import ConnectionRecord, close_reason_for_deadline
 from proxy.connection.connect import connect_upstream
 from proxy.connection.handshake import is_verify_failure
 from proxy.connection.relay import relay_deadlines
+from proxy.connection.sniff import peek_is_tls_client_hello
 from proxy.connection.transitions import (
     INBOUND_TRANSITIONS,
     OUTBOUND_TRANSITIONS,
@@ -58,7 +59,6 @@ from proxy.connection.transitions import (
     table_for,
 )
 from proxy.errors import CloseReason
-from proxy.interception.sniff import peek_is_tls_client_hello
 
 __all__ = ["Connection", "ConnectionSpec", "ConnectionState", "Direction", "InvalidTransition", "Mode",
            "INBOUND_TRANSITIONS", "OUTBOUND_TRANSITIONS", "PASSTHROUGH_TRANSITIONS", "PERMISSIVE_INBOUND_TRANSITIONS",

@@ -12,8 +12,7 @@ destination (tproxy_destination).
 These helpers are synchronous and take a plain socket (or anything with
 getsockopt() and family), so either runtime driver can call them right after
 accept(); they do no I/O beyond one getsockopt. The ClientHello sniffer is
-re-exported from sniff.py, which imports no socket so the sans-IO core may
-use it.
+re-exported from proxy/connection/sniff.py, where the sans-IO core owns it.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import struct
 from typing import Protocol
 
 from proxy.errors import InterceptionError
-from proxy.interception.sniff import peek_is_tls_client_hello
+from proxy.connection.sniff import peek_is_tls_client_hello
 
 __all__ = ["original_destination", "parse_sockaddr_in", "parse_sockaddr_in6", "peek_is_tls_client_hello",
            "tproxy_destination"]

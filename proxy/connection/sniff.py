@@ -1,9 +1,9 @@
 """Is this the start of a TLS ClientHello? Pure bytes in, bool out.
 
-Kept apart from original_dst.py (which needs the socket module) so the
-sans-IO connection core can import it: permissive inbound mode decides
-between the mTLS path and the plaintext path from the first bytes the runtime
-peeked (MSG_PEEK) and handed in.
+Part of the sans-IO connection core (it was under interception/, which the
+core may not import): permissive inbound mode decides between the mTLS path
+and the plaintext path from the first bytes the runtime peeked (MSG_PEEK)
+and handed in.
 """
 
 from __future__ import annotations
