@@ -30,7 +30,6 @@ so the twins would disagree on real SPIRE chains.
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from cryptography import x509
@@ -76,20 +75,17 @@ def verify_x509_svid(chain_der: Sequence[bytes], bundles: X509BundleSet, now: fl
 
 
 def verify_x509_svid_chain(chain_der: Sequence[bytes], bundles: Mapping[str, Sequence[bytes]],
-                           now: float | None = None) -> str:
+                           now: float) -> str:
     """The engine-twin form: bundles keyed by trust domain name, ID returned as a string.
 
     Same checks and reasons as ``proxy._fastpath.verify_x509_svid_chain``.
-    ``now=None`` means the current time, as OpenSSL does inside the
-    compiled twin.
+    ``now`` is required: the core reads no clock. The engines' twins
+    default it to the wall clock (tls/engine_py_tls.py, as OpenSSL does in
+    the compiled one): they are the measured exception to the sans-IO rule.
 
     Raises:
         VerificationError: the first check that failed.
     """
-    if now is None:
-        # The one clock read of the core (allowed by the boundaries test):
-        # only the engine-twin API defaults to the wall clock.
-        now = time.time()
     return str(_verify(chain_der, lambda td: bundles.get(td.name), now))
 
 

@@ -8,6 +8,7 @@ engine_py.py adds the relay (the part that touches plain sockets).
 from __future__ import annotations
 
 import errno
+import time
 from typing import Mapping, Sequence
 
 from cryptography import x509
@@ -228,17 +229,19 @@ class TlsConnection:
 
     def _verify_peer(self, conn: SSL.Connection) -> None:
         chain = self._peer_chain_der(conn)
+        # The engine reads the wall clock here, once per handshake, as OpenSSL
+        # does in the compiled engine (the fd-based engines are the measured
+        # exception to the sans-IO rule); the SPIFFE core only gets `now`.
+        now = time.time()
+        not_after = x509.load_der_x509_certificate(chain[0]).not_valid_after_utc.timestamp()
         if self.resumed:
             peer_id = self._verify_resumed(chain[0])
-            # The wall clock is read below us (pyOpenSSL), as OpenSSL reads it
-            # in the compiled engine; the SPIFFE core only ever gets `now`.
-            leaf = conn.get_peer_certificate()
-            if leaf is None or leaf.has_expired():
+            if now > not_after:
                 raise VerificationError(VerifyFailure.EXPIRED, f"{peer_id}: certificate expired")
         else:
-            peer_id = verify_x509_svid_chain(chain, self._context.bundles)  # now=None: the current time
+            peer_id = verify_x509_svid_chain(chain, self._context.bundles, now)
         self.peer_spiffe_id = peer_id
-        self.peer_not_after = x509.load_der_x509_certificate(chain[0]).not_valid_after_utc.timestamp()
+        self.peer_not_after = not_after
 
     def _verify_resumed(self, leaf_der: bytes) -> str:
         """Leaf rules and trust domain of a resumed session's peer (the chain was checked when it was made)."""
@@ -299,7 +302,10 @@ def spiffe_id_from_der(der: bytes) -> str:
 
 def verify_x509_svid_chain(chain_der: Sequence[bytes], bundles: Mapping[str, Sequence[bytes]],
                            now: float | None = None) -> str:
-    """SPIFFE peer verification (the contract's check order); returns the peer's SPIFFE ID."""
+    """SPIFFE peer verification (the contract's check order); returns the peer's SPIFFE ID.
+
+    ``now=None`` is the current time, as in the compiled twin.
+    """
     from proxy.spiffe.verify import verify_x509_svid_chain as core
 
-    return str(core(chain_der, bundles, now))
+    return str(core(chain_der, bundles, time.time() if now is None else now))
