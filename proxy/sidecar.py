@@ -15,7 +15,6 @@ it at most ``config.first_svid_timeout`` seconds.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 import time
 from typing import Any, Callable
@@ -27,14 +26,11 @@ from proxy.config.model import (
     OutboundListener,
     Runtime,
     SidecarConfig,
-    Unmatched,
 )
 from proxy.config.transparent import TRANSPARENT_INBOUND, TRANSPARENT_OUTBOUND, TransparentInbound, TransparentOutbound
 from proxy.connection.close import ConnectionRecord
-from proxy.connection.connect import is_loopback
-from proxy.connection.events import DecisionLike
-from proxy.connection.machine import ConnectionSpec, Direction, Mode
-from proxy.connection.verify import check_expected_peer
+from proxy.connection.machine import ConnectionSpec, Direction
+from proxy.connection.transparent import transparent_inbound_spec, transparent_outbound_spec
 from proxy.identity.snapshot import IdentitySnapshot
 from proxy.identity.store import IdentityStore
 from proxy.identity.swap import ContextPair, ContextSwap
@@ -44,7 +40,6 @@ from proxy.policy.evaluate import PolicySet
 from proxy.reload import Reloader
 from proxy.runtime.base import DataPlane, ListenerPlan
 from proxy.runtime.sockets import close_quietly, open_listening_socket
-from proxy.errors import CloseReason
 from proxy.tls.contract import Engine
 from proxy.tls.engine import load_engine
 
@@ -176,39 +171,16 @@ class Sidecar:
         sock = open_listening_socket(tin.listen.host, tin.listen.port, transparent=tin.tproxy)
 
         def spec(destination: tuple[str, int] | None) -> ConnectionSpec:
-            port = destination[1] if destination else 0
-            found = self.live.transparent_inbound_specs.get(port)  # routed ports: built with the reload
-            if found is not None:
-                return found
-            return ConnectionSpec(listener=TRANSPARENT_INBOUND, direction=Direction.INBOUND, upstream_host="",
-                                  upstream_port=0, authorize=_deny_all, original_port=port, refusal=(
-                                      CloseReason.NO_ROUTE, f"no route for original destination port {port}"))
+            # routed ports: built with the reload, read once per accept
+            return transparent_inbound_spec(self.live.transparent_inbound_specs, destination)
 
         return ListenerPlan(name=TRANSPARENT_INBOUND, direction=Direction.INBOUND, sock=sock, spec=spec,
                             context=self._context, transparent=True)
 
     def _transparent_outbound_plan(self, tout: TransparentOutbound) -> ListenerPlan:
         sock = open_listening_socket(tout.listen.host, tout.listen.port)
-        own = self._own_listen_ports()
-        local = self.local_addresses
-        limits = limits_keywords(tout.limits)
-
-        def spec(destination: tuple[str, int] | None) -> ConnectionSpec:
-            ip, port = destination or ("", 0)
-            common: dict[str, Any] = dict(listener=TRANSPARENT_OUTBOUND, direction=Direction.OUTBOUND,
-                                          original_port=port, upstream_host=ip, upstream_port=port, **limits)
-            if port in own and _is_local(ip, local):
-                return ConnectionSpec(**common, authorize=_deny_all, refusal=(
-                    CloseReason.LOOP, f"original destination {ip}:{port} is this sidecar's own listener (loop)"))
-            route = tout.route_for(ip, port)
-            if route is not None:
-                return ConnectionSpec(**common, session_key=f"{ip}:{port}", authorize=functools.partial(
-                    check_expected_peer, matcher=route.expect, listener=TRANSPARENT_OUTBOUND))
-            if tout.unmatched is Unmatched.PASSTHROUGH:
-                return ConnectionSpec(**common, mode=Mode.PLAINTEXT, authorize=_deny_all)
-            return ConnectionSpec(**common, authorize=_deny_all, refusal=(
-                CloseReason.NO_ROUTE, f"no route for original destination {ip}:{port} (unmatched: refuse)"))
-
+        spec = functools.partial(transparent_outbound_spec, tout, own_ports=self._own_listen_ports(),
+                                 local_addresses=self.local_addresses, limits=limits_keywords(tout.limits))
         return ListenerPlan(name=TRANSPARENT_OUTBOUND, direction=Direction.OUTBOUND, sock=sock, spec=spec,
                             context=self._context, transparent=True)
 
@@ -291,16 +263,6 @@ class Sidecar:
 
 
 
-def _is_local(ip: str, local: frozenset[str]) -> bool:
-    """True when ``ip`` is one of this host's addresses (``local``) as far as a loop is concerned."""
-    if is_loopback(ip) or ip in local:
-        return True
-    try:
-        return ipaddress.ip_address(ip).is_unspecified
-    except ValueError:
-        return False
-
-
 def local_addresses() -> frozenset[str]:
     """This host's addresses by its host name (a resolver call that may block: call it at start only)."""
     import socket
@@ -317,15 +279,6 @@ def _tee(first: Callable[[ConnectionRecord], None],
         first(record)
         second(record)
     return both
-
-
-def _deny_all(peer_id: str) -> DecisionLike:
-    from proxy.connection.verify import ExpectDecision
-    from proxy.errors import DenyReason
-
-    return ExpectDecision(False, None, DenyReason.NO_MATCHING_RULE, "this connection has no authorization route")
-
-
 
 
 def access_log_sink(target: str, fmt: LogFormat = LogFormat.AUTO) -> Callable[[ConnectionRecord], None]:
