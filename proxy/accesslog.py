@@ -23,13 +23,13 @@ def format_text(record: ConnectionRecord) -> str:
     """One human-readable line: when, where, who, what was decided, how it ended, how much moved."""
     when = time.strftime("%H:%M:%S", time.localtime(record.start))
     peer = record.peer_id or ("plaintext" if record.plaintext else "-")
-    decision = record.decision or "-"
+    decision = record.decision.value if record.decision is not None else "-"
     if record.rule:
         decision += f" ({record.rule})"
     where = record.listener if record.original_port is None else f"{record.listener}:{record.original_port}"
-    parts = [when, where, record.direction, peer, decision, record.close_reason.value]
-    if record.reason:
-        parts.append(f"reason={record.reason}")
+    parts = [when, where, record.direction.value, peer, decision, record.close_reason.value]
+    if record.reason is not None:
+        parts.append(f"reason={record.reason.value}")
     parts.append(f"in={record.bytes_in}B out={record.bytes_out}B {record.duration * 1000:.1f}ms")
     if record.tls_version:
         parts.append(f"{record.tls_version} {record.cipher or ''}".rstrip())

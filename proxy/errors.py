@@ -186,6 +186,17 @@ class DenyReason(enum.Enum):
     NOT_READY = "not_ready"
 
 
+class Verdict(enum.Enum):
+    """What the policy (inbound) or the expected peer (outbound) decided for a connection (metric label)."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+#: The machine-readable why of a refusal on a connection record (each value is a metric label).
+RefusalReason = DenyReason | HandshakeFailure | VerifyFailure
+
+
 class CloseReason(enum.Enum):
     """Why a connection ended (metric label)."""
 

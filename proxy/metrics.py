@@ -29,23 +29,20 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from proxy.connection.close import ConnectionRecord
-from proxy.errors import CloseReason, DenyReason, HandshakeFailure, VerifyFailure
+from proxy.errors import CloseReason, RefusalReason
 
 if TYPE_CHECKING:
     from proxy.identity.store import IdentityStore, SourceState
     from proxy.runtime.base import DataPlane
 
 PREFIX = "spiffe_sidecar"
-#: Every reason a record may carry; anything else is reported as "other" (bounded label set).
-_REASONS = frozenset(e.value for enum_ in (DenyReason, HandshakeFailure, VerifyFailure) for e in enum_)
 _HANDSHAKE_REFUSALS = frozenset({CloseReason.HANDSHAKE_FAILED, CloseReason.VERIFY_FAILED})
 HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-def _reason_label(reason: str | None) -> str:
-    if reason is None:
-        return ""
-    return reason if reason in _REASONS else "other"
+def _reason_label(reason: RefusalReason | None) -> str:
+    # A record's reason is one of three enums, so the label set is bounded by construction.
+    return "" if reason is None else reason.value
 
 
 class Metrics:
@@ -99,9 +96,10 @@ class Metrics:
         elif record.close_reason in _HANDSHAKE_REFUSALS:
             self.handshakes.labels(listener, "failure", _reason_label(record.reason)).inc()
         if record.decision is not None:
-            self.decisions.labels(listener, record.rule or "", record.decision, _reason_label(record.reason)).inc()
+            verdict = record.decision.value
+            self.decisions.labels(listener, record.rule or "", verdict, _reason_label(record.reason)).inc()
             if self.by_peer is not None and record.peer_id is not None:
-                self.by_peer.labels(listener, record.peer_id, record.decision).inc()
+                self.by_peer.labels(listener, record.peer_id, verdict).inc()
         for rule in record.audit_denies:
             self.audit.labels(listener, rule).inc()
         if record.bytes_in:

@@ -11,7 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.errors import CloseReason
+from proxy.connection.transitions import Direction
+from proxy.errors import CloseReason, RefusalReason, Verdict
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -19,7 +20,8 @@ class ConnectionRecord:
     """The connection's outcome, written once when it reaches CLOSED.
 
     ``reason`` is the machine-readable why of a refusal (a DenyReason,
-    HandshakeFailure or VerifyFailure value); ``detail`` the human one.
+    HandshakeFailure or VerifyFailure); ``detail`` the human one. Enums, not
+    strings, so a reason nobody declared cannot reach a log or a metric label.
     ``bytes_in`` counts bytes from the TLS side to the plaintext side,
     ``bytes_out`` the other way. ``audit_denies`` names audit-mode deny
     rules that matched (would have denied; not enforced). ``plaintext``
@@ -30,11 +32,11 @@ class ConnectionRecord:
     """
 
     listener: str
-    direction: str
+    direction: Direction
     peer_id: str | None
-    decision: str | None
+    decision: Verdict | None
     rule: str | None
-    reason: str | None
+    reason: RefusalReason | None
     detail: str
     bytes_in: int
     bytes_out: int
@@ -55,8 +57,9 @@ class ConnectionRecord:
         than by ``dataclasses.asdict``, which deep-copies through reflection.
         """
         data: dict[str, Any] = {
-            "event": "connection", "listener": self.listener, "direction": self.direction, "peer_id": self.peer_id,
-            "decision": self.decision, "rule": self.rule, "reason": self.reason, "detail": self.detail,
+            "event": "connection", "listener": self.listener, "direction": self.direction.value,
+            "peer_id": self.peer_id, "decision": self.decision.value if self.decision is not None else None,
+            "rule": self.rule, "reason": self.reason.value if self.reason is not None else None, "detail": self.detail,
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "duration": round(self.duration, 6),
             "close_reason": self.close_reason.value, "tls_version": self.tls_version, "cipher": self.cipher,
             "resumed": self.resumed, "start": self.start, "audit_denies": list(self.audit_denies),

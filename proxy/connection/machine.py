@@ -58,7 +58,7 @@ from proxy.connection.transitions import (
     next_state,
     table_for,
 )
-from proxy.errors import CloseReason
+from proxy.errors import CloseReason, HandshakeFailure, RefusalReason, Verdict
 
 __all__ = ["Connection", "ConnectionSpec", "ConnectionState", "Direction", "InvalidTransition", "Mode",
            "INBOUND_TRANSITIONS", "OUTBOUND_TRANSITIONS", "PASSTHROUGH_TRANSITIONS", "PERMISSIVE_INBOUND_TRANSITIONS",
@@ -105,9 +105,9 @@ class _Facts:
     """What the record will say, filled in as the connection goes."""
 
     peer_id: str | None = None
-    decision: str | None = None
+    decision: Verdict | None = None
     rule: str | None = None
-    reason: str | None = None
+    reason: RefusalReason | None = None
     detail: str = ""
     close_reason: CloseReason = CloseReason.INTERNAL
     tls_version: str | None = None
@@ -202,7 +202,7 @@ class Connection:
 
     def _on_handshake_failed(self, event: ev.Event) -> Handled:
         assert isinstance(event, ev.HandshakeFailed)
-        self.facts.reason = event.reason.value
+        self.facts.reason = event.reason
         reason = CloseReason.VERIFY_FAILED if is_verify_failure(event) else CloseReason.HANDSHAKE_FAILED
         return [self._close(reason, event.detail)], None
 
@@ -212,14 +212,14 @@ class Connection:
 
     def _on_authorized(self, event: ev.Event) -> Handled:
         assert isinstance(event, ev.Authorized)
-        self._note_decision(event.decision, "allow")
+        self._note_decision(event.decision, Verdict.ALLOW)
         if self.inbound:
             return [self._connect_upstream(event.now)], None
         return [self._start_relay()], None
 
     def _on_denied(self, event: ev.Event) -> Handled:
         assert isinstance(event, ev.Denied)
-        self._note_decision(event.decision, "deny")
+        self._note_decision(event.decision, Verdict.DENY)
         detail = getattr(event.decision, "explanation", "") or f"denied by {event.decision.rule}"
         return [self._close(CloseReason.DENIED, str(detail))], None
 
@@ -236,7 +236,7 @@ class Connection:
     def _on_deadline_expired(self, event: ev.Event) -> Handled:
         assert isinstance(event, ev.DeadlineExpired)
         if event.kind is ev.DeadlineKind.HANDSHAKE:
-            self.facts.reason = "timeout"
+            self.facts.reason = HandshakeFailure.TIMEOUT
         return [self._close(close_reason_for_deadline(event.kind.value), f"{event.kind.value} deadline")], None
 
     def _on_direction_finished(self, event: ev.Event) -> Handled:
@@ -278,11 +278,11 @@ class Connection:
             self.facts.detail = detail
         return Close(reason=reason, detail=detail)
 
-    def _note_decision(self, decision: ev.DecisionLike, verdict: str) -> None:
+    def _note_decision(self, decision: ev.DecisionLike, verdict: Verdict) -> None:
         self.facts.decision = verdict
         self.facts.rule = decision.rule
         if decision.reason is not None:
-            self.facts.reason = decision.reason.value
+            self.facts.reason = decision.reason
         audit = getattr(decision, "audit_denies", ())
         self.facts.audit_denies = tuple(str(name) for name in audit)
 
@@ -290,7 +290,7 @@ class Connection:
         """The connection record as of ``closed`` (also used by tests)."""
         f = self.facts
         return ConnectionRecord(
-            listener=self.spec.listener, direction=self.spec.direction.value, peer_id=f.peer_id,
+            listener=self.spec.listener, direction=self.spec.direction, peer_id=f.peer_id,
             decision=f.decision, rule=f.rule, reason=f.reason, detail=f.detail,
             bytes_in=closed.bytes_tls_to_plain, plaintext=f.plaintext, bytes_out=closed.bytes_plain_to_tls,
             duration=max(0.0, closed.now - self.start_time), close_reason=f.close_reason,

@@ -8,7 +8,7 @@ import socket
 import time
 
 from proxy.connection.machine import Direction
-from proxy.errors import CloseReason
+from proxy.errors import CloseReason, HandshakeFailure, Verdict, VerifyFailure
 from support import pki
 from support.net import EchoServer, recv_all
 
@@ -47,7 +47,7 @@ def test_handshake_deadline_closes_a_silent_client(plane: Plane) -> None:
         assert recv_all(sock) == b""
         assert time.monotonic() - start < 3
     record = plane.wait_record(lambda r: r.listener == "in")
-    assert (record.close_reason, record.reason) == (CloseReason.HANDSHAKE_FAILED, "timeout")
+    assert (record.close_reason, record.reason) == (CloseReason.HANDSHAKE_FAILED, HandshakeFailure.TIMEOUT)
 
 
 def test_idle_timeout_closes_a_quiet_relay(plane: Plane) -> None:
@@ -129,7 +129,7 @@ def test_upstream_refusing_connections_is_recorded(plane: Plane) -> None:
     plane.start()
     assert roundtrip(plane.port("out")) == b""
     record = plane.wait_record(lambda r: r.listener == "in")
-    assert record.close_reason is CloseReason.UPSTREAM_CONNECT_FAILED and record.decision == "allow"
+    assert record.close_reason is CloseReason.UPSTREAM_CONNECT_FAILED and record.decision is Verdict.ALLOW
 
 
 def test_rotation_new_connections_use_new_contexts_established_keep_theirs(plane: Plane, ca: pki.Ca) -> None:
@@ -165,7 +165,7 @@ def test_an_authority_removed_by_rotation_stops_verifying_new_peers_only(plane: 
         dataclasses.replace(ours, bundles={"example.org": (successor.der,)}))
     assert roundtrip(plane.port("out")) == b""  # our frontend's SVID chains to the removed authority
     refused = plane.wait_record(lambda r: r.listener == "in" and r.close_reason is not CloseReason.COMPLETED)
-    assert refused.close_reason is CloseReason.VERIFY_FAILED and refused.reason == "untrusted_chain"
+    assert refused.close_reason is CloseReason.VERIFY_FAILED and refused.reason is VerifyFailure.UNTRUSTED_CHAIN
     old.sendall(b"2")  # the established connection keeps its context
     assert old.recv(1) == b"2"
     old.close()

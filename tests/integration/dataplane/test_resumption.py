@@ -6,7 +6,7 @@ import socket
 
 from proxy.connection.machine import Direction
 from proxy.connection.verify import check_expected_peer
-from proxy.errors import CloseReason
+from proxy.errors import CloseReason, DenyReason
 from proxy.policy.match import compile_matcher
 from support.net import EchoServer, recv_all
 from support.sidecar import BACKEND, Plane
@@ -45,5 +45,5 @@ def test_a_resumed_session_is_still_checked_against_expect(plane: Plane) -> None
     wrong = plane.wait_record(lambda r: r.listener == "wrong")
     right = sorted((r for r in plane.records if r.listener == "right"), key=lambda r: r.start)
     assert [r.resumed for r in right] == [False, True]
-    assert wrong.resumed and wrong.close_reason is CloseReason.DENIED and wrong.reason == "unexpected_peer"
+    assert wrong.resumed and wrong.close_reason is CloseReason.DENIED and wrong.reason is DenyReason.UNEXPECTED_PEER
     echo.close()

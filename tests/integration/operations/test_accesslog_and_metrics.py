@@ -11,20 +11,20 @@ import os
 import pty
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.accesslog import format_text
 from proxy.connection.close import ConnectionRecord
-from proxy.errors import CloseReason
+from proxy.connection.machine import Direction
+from proxy.errors import CloseReason, DenyReason, Verdict
 from proxy.identity.store import IdentityStore
 from proxy.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[3]
-RECORD = ConnectionRecord(listener="api", direction="inbound", peer_id="spiffe://example.org/frontend",
-                          decision="allow", rule="frontend-only", reason=None, detail="", bytes_in=120,
+RECORD = ConnectionRecord(listener="api", direction=Direction.INBOUND, peer_id="spiffe://example.org/frontend",
+                          decision=Verdict.ALLOW, rule="frontend-only", reason=None, detail="", bytes_in=120,
                           bytes_out=340, duration=0.0123, close_reason=CloseReason.COMPLETED,
                           tls_version="TLSv1.3", cipher="TLS_AES_128_GCM_SHA256", resumed=False, start=0.0)
 
@@ -33,8 +33,10 @@ _WRITE_ONE = """
 from proxy.accesslog import open_sink
 from proxy.config.model import LogFormat
 from proxy.connection.close import ConnectionRecord
-from proxy.errors import CloseReason
-record = ConnectionRecord(**{**RECORD, "close_reason": CloseReason(RECORD["close_reason"])})
+from proxy.connection.machine import Direction
+from proxy.errors import CloseReason, Verdict
+record = ConnectionRecord(**{**RECORD, "close_reason": CloseReason(RECORD["close_reason"]),
+                             "direction": Direction(RECORD["direction"]), "decision": Verdict(RECORD["decision"])})
 open_sink("stdout", LogFormat(FORMAT))(record)
 """
 
@@ -42,7 +44,8 @@ open_sink("stdout", LogFormat(FORMAT))(record)
 def _write_one_from_a_process(fmt: str, *, tty: bool) -> str:
     """Run a process whose stdout is a real pty or a real pipe; return what it wrote for RECORD."""
     read_fd, write_fd = pty.openpty() if tty else os.pipe()
-    data = {**asdict(RECORD), "close_reason": RECORD.close_reason.value}
+    data = json.loads(RECORD.to_json())
+    del data["event"]
     code = f"RECORD = {data!r}\nFORMAT = {fmt!r}\n" + _WRITE_ONE
     try:
         subprocess.run([sys.executable, "-c", code], stdout=write_fd, check=True, timeout=30,
@@ -75,15 +78,16 @@ def test_access_log_format_text_is_honoured_on_a_pipe() -> None:
 
 def test_metric_labels_come_only_from_reason_enums_and_config_names() -> None:
     metrics = Metrics(IdentityStore())
-    weird = ConnectionRecord(listener="api", direction="inbound", peer_id="spiffe://example.org/x", decision="deny",
-                             rule=None, reason="something a peer said", detail="", bytes_in=0, bytes_out=0,
+    weird = ConnectionRecord(listener="api", direction=Direction.INBOUND, peer_id="spiffe://example.org/x",
+                             decision=Verdict.DENY, rule=None, reason=DenyReason.NO_MATCHING_RULE,
+                             detail="something a peer said", bytes_in=0, bytes_out=0,
                              duration=0.1, close_reason=CloseReason.DENIED, tls_version="TLSv1.3", cipher=None,
                              resumed=False, start=0.0, audit_denies=("audit-x",))
     metrics.observe(weird)
     metrics.observe(RECORD)
     samples = [s for f in text_string_to_metric_families(metrics.render().decode()) for s in f.samples]
     labels = {v for s in samples for v in s.labels.values()}
-    assert "other" in labels and "something a peer said" not in labels
+    assert "no_matching_rule" in labels and "something a peer said" not in labels
     assert not any(v.startswith("spiffe://") for v in labels)
     decisions = {(s.labels["decision"], s.labels["rule"]): s.value for s in samples
                  if s.name == "spiffe_sidecar_authz_decisions_total"}

@@ -22,7 +22,7 @@ from proxy.connection.machine import (
     OUTBOUND_TRANSITIONS,
 )
 from proxy.connection.verify import check_expected_peer
-from proxy.errors import CloseReason, DenyReason, HandshakeFailure, TlsError, VerificationError, VerifyFailure
+from proxy.errors import CloseReason, DenyReason, HandshakeFailure, TlsError, Verdict, VerificationError, VerifyFailure
 
 FRONTEND = "spiffe://example.org/frontend"
 BATCH = "spiffe://example.org/batch"
@@ -75,7 +75,7 @@ def test_inbound_happy_path_walks_every_state_and_records_the_decision() -> None
     assert conn.handle(ev.DirectionFinished(1003.0, ev.RelayDirection.TLS_TO_PLAIN)) == [
         Close(CloseReason.COMPLETED)]
     record = close_with_log(conn, 1004.0, 10, 20)
-    assert record.peer_id == FRONTEND and record.decision == "allow" and record.rule == "frontend-reads"
+    assert record.peer_id == FRONTEND and record.decision is Verdict.ALLOW and record.rule == "frontend-reads"
     assert (record.bytes_in, record.bytes_out, record.duration) == (10, 20, 4.0)
     assert record.close_reason is CloseReason.COMPLETED and record.tls_version == "TLSv1.3"
 
@@ -86,7 +86,7 @@ def test_inbound_denies_before_connecting_to_the_app() -> None:
     (close,) = conn.handle(completed(1.0, BATCH))
     assert isinstance(close, Close) and close.reason is CloseReason.DENIED
     record = close_with_log(conn, 2.0)
-    assert (record.decision, record.reason, record.peer_id) == ("deny", "no_matching_rule", BATCH)
+    assert (record.decision, record.reason, record.peer_id) == (Verdict.DENY, DenyReason.NO_MATCHING_RULE, BATCH)
 
 
 def test_not_ready_fails_closed_at_once() -> None:
@@ -112,7 +112,7 @@ def test_handshake_failures_close_with_a_reason(exc: BaseException, close_reason
     conn.start(0.0, ready=True, active=0)
     (close,) = conn.handle(handshake_failed(1.0, exc))
     assert isinstance(close, Close) and close.reason is close_reason
-    assert close_with_log(conn, 1.0).reason == reason  # type: ignore[attr-defined]
+    assert close_with_log(conn, 1.0).reason.value == reason  # type: ignore[attr-defined]
 
 
 def test_handshake_deadline_expiry_is_a_handshake_failure() -> None:
@@ -151,7 +151,7 @@ def test_outbound_connects_first_then_requires_the_expected_peer() -> None:
     assert conn.handle(ev.UpstreamConnected(0.5)) == [StartHandshake(deadline=10.5)]
     (close,) = conn.handle(completed(1.0, "spiffe://example.org/impostor"))
     assert isinstance(close, Close) and close.reason is CloseReason.DENIED
-    assert close_with_log(conn, 1.0).reason == DenyReason.UNEXPECTED_PEER.value  # type: ignore[attr-defined]
+    assert close_with_log(conn, 1.0).reason is DenyReason.UNEXPECTED_PEER  # type: ignore[attr-defined]
     ok = Connection(s, now=0.0)
     ok.start(0.0, ready=True, active=0)
     ok.handle(ev.UpstreamConnected(0.5))
@@ -290,14 +290,15 @@ def test_a_records_json_line_has_every_field_in_order_with_enum_labels() -> None
 
     from proxy.connection.close import ConnectionRecord
 
-    record = ConnectionRecord(listener="api", direction="inbound", peer_id=FRONTEND, decision="deny", rule=None,
-                              reason="no_matching_rule", detail="d", bytes_in=1, bytes_out=2, duration=0.1234567,
+    record = ConnectionRecord(listener="api", direction=Direction.INBOUND, peer_id=FRONTEND, decision=Verdict.DENY,
+                              rule=None, reason=DenyReason.NO_MATCHING_RULE, detail="d", bytes_in=1, bytes_out=2, duration=0.1234567,
                               close_reason=CloseReason.DENIED, tls_version="TLSv1.3", cipher="c", resumed=True,
                               start=5.0, audit_denies=("audit-x",), plaintext=False, original_port=8080)
     data = json.loads(record.to_json())
     assert list(data) == ["event", *(f.name for f in dataclasses.fields(ConnectionRecord))]
     expected = {f.name: getattr(record, f.name) for f in dataclasses.fields(ConnectionRecord)}
-    expected.update(event="connection", close_reason="denied", duration=0.123457, audit_denies=["audit-x"])
+    expected.update(event="connection", close_reason="denied", duration=0.123457, audit_denies=["audit-x"],
+                    direction="inbound", decision="deny", reason="no_matching_rule")
     assert data == expected
 
 
