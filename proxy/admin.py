@@ -103,7 +103,7 @@ def identity_view(sidecar: Observed, now: float) -> dict[str, Any]:
     out: dict[str, Any] = {
         "spiffe_id": status.spiffe_id, "ready": status.ready, "generation": status.generation,
         "seconds_to_expiry": status.seconds_to_expiry, "stale": status.stale,
-        "source": {"state": state.state, "address": state.source, "last_error": state.last_error,
+        "source": {"state": state.state.value, "address": state.source, "last_error": state.last_error,
                    "since": state.since, "attempt": state.attempt},
         "last_rejection": store.last_rejection,
     }

@@ -30,6 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from proxy.connection.close import ConnectionRecord
 from proxy.errors import CloseReason, RefusalReason
+from proxy.identity.store import SourceStatus
 
 if TYPE_CHECKING:
     from proxy.identity.store import IdentityStore, SourceState
@@ -113,7 +114,7 @@ class Metrics:
 
     def on_source_state(self, state: SourceState) -> None:
         """Workload API stream state changes (passed to the identity source as ``on_state``)."""
-        if state.state == "reconnecting":
+        if state.state is SourceStatus.RECONNECTING:
             self.reconnects.inc()
 
     def _on_identity(self, snapshot: Any) -> None:
@@ -161,6 +162,6 @@ def _identity_families(store: IdentityStore, now: float) -> Iterable[Any]:
     yield GaugeMetricFamily(f"{p}_svid_generation", "Generation of the current X.509-SVID",
                             value=status.generation)
     source = GaugeMetricFamily(f"{p}_identity_source_state", "1 for the identity source's current state"
-                               " (starting, connected, reconnecting, withdrawn, failed)", labels=["state"])
-    source.add_metric([status.source.state], 1)
+                               f" ({', '.join(s.value for s in SourceStatus)})", labels=["state"])
+    source.add_metric([status.source.state.value], 1)
     yield source

@@ -210,7 +210,7 @@ class Reloader:
             state = store.state
             _log.error("our X.509-SVID %s expired at %s and no renewal arrived (identity source %s: %s):"
                        " refusing new connections (fail closed)", latest.spiffe_id,
-                       time.strftime("%H:%M:%S", time.localtime(latest.not_after)), state.state,
+                       time.strftime("%H:%M:%S", time.localtime(latest.not_after)), state.state.value,
                        state.last_error or "no error")
         self._expired_said = expired
 

@@ -52,7 +52,7 @@ def first_svid_diagnostic(store: IdentityStore, timeout: float) -> str:
     """The multi-line explanation raised when no SVID arrived within ``timeout``."""
     state = store.state
     lines = [f"no X.509-SVID within {timeout:g}s from {state.source or 'the identity source'} "
-             f"(source state: {state.state}, {state.attempt} failed attempt(s)).",
+             f"(source state: {state.state.value}, {state.attempt} failed attempt(s)).",
              "Check:",
              f"  1. {_socket_check(state.source)}",
              "  2. a registration entry matches this workload; this process is "

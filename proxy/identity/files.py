@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 
 from proxy.errors import InvalidBundleError, InvalidSvidError, NoIdentityError, SpiffeError
 from proxy.identity.snapshot import IdentitySnapshot
-from proxy.identity.store import IdentityStore, SourceState
+from proxy.identity.store import IdentityStore, SourceState, SourceStatus
 from proxy.spiffe.bundle import X509Bundle, X509BundleSet
 from proxy.spiffe.id import TrustDomain
 from proxy.spiffe.svid import X509Svid
@@ -142,9 +142,9 @@ class FileSource:
             if changed:
                 self.store.publish(snapshot, self.clock())
         except (SpiffeError, NoIdentityError) as exc:
-            self._report("invalid", str(exc))
+            self._report(SourceStatus.INVALID, str(exc))
             return False
-        self._report("loaded", None)
+        self._report(SourceStatus.LOADED, None)
         return changed
 
     def _unchanged(self, snapshot: IdentitySnapshot) -> bool:
@@ -152,7 +152,7 @@ class FileSource:
         return (current is not None and current.svid == snapshot.svid
                 and current.bundles.der_map() == snapshot.bundles.der_map())
 
-    def _report(self, state: str, error: str | None) -> None:
+    def _report(self, state: SourceStatus, error: str | None) -> None:
         self.last_error = error
         report = SourceState(state, source=self.files.source, last_error=error, since=self.clock())
         self.store.report(report)

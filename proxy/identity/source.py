@@ -42,7 +42,7 @@ from proxy.identity.address import WorkloadApiAddress, parse_address, resolve_ad
 from proxy.identity.client import WorkloadApiClient
 from proxy.identity.diagnose import first_svid_diagnostic
 from proxy.identity.snapshot import IdentitySnapshot
-from proxy.identity.store import IdentityStore, SourceState
+from proxy.identity.store import IdentityStore, SourceState, SourceStatus
 from proxy.workload_api import workload_pb2 as pb
 from proxy.workload_api.grpc import GrpcStatusError, StatusCode
 
@@ -121,7 +121,7 @@ class _X509Stream:
         self.attempt = 0
         self.last_error: str | None = None
 
-    def report(self, state: str, error: str | None = None) -> None:
+    def report(self, state: SourceStatus, error: str | None = None) -> None:
         if error is not None:
             self.last_error = error
         snapshot = SourceState(state, source=str(self.address), last_error=self.last_error,
@@ -135,33 +135,33 @@ class _X509Stream:
         try:
             context = messages.x509_context(response)
         except SpiffeError as exc:
-            self.report("connected", f"refused update: {exc}")
+            self.report(SourceStatus.CONNECTED, f"refused update: {exc}")
             return
         if context.redacted:
             self.store.withdraw(f"the Workload API at {self.address} redacted our X.509-SVIDs")
-            self.report("withdrawn", "the server sent an update without X.509-SVIDs (redacted)")
+            self.report(SourceStatus.WITHDRAWN, "the server sent an update without X.509-SVIDs (redacted)")
             return
         try:
             snapshot = IdentitySnapshot.from_context(context, want=self.want, source=str(self.address))
         except NoIdentityError as exc:
             # Not a bad update but the full state: the wanted SVID was withdrawn.
             self.store.withdraw(f"the Workload API at {self.address} withdrew the X.509-SVID {self.want!r}: {exc}")
-            self.report("withdrawn", str(exc))
+            self.report(SourceStatus.WITHDRAWN, str(exc))
             return
         try:
             self.store.publish(snapshot, self.clock())
         except NoIdentityError as exc:
-            self.report("connected", str(exc))
+            self.report(SourceStatus.CONNECTED, str(exc))
             return
         self.last_error = None
-        self.report("connected")
+        self.report(SourceStatus.CONNECTED)
 
     def failed(self, exc: GrpcStatusError, attempt: int, withdraw_on_denied: bool) -> None:
         """A retryable failure: withdraw on PERMISSION_DENIED (if asked), report reconnecting."""
         if exc.status == StatusCode.PERMISSION_DENIED and withdraw_on_denied:
             self.store.withdraw(f"the Workload API at {self.address} denied us: {exc.message}")
         self.attempt = attempt
-        self.report("reconnecting", str(exc))
+        self.report(SourceStatus.RECONNECTING, str(exc))
 
 
 async def run_x509_source(address: WorkloadApiAddress | str | None, store: IdentityStore, *,
@@ -189,7 +189,7 @@ async def run_x509_source(address: WorkloadApiAddress | str | None, store: Ident
     resolved = address if isinstance(address, WorkloadApiAddress) else (
         parse_address(address) if address else resolve_address())
     stream = _X509Stream(resolved, store, on_state, want, clock)
-    stream.report("starting")
+    stream.report(SourceStatus.STARTING)
     task_status.started()
     async with WorkloadApiClient(resolved) as client:
         try:
@@ -200,7 +200,7 @@ async def run_x509_source(address: WorkloadApiAddress | str | None, store: Ident
                     stream.attempt = 0
                     stream.apply(response)
         except GrpcStatusError as exc:
-            stream.report("failed", str(exc))
+            stream.report(SourceStatus.FAILED, str(exc))
             raise
     raise AssertionError("unreachable: reconnecting() ends only by raising")  # pragma: no cover
 

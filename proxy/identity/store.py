@@ -22,6 +22,7 @@ hops there itself.
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 from dataclasses import dataclass
@@ -38,19 +39,38 @@ _log = logging.getLogger(__name__)
 Subscriber = Callable[[IdentitySnapshot | None], None]
 
 
+class SourceStatus(enum.Enum):
+    """Where an identity source is (the ``state`` label of spiffe_sidecar_identity_source_state).
+
+    One list for both sources, so /identity, the metric and the docs cannot
+    drift apart: the Workload API stream is starting, connected,
+    reconnecting, withdrawn (the agent took our SVID away) or failed; the
+    files source is loaded or invalid (the files cannot be used; the last
+    good snapshot stays).
+    """
+
+    STARTING = "starting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    WITHDRAWN = "withdrawn"
+    FAILED = "failed"
+    LOADED = "loaded"
+    INVALID = "invalid"
+
+
 @dataclass(frozen=True, slots=True)
 class SourceState:
     """What a source last said about itself, for operators.
 
     Attributes:
-        state: "starting", "connected", "reconnecting", "withdrawn" or "failed".
+        state: a SourceStatus.
         source: the address or path being read.
         last_error: the last error (verbatim from the server when it sent one).
         since: when this state began (Unix seconds, from the source's clock).
         attempt: consecutive failed attempts (0 when connected).
     """
 
-    state: str
+    state: SourceStatus
     source: str = ""
     last_error: str | None = None
     since: float = 0.0
@@ -87,7 +107,7 @@ class IdentityStore:
         self._snapshot: IdentitySnapshot | None = None
         self._generation = 0
         self._subscribers: list[Subscriber] = []
-        self._state = SourceState("starting")
+        self._state = SourceState(SourceStatus.STARTING)
         self._last_rejection: str | None = None
 
     # -- reading ----------------------------------------------------------------

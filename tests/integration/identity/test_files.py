@@ -10,7 +10,7 @@ import trio
 from support import pki
 
 from proxy.identity.files import FileSource, SvidFiles, load_snapshot, run_file_source
-from proxy.identity.store import IdentityStore
+from proxy.identity.store import IdentityStore, SourceStatus
 
 NOW = time.time()
 NOW_FROM_WALL_CLOCK = True  # refreshed before each test by tests/conftest.py
@@ -62,11 +62,11 @@ def test_half_written_file_keeps_last_good_and_says_which(tmp_path, ca) -> None:
     bump(files.cert)
     assert not source.poll()
     assert store.current(NOW) is good
-    assert files.cert in (source.last_error or "") and store.state.state == "invalid"
+    assert files.cert in (source.last_error or "") and store.state.state is SourceStatus.INVALID
     Path(files.cert).write_bytes(data)  # the writer finishes
     bump(files.cert)
     assert source.poll() is False  # same SVID as before: nothing to rebuild
-    assert store.current(NOW) is good and store.state.state == "loaded"
+    assert store.current(NOW) is good and store.state.state is SourceStatus.LOADED
 
 
 def test_key_from_another_svid_is_refused(tmp_path, ca) -> None:

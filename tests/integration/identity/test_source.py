@@ -13,7 +13,7 @@ from support.grpcio_workload_server import GrpcioWorkloadServer, expired_leaf, x
 
 from proxy.errors import NoIdentityError
 from proxy.identity.source import Backoff, run_x509_source, wait_for_first_svid
-from proxy.identity.store import IdentityStore, SourceState
+from proxy.identity.store import IdentityStore, SourceState, SourceStatus
 from proxy.spiffe.id import TrustDomain
 from proxy.workload_api.grpc import GrpcStatusError, StatusCode
 
@@ -51,7 +51,7 @@ def test_publishes_updates_and_withdraws_missing_federated_bundle(serving, ca) -
         assert TrustDomain(name="partner.test") not in store.current(time.time()).bundles
 
     states = run_source(serving.address, IdentityStore(), body)
-    assert states[-1].state == "connected" and states[-1].last_error is None
+    assert states[-1].state is SourceStatus.CONNECTED and states[-1].last_error is None
 
 
 def test_retries_unavailable_then_connects(serving) -> None:
@@ -61,7 +61,7 @@ def test_retries_unavailable_then_connects(serving) -> None:
         await wait_for_first_svid(store, 5)
 
     states = run_source(serving.address, IdentityStore(), body)
-    retries = [s for s in states if s.state == "reconnecting"]
+    retries = [s for s in states if s.state is SourceStatus.RECONNECTING]
     assert [s.attempt for s in retries] == [1, 2, 3] and "agent busy" in (retries[0].last_error or "")
     assert serving.count_calls("FetchX509SVID") == 4
 
@@ -90,7 +90,7 @@ def test_invalid_argument_is_raised_at_once_without_retry(serving) -> None:
     with pytest.raises(GrpcStatusError) as err:
         trio.run(main)
     assert err.value.status == StatusCode.INVALID_ARGUMENT
-    assert serving.count_calls("FetchX509SVID") == 1 and store.state.state == "failed"
+    assert serving.count_calls("FetchX509SVID") == 1 and store.state.state is SourceStatus.FAILED
 
 
 def test_unavailable_mid_stream_keeps_the_last_good_svid(serving) -> None:
@@ -98,9 +98,9 @@ def test_unavailable_mid_stream_keeps_the_last_good_svid(serving) -> None:
         good = await wait_for_first_svid(store, 5)
         serving.fail_next("FetchX509SVID", grpc.StatusCode.UNAVAILABLE, "restarting", count=5)
         serving.abort_streams(grpc.StatusCode.UNAVAILABLE, "restarting")
-        await wait_until(lambda: store.state.state == "reconnecting")
+        await wait_until(lambda: store.state.state is SourceStatus.RECONNECTING)
         assert store.current(time.time()) is good
-        await wait_until(lambda: serving.count_calls("FetchX509SVID") >= 7 and store.state.state == "connected")
+        await wait_until(lambda: serving.count_calls("FetchX509SVID") >= 7 and store.state.state is SourceStatus.CONNECTED)
 
     run_source(serving.address, IdentityStore(), body)
 
@@ -123,7 +123,7 @@ def test_redaction_withdraws_our_identity(serving) -> None:
         await wait_for_first_svid(store, 5)
         serving.push_x509(x509_response([]))
         await wait_until(lambda: store.current(time.time()) is None)
-        assert store.state.state == "withdrawn"
+        assert store.state.state is SourceStatus.WITHDRAWN
 
     run_source(serving.address, IdentityStore(), body)
 

@@ -10,7 +10,7 @@ import pytest
 
 from proxy.errors import NoIdentityError
 from proxy.identity.snapshot import IdentitySnapshot
-from proxy.identity.store import IdentityStore, SourceState
+from proxy.identity.store import IdentityStore, SourceState, SourceStatus
 
 NOW = time.time()
 NOW_FROM_WALL_CLOCK = True  # refreshed before each test by tests/conftest.py
@@ -19,7 +19,7 @@ NOW_FROM_WALL_CLOCK = True  # refreshed before each test by tests/conftest.py
 def test_empty_store_fails_closed(make_snapshot) -> None:
     store = IdentityStore()
     assert store.current(NOW) is None
-    store.report(SourceState("reconnecting", source="unix:///x", last_error="UNAVAILABLE: refused"))
+    store.report(SourceState(SourceStatus.RECONNECTING, source="unix:///x", last_error="UNAVAILABLE: refused"))
     with pytest.raises(NoIdentityError, match="UNAVAILABLE: refused"):
         store.require(NOW)
 
@@ -133,3 +133,19 @@ def test_svid_not_chaining_to_our_own_bundle_is_refused(make_snapshot) -> None:
     with pytest.raises(NoIdentityError, match="does not verify against our own bundle"):
         store.publish(rogue, NOW)
     assert store.current(NOW) is good
+
+
+def test_every_source_state_is_documented_in_the_readme_and_the_metric_help() -> None:
+    """The states are one enum; files.py once reported two that no document listed."""
+    import pathlib
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from proxy.metrics import Metrics
+
+    readme = (pathlib.Path(__file__).parents[3] / "README.md").read_text()
+    families = {f.name: f for f in text_string_to_metric_families(Metrics(IdentityStore()).render().decode())}
+    help_text = families["spiffe_sidecar_identity_source_state"].documentation
+    for status in SourceStatus:
+        assert f"`{status.value}`" in readme, status
+        assert status.value in help_text, status
