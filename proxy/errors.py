@@ -183,7 +183,6 @@ class DenyReason(enum.Enum):
     NO_MATCHING_RULE = "no_matching_rule"
     DENY_RULE = "deny_rule"
     UNEXPECTED_PEER = "unexpected_peer"
-    NOT_READY = "not_ready"
 
 
 class Verdict(enum.Enum):
@@ -215,22 +214,6 @@ class CloseReason(enum.Enum):
     OVERLOADED = "overloaded"
     DRAINED = "drained"
     INTERNAL = "internal"
-
-
-class PolicyDenied(SidecarError):
-    """A peer was refused by the authorization policy.
-
-    Attributes:
-        reason: a DenyReason.
-        rule: the name of the rule that decided, or None for default deny.
-        peer: the peer's SPIFFE ID as a string.
-    """
-
-    def __init__(self, reason: DenyReason, rule: str | None, peer: str) -> None:
-        self.reason = reason
-        self.rule = rule
-        self.peer = peer
-        super().__init__(f"denied {peer}: {reason.value}" + (f" by rule {rule!r}" if rule else ""))
 
 
 class UpstreamError(SidecarError):
