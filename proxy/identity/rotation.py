@@ -25,11 +25,6 @@ def refresh_at(not_before: float, not_after: float, fraction: float = REFRESH_FR
     return not_before + lifetime(not_before, not_after) * fraction
 
 
-def should_refresh(not_before: float, not_after: float, now: float, fraction: float = REFRESH_FRACTION) -> bool:
-    """True once ``fraction`` of the lifetime has passed (or the SVID expired)."""
-    return now >= refresh_at(not_before, not_after, fraction)
-
-
 def seconds_to_expiry(not_after: float, now: float) -> float:
     """Seconds left before ``not_after``; negative once expired."""
     return not_after - now
@@ -47,11 +42,6 @@ def is_stale(not_before: float, not_after: float, now: float, fraction: float = 
     of its lifetime: an operator should look at the Workload API stream.
     """
     return now >= refresh_at(not_before, not_after, fraction)
-
-
-def staleness(not_before: float, not_after: float, now: float) -> float:
-    """Seconds since the renewal was due (0 while not yet due): an alerting gauge."""
-    return max(0.0, now - refresh_at(not_before, not_after))
 
 
 def describe_expiry(not_after: float, now: float) -> str:

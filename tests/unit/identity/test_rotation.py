@@ -7,8 +7,6 @@ from proxy.identity import rotation
 
 def test_refresh_is_due_at_half_life() -> None:
     assert rotation.refresh_at(1000, 2000) == 1500
-    assert not rotation.should_refresh(1000, 2000, 1499.9)
-    assert rotation.should_refresh(1000, 2000, 1500)
 
 
 def test_expiry_is_exclusive_of_not_after() -> None:
@@ -17,9 +15,7 @@ def test_expiry_is_exclusive_of_not_after() -> None:
     assert rotation.is_expired(2000, 2000)
 
 
-def test_staleness_counts_from_the_missed_renewal() -> None:
-    assert rotation.staleness(1000, 2000, 1400) == 0
-    assert rotation.staleness(1000, 2000, 1600) == 100
+def test_stale_once_three_quarters_of_the_lifetime_passed_without_renewal() -> None:
     assert not rotation.is_stale(1000, 2000, 1700)
     assert rotation.is_stale(1000, 2000, 1750)
 
@@ -32,4 +28,4 @@ def test_describe_expiry_for_operators() -> None:
 
 def test_zero_lifetime_is_due_immediately() -> None:
     assert rotation.lifetime(5, 1) == 0
-    assert rotation.should_refresh(5, 5, 5)
+    assert rotation.refresh_at(5, 5) == 5
