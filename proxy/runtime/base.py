@@ -70,18 +70,12 @@ class DataPlane:
     emit: Callable[[ConnectionRecord], None] = field(default=lambda record: print_record(record))
     active: int = 0
     accepted: int = 0
-    closed_by_reason: dict[str, int] = field(default_factory=dict)
     #: (listener, seconds) per completed handshake; None when metrics are off (no cost then).
     handshake_observer: Callable[[str, float], None] | None = None
     #: False: relay on the event loop even when the engine has a relay thread (tests, comparisons).
     relay_on_thread: bool = True
     #: The extension's relay thread (runtime/offload.py) while the plane serves; None: relay on the loop.
     relay_thread: RelayThread | None = None
-
-    def count_close(self, record: ConnectionRecord) -> None:
-        """Counters by close reason (issue 5 turns these into metrics)."""
-        key = record.close_reason.value
-        self.closed_by_reason[key] = self.closed_by_reason.get(key, 0) + 1
 
 
 def print_record(record: ConnectionRecord) -> None:

@@ -102,7 +102,6 @@ class _Runner:
             self._close_sockets()
             self._feed(ev.Closed(time.time(), *self._byte_counts()))
         elif isinstance(action, Log):
-            self.plane.count_close(action.record)
             self.plane.emit(action.record)
 
     # --- sides ---------------------------------------------------------
@@ -299,7 +298,6 @@ class _Runner:
         self._close_sockets()
         for action in self.conn.handle(ev.Closed(now, *self._byte_counts())):
             if isinstance(action, Log):
-                self.plane.count_close(action.record)
                 self.plane.emit(action.record)
 
 
