@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from proxy.admin import AdminServer
 from proxy.config.model import (
+    IdentityConfig,
     InboundListener,
     LogFormat,
     OutboundListener,
@@ -44,7 +45,7 @@ from proxy.policy.evaluate import PolicySet
 from proxy.reload import Reloader
 from proxy.runtime.base import DataPlane, ListenerPlan
 from proxy.runtime.sockets import close_quietly, open_listening_socket
-from proxy.errors import CloseReason
+from proxy.errors import CloseReason, SidecarError
 from proxy.tls.engine import load_engine
 
 _log = logging.getLogger("spiffe_sidecar")
@@ -63,7 +64,8 @@ class Sidecar:
                  emit: Callable[[ConnectionRecord], None] | None = None) -> None:
         self.live = LiveSettings.build(config, policies)  # one reference: a reload swaps it whole
         self.engine = engine if engine is not None else load_engine()
-        self.store = IdentityStore()
+        # Labelled now: the admin endpoint may be asked before the source task runs (a race /ready lost).
+        self.store = IdentityStore(source=source_label(config.identity))
         self.swap = ContextSwap(self.engine, self.store)
         self.metrics: Metrics | None = (Metrics(self.store, peer_id_labels=config.admin.peer_id_labels)
                                         if config.admin is not None else None)
@@ -291,6 +293,18 @@ class Sidecar:
 
 
 
+
+
+def source_label(identity: IdentityConfig) -> str:
+    """Where the SVID comes from, written as the source itself reports it."""
+    if identity.files is not None:
+        return f"files:{identity.files.cert}"
+    from proxy.identity.address import parse_address
+
+    try:
+        return str(parse_address(identity.workload_api)) if identity.workload_api else ""
+    except SidecarError:
+        return identity.workload_api or ""
 
 
 def _is_local(ip: str, local: frozenset[str]) -> bool:
