@@ -80,6 +80,7 @@ class Sidecar:
         self.draining = False  # set at SIGTERM: /ready answers 503 while connections finish
         self.reloader: Reloader | None = None
         self.admin: AdminServer | None = None
+        self._choice_hinted = False  # "several SVIDs, none chosen" is said once
 
     # --- listeners -------------------------------------------------------
 
@@ -244,7 +245,8 @@ class Sidecar:
         from proxy.identity.source import run_x509_source
 
         on_state = self.metrics.on_source_state if self.metrics is not None else None
-        return functools.partial(run_x509_source, identity.workload_api, self.store, on_state=on_state)
+        return functools.partial(run_x509_source, identity.workload_api, self.store, on_state=on_state,
+                                 want=identity.spiffe_id)
 
     def describe_listeners(self) -> str:
         """One phrase per listener for the ready line."""
@@ -268,6 +270,12 @@ class Sidecar:
         _log.info("identity generation %d: %s valid until %s (trust domains: %s)", snapshot.generation,
                   snapshot.spiffe_id, time.strftime("%H:%M:%S", time.localtime(snapshot.not_after)),
                   ", ".join(snapshot.trust_domains))
+        if len(snapshot.svids) > 1 and self.config.identity.spiffe_id is None and not self._choice_hinted:
+            self._choice_hinted = True  # once: the same offer comes with every renewal
+            offered = ", ".join(str(s.spiffe_id) for s in snapshot.svids)
+            _log.warning("the Workload API offers %d X.509-SVIDs (%s); presenting the first, %s. To present "
+                         "another, set identity.spiffe_id in %s (or SPIFFE_SIDECAR_IDENTITY_SPIFFE_ID)",
+                         len(snapshot.svids), offered, snapshot.spiffe_id, self.config.file)
 
     def log_ready(self) -> None:
         """The one line that says the sidecar serves (tests and the demo wait for it)."""

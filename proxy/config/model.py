@@ -122,11 +122,14 @@ class IdentityConfig:
         workload_api: the Workload API address (``unix:///path`` or ``tcp://IP:port``), or None.
         files: the file source, or None.
         from_env: True when the address came from ``SPIFFE_ENDPOINT_SOCKET``.
+        spiffe_id: which of the Workload API's X.509-SVIDs to present (None: its first, the
+            default); an update without it withdraws our identity rather than fall back.
     """
 
     workload_api: str | None = None
     files: FilesSource | None = None
     from_env: bool = False
+    spiffe_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -165,6 +165,24 @@ def test_identity_files_resolve_relative_to_the_config_directory(cfgdir: Path) -
     assert err.field == "identity.files.federated_bundles.Partner.org" and "trust domain" in err.detail
 
 
+def test_identity_spiffe_id_chooses_the_svid_from_the_file_the_variable_or_beside_the_endpoint_socket(
+        cfgdir: Path) -> None:
+    text = BASE.replace("{workload_api: unix:///run/spiffe/agent.sock}",
+                        "{workload_api: unix:///run/spiffe/agent.sock, spiffe_id: spiffe://example.org/backend}")
+    assert load(text, cfgdir).identity.spiffe_id == "spiffe://example.org/backend"
+    assert load(BASE, cfgdir).identity.spiffe_id is None  # the Workload API's first, as before
+    env = {"SPIFFE_SIDECAR_IDENTITY_SPIFFE_ID": "spiffe://example.org/sidecar"}
+    assert load(BASE, cfgdir, env=env).identity.spiffe_id == "spiffe://example.org/sidecar"
+    only_id = BASE.replace("{workload_api: unix:///run/spiffe/agent.sock}", "{spiffe_id: spiffe://example.org/a}")
+    c = load(only_id, cfgdir, env={"SPIFFE_ENDPOINT_SOCKET": "unix:///tmp/agent.sock"})
+    assert c.identity.from_env and c.identity.spiffe_id == "spiffe://example.org/a"
+    err = error_of(text.replace("spiffe://example.org/backend", "spiffe://Example.org/backend"), cfgdir)
+    assert (err.line, err.field) == (1, "identity.spiffe_id") and "Invalid SPIFFE ID" in err.detail
+    err = error_of(BASE.replace("{workload_api: unix:///run/spiffe/agent.sock}",
+                                "{files: {cert: c, key: k, bundle: b}, spiffe_id: spiffe://example.org/a}"), cfgdir)
+    assert err.field == "identity.spiffe_id" and "files hold exactly one" in err.detail
+
+
 def test_spiffe_endpoint_socket_is_the_fallback_identity(cfgdir: Path) -> None:
     text = BASE.replace("identity: {workload_api: unix:///run/spiffe/agent.sock}\n", "")
     c = load(text, cfgdir, env={"SPIFFE_ENDPOINT_SOCKET": "unix:///tmp/agent.sock"})

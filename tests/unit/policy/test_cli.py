@@ -65,10 +65,10 @@ def test_check_config_checks_the_policy_references(run: Run, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("peer, code, words", [
-    ("spiffe://example.org/ns/prod/sa/frontend", 0, ["decision:  ALLOW", "rule:      frontend-reads"]),
-    ("spiffe://example.org/ns/prod/sa/quarantined", 3,
-     ["decision:  DENY (reason: deny_rule)", "no-quarantine", "matched:   spiffe://example.org/ns/*/sa/quarantined"]),
-    ("spiffe://example.org/ns/prod/sa/batch", 3,
+    ("spiffe://example.org/frontend", 0, ["decision:  ALLOW", "rule:      frontend-reads"]),
+    ("spiffe://example.org/quarantine/frontend", 3,
+     ["decision:  DENY (reason: deny_rule)", "no-quarantine", "matched:   spiffe://example.org/quarantine/*"]),
+    ("spiffe://example.org/batch", 3,
      ["reason: no_matching_rule", "audit:     would be denied by no-batch"]),
 ])
 def test_explain_with_config_prints_decision_rule_and_why(run: Run, peer: str, code: int, words: list[str]) -> None:
