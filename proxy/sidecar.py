@@ -17,11 +17,13 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import socket
 import time
 from typing import Any, Callable
 
 from proxy.admin import AdminServer
 from proxy.config.model import (
+    HostPort,
     IdentityConfig,
     InboundListener,
     LogFormat,
@@ -45,7 +47,7 @@ from proxy.policy.evaluate import PolicySet
 from proxy.reload import Reloader
 from proxy.runtime.base import DataPlane, ListenerPlan
 from proxy.runtime.sockets import close_quietly, open_listening_socket
-from proxy.errors import CloseReason, SidecarError
+from proxy.errors import CloseReason, ListenError, SidecarError
 from proxy.tls.engine import load_engine
 
 _log = logging.getLogger("spiffe_sidecar")
@@ -156,7 +158,7 @@ class Sidecar:
         self.live = LiveSettings.build(config if config is not None else self.live.config, policies)
 
     def _inbound_plan(self, listener: InboundListener) -> ListenerPlan:
-        sock = open_listening_socket(listener.listen.host, listener.listen.port)
+        sock = _listen(listener.name, listener.listen)
         name = listener.name
 
         def spec(destination: tuple[str, int] | None) -> ConnectionSpec:
@@ -168,14 +170,14 @@ class Sidecar:
                             context=lambda: self._context(server=True))
 
     def _outbound_plan(self, listener: OutboundListener) -> ListenerPlan:
-        sock = open_listening_socket(listener.listen.host, listener.listen.port)
+        sock = _listen(listener.name, listener.listen)
         name = listener.name
         return ListenerPlan(name=name, direction=Direction.OUTBOUND, sock=sock,
                             spec=lambda destination: self.live.outbound_specs[name],
                             context=lambda: self._context(server=False))
 
     def _transparent_inbound_plan(self, tin: TransparentInbound) -> ListenerPlan:
-        sock = open_listening_socket(tin.listen.host, tin.listen.port, transparent=tin.tproxy)
+        sock = _listen(TRANSPARENT_INBOUND, tin.listen, transparent=tin.tproxy)
 
         def spec(destination: tuple[str, int] | None) -> ConnectionSpec:
             port = destination[1] if destination else 0
@@ -190,7 +192,7 @@ class Sidecar:
                             context=lambda: self._context(server=True), transparent=True)
 
     def _transparent_outbound_plan(self, tout: TransparentOutbound) -> ListenerPlan:
-        sock = open_listening_socket(tout.listen.host, tout.listen.port)
+        sock = _listen(TRANSPARENT_OUTBOUND, tout.listen)
         own = self._own_listen_ports()
         local = self.local_addresses
         limits = limits_keywords(tout.limits)
@@ -303,6 +305,16 @@ class Sidecar:
 
 
 
+def _listen(name: str, address: HostPort, *, transparent: bool = False) -> socket.socket:
+    """Bind one listener; a failure names the listener and its address (ListenError)."""
+    try:
+        return open_listening_socket(address.host, address.port, transparent=transparent)
+    except ListenError:
+        raise
+    except OSError as exc:
+        raise ListenError(name, str(address), exc) from None
+
+
 def source_label(identity: IdentityConfig) -> str:
     """Where the SVID comes from, written as the source itself reports it."""
     if identity.files is not None:
@@ -327,8 +339,6 @@ def _is_local(ip: str, local: frozenset[str]) -> bool:
 
 def local_addresses() -> frozenset[str]:
     """This host's addresses by its host name (a resolver call that may block: call it at start only)."""
-    import socket
-
     try:
         return frozenset(str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None))
     except OSError:

@@ -166,6 +166,7 @@ class InboundListener:
         allow_non_loopback_forward: opt-in to forward plaintext off the host.
         limits: the effective limits (global ones with this listener's overrides).
         line: line of the listener in sidecar.yaml (for errors found later).
+        policy_line: line of its ``policy`` field (a missing policy is reported there).
     """
 
     name: str
@@ -175,6 +176,7 @@ class InboundListener:
     allow_non_loopback_forward: bool = False
     limits: Limits = Limits()
     line: int | None = None
+    policy_line: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -264,7 +266,7 @@ class SidecarConfig:
 
     def policy_references(self) -> list[tuple[str, str, int | None]]:
         """(policy name, referring field, sidecar.yaml line) for every policy a listener names."""
-        refs = [(i.policy, f"inbound[{n}].policy", i.line) for n, i in enumerate(self.inbound)]
+        refs = [(i.policy, f"inbound[{n}].policy", i.policy_line or i.line) for n, i in enumerate(self.inbound)]
         if self.transparent is not None and self.transparent.inbound is not None:
             refs += [(p.policy, f"transparent.inbound.ports[{n}].policy", p.line)
                      for n, p in enumerate(self.transparent.inbound.ports)]

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -15,6 +18,8 @@ import pytest
 from support.agent import AgentProcess, agent_yaml
 from support.net import free_port
 from support.sidecar import SidecarHarness
+
+from proxy.demo.interpreter import interpreter_env
 
 FRONTEND, BACKEND = "spiffe://example.org/frontend", "spiffe://example.org/backend"
 
@@ -47,3 +52,44 @@ def test_several_svids_and_none_chosen_logs_a_hint_and_identity_spiffe_id_choose
     assert (f"offers 2 X.509-SVIDs ({FRONTEND}, {BACKEND}); presenting the first, {FRONTEND}. To present "
             f"another, set identity.spiffe_id in {default.config}") in default.log()
     assert f"ready: serving as {BACKEND}" in chosen.log() and "offers 2" not in chosen.log()
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPIFFE_")}
+    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, text=True, timeout=timeout,
+                          env=interpreter_env(base=env))
+
+
+@pytest.mark.parametrize("taken", ["listener", "admin"])
+def test_an_address_in_use_names_the_listener_and_its_address(short_dir: Path, taken: str) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        busy = squatter.getsockname()[1]
+        listen = busy if taken == "listener" else free_port()
+        admin = busy if taken == "admin" else free_port()
+        (short_dir / "sidecar.yaml").write_text(
+            f"identity: {{workload_api: unix://{short_dir}/none.sock}}\n"
+            f"outbound:\n  - {{name: payments, listen: 127.0.0.1:{listen}, connect_to: 127.0.0.1:1,"
+            f" expect: {BACKEND}}}\nadmin: {{listen: 127.0.0.1:{admin}}}\n")
+        done = _cli("run", "-c", str(short_dir / "sidecar.yaml"))
+    what = "listener 'payments'" if taken == "listener" else "the admin endpoint"
+    assert done.returncode == 1, done.stderr
+    assert f"{what} cannot listen on 127.0.0.1:{busy}: Address already in use" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("mistake, where", [
+    ("    policy: nosuch\n", "sidecar.yaml:7: inbound[0].policy: no policy 'nosuch'"),
+    ("    polcy: api\n", "sidecar.yaml:7: inbound[0].polcy: unknown key (did you mean 'policy'?)"),
+])
+def test_run_and_policy_check_report_a_bad_config_alike_with_exit_2(short_dir: Path, mistake: str,
+                                                                       where: str) -> None:
+    (short_dir / "policy.yaml").write_text(f"policies:\n  api:\n    - {{name: a, allow: [{FRONTEND}]}}\n")
+    config = short_dir / "sidecar.yaml"
+    config.write_text(f"identity: {{workload_api: unix://{short_dir}/none.sock}}\npolicy_file: policy.yaml\n"
+                      f"inbound:\n  - name: api\n    listen: 127.0.0.1:{free_port()}\n"
+                      f"    forward_to: 127.0.0.1:8080\n{mistake}")
+    run = _cli("run", "-c", str(config))
+    check = _cli("policy", "check", "--config", str(config))
+    assert (run.returncode, check.returncode) == (2, 2), (run.stderr, check.stderr)
+    assert where in run.stderr and where in check.stderr, (run.stderr, check.stderr)
