@@ -243,7 +243,7 @@ class Sidecar:
             f = identity.files
             files = SvidFiles(cert=str(f.cert), key=str(f.key), bundle=str(f.bundle),
                               federated={td: str(p) for td, p in f.federated_bundles.items()})
-            return functools.partial(run_file_source, files, self.store)
+            return functools.partial(run_file_source, files, self.store, require_first=True)
         from proxy.identity.source import run_x509_source
 
         on_state = self.metrics.on_source_state if self.metrics is not None else None

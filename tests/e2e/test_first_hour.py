@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -93,3 +94,39 @@ def test_run_and_policy_check_report_a_bad_config_alike_with_exit_2(short_dir: P
     check = _cli("policy", "check", "--config", str(config))
     assert (run.returncode, check.returncode) == (2, 2), (run.stderr, check.stderr)
     assert where in run.stderr and where in check.stderr, (run.stderr, check.stderr)
+
+
+def _outbound_yaml() -> str:
+    return (f"outbound:\n  - {{name: payments, listen: 127.0.0.1:{free_port()}, connect_to: 127.0.0.1:1,"
+            f" expect: {BACKEND}}}\n")
+
+
+@pytest.mark.parametrize("runtime", ["trio", "uvloop"])
+def test_waiting_for_an_agent_that_is_not_there_says_so_every_few_seconds(short_dir: Path, runtime: str) -> None:
+    config = short_dir / "sidecar.yaml"
+    config.write_text(f"identity: {{workload_api: unix://{short_dir}/none.sock}}\nruntime: {runtime}\n"
+                      f"first_svid_timeout: 6s\n{_outbound_yaml()}")
+    done = _cli("run", "-c", str(config))
+    assert done.returncode == 1, done.stderr
+    progress = f"waiting for the first X.509-SVID from unix://{short_dir}/none.sock (5s): reconnecting"
+    assert progress in done.stderr and "UNAVAILABLE" in done.stderr, done.stderr
+    assert done.stderr.index(progress) < done.stderr.index("no X.509-SVID within 6s")
+    assert "does NOT exist" in done.stderr and "registration entry" not in done.stderr  # only what applies
+
+
+@pytest.mark.parametrize("runtime, cert", [("trio", None), ("uvloop", b"garbage\n")])
+def test_identity_files_that_cannot_load_fail_the_start_at_once(short_dir: Path, runtime: str,
+                                                                 cert: bytes | None) -> None:
+    if cert is not None:
+        for name in ("svid.pem", "svid.key", "bundle.pem"):
+            (short_dir / name).write_bytes(cert)
+    config = short_dir / "sidecar.yaml"
+    config.write_text("identity: {files: {cert: svid.pem, key: svid.key, bundle: bundle.pem}}\n"
+                      f"runtime: {runtime}\n{_outbound_yaml()}")  # first_svid_timeout: the default 30s
+    started = time.monotonic()
+    done = _cli("run", "-c", str(config))
+    assert done.returncode == 1 and time.monotonic() - started < 20, done.stderr
+    why = "cannot read: No such file or directory" if cert is None else "certificate PEM is unreadable"
+    assert "cannot use the identity files: " in done.stderr and f"{short_dir}/svid.pem" in done.stderr, done.stderr
+    assert why in done.stderr, done.stderr
+    assert "Check:" not in done.stderr
