@@ -270,7 +270,7 @@ class Sidecar:
             _log.warning("identity withdrawn: %s (failing closed)", self.store.last_rejection or "no SVID")
             return
         _log.info("identity generation %d: %s valid until %s (trust domains: %s)", snapshot.generation,
-                  snapshot.spiffe_id, time.strftime("%H:%M:%S", time.localtime(snapshot.not_after)),
+                  snapshot.spiffe_id, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(snapshot.not_after)),
                   ", ".join(snapshot.trust_domains))
         if len(snapshot.svids) > 1 and self.config.identity.spiffe_id is None and not self._choice_hinted:
             self._choice_hinted = True  # once: the same offer comes with every renewal

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from proxy.identity import rotation
 from proxy.identity.client import open_workload_api
 from proxy.identity.messages import ValidatedJwtSvid
+from proxy.commands import plain
 from proxy.errors import NoIdentityError
 from proxy.identity.snapshot import X509Context, authorities_summary, select_svid
 from proxy.identity.source import Backoff, reconnecting
@@ -34,7 +35,7 @@ from proxy.workload_api.grpc import GrpcStatusError, StatusCode
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add the `svid` and `jwt` subcommands."""
     svid = sub.add_parser("svid", help="fetch or watch this workload's X.509-SVID from the Workload API",
-                          description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                          description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     svid_sub = svid.add_subparsers(dest="svid_command", metavar="ACTION", required=True)
     fetch = svid_sub.add_parser("fetch", help="print the SVID (and write PEM files with --write)")
     _common(fetch)
@@ -55,8 +56,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     jfetch.set_defaults(func=cmd_jwt_fetch)
     jvalidate = jwt_sub.add_parser("validate", help="have the agent validate a token for an audience")
     _common(jvalidate)
-    jvalidate.add_argument("--audience", "-a", required=True)
-    jvalidate.add_argument("token")
+    jvalidate.add_argument("--audience", "-a", required=True, help="the audience the token must name")
+    jvalidate.add_argument("token", help="the JWT-SVID (compact JWS) to validate")
     jvalidate.set_defaults(func=cmd_jwt_validate)
 
 

@@ -6,6 +6,7 @@ Real processes throughout: the agent, `spiffe-sidecar run`, the CLI.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -130,3 +131,25 @@ def test_identity_files_that_cannot_load_fail_the_start_at_once(short_dir: Path,
     assert "cannot use the identity files: " in done.stderr and f"{short_dir}/svid.pem" in done.stderr, done.stderr
     assert why in done.stderr, done.stderr
     assert "Check:" not in done.stderr
+
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) spiffe_sidecar[.a-z]*: ")
+
+
+def test_agent_and_sidecar_write_log_lines_in_one_time_format_and_run_takes_log_level(short_dir: Path) -> None:
+    cfg = agent_yaml(short_dir, entries=[(FRONTEND, ["unix:uid:4242"])])  # nobody here: a denial to log
+    with AgentProcess(cfg, short_dir / "agent.sock") as agent:
+        config = short_dir / "sidecar.yaml"
+        config.write_text(f"identity: {{workload_api: {agent.endpoint}}}\nfirst_svid_timeout: 2s\n"
+                          f"log: {{level: debug}}\n{_outbound_yaml()}")
+        quiet = _cli("run", "-c", str(config), "--log-level", "warning")
+        chatty = _cli("run", "-c", str(config))
+        agent_log = agent.log()
+    # Lines that start with a time (continuation lines of a multi-line message do not).
+    sidecar_lines = [line for line in (quiet.stderr + chatty.stderr).splitlines() if line[:1].isdigit()]
+    agent_lines = [line for line in agent_log.splitlines() if line[:1].isdigit()]
+    assert sidecar_lines and agent_lines
+    assert [line for line in sidecar_lines + agent_lines if not LOG_LINE.match(line)] == []
+    assert " INFO " in chatty.stderr and "waiting up to 2s" in chatty.stderr
+    assert " INFO " not in quiet.stderr and " ERROR " in quiet.stderr  # the flag beats log.level: debug
+    assert quiet.returncode == chatty.returncode == 1
