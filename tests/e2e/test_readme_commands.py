@@ -62,6 +62,8 @@ class Session:
         script = Path(sys.executable).parent / "spiffe-sidecar"
         self.entry = [str(script)] if script.exists() else [sys.executable, "-m", "proxy"]
         self.jobs: list[subprocess.Popen[str]] = []
+        self.agent: subprocess.Popen[str] | None = None
+        self.admin = ""  # the sidecar's admin URL
 
     def argv(self, command: str) -> list[str]:
         words = shlex.split(command.replace(SOCKET, str(self.socket)))
@@ -150,73 +152,80 @@ def session() -> Iterator[Session]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _ok(session: Session, cmd: str) -> subprocess.CompletedProcess[str]:
+    done = session.run(cmd)
+    assert done.returncode == 0, (cmd, done.stdout, done.stderr)
+    return done
+
+
+def _agent(session: Session, cmd: str) -> None:
+    session.agent = session.start(cmd)
+    wait_for_socket(session.socket, proc=session.agent)  # type: ignore[arg-type]
+
+
+def _export(session: Session, cmd: str) -> None:
+    name, value = cmd.removeprefix("export ").split("=", 1)
+    session.env[name] = value.replace(SOCKET, str(session.socket))
+
+
+def _fetch_all(session: Session, cmd: str) -> None:
+    out = _ok(session, cmd).stdout
+    assert out.count("SPIFFE ID: ") == 3 and "spiffe://example.org/frontend (default)" in out, out
+
+
+def _fetch_backend(session: Session, cmd: str) -> None:
+    out = _ok(session, cmd).stdout
+    assert re.findall(r"SPIFFE ID: (\S+)", out) == [BACKEND], out
+    assert (session.dir / "certs" / "svid.pem").exists() and (session.dir / "certs" / "svid_key.pem").exists()
+
+
+def _jwt(session: Session, cmd: str) -> None:
+    done = _ok(session, cmd)
+    assert "subject: spiffe://example.org/frontend" in done.stderr and done.stdout.count(".") == 2
+
+
+def _explain(session: Session, cmd: str) -> None:
+    assert "decision:  ALLOW" in _ok(session, cmd).stdout
+
+
+def _sidecar(session: Session, cmd: str) -> None:
+    proc = session.start(cmd)
+    _eventually(lambda: _get(f"{session.admin}/ready")[0] == 200, 30, "the sidecar is ready", proc,
+                lambda: session.job_log(proc))
+    assert json.loads(_get(f"{session.admin}/identity")[1])["spiffe_id"] == BACKEND
+    assert session.interrupt(proc) == 0, session.job_log(proc)
+    assert "offers 3 X.509-SVIDs" not in session.job_log(proc)  # chosen by identity.spiffe_id: no hint
+
+
+def _watch(session: Session, cmd: str) -> None:
+    proc = session.start(cmd)
+    _eventually(lambda: "SPIFFE ID: " in session.job_output(proc), 20, "svid watch prints an update", proc,
+                lambda: session.job_log(proc))
+    assert "--- update 1" in session.job_output(proc)
+    assert session.interrupt(proc) == 0, session.job_log(proc)
+
+
+#: README's commands in order, each with what it must do.
+EXPECTED: list[tuple[str, Callable[[Session, str], object]]] = [
+    ("spiffe-sidecar agent -c examples/agent.yaml &", _agent),
+    (f"export SPIFFE_ENDPOINT_SOCKET=unix://{SOCKET}", _export),
+    ("spiffe-sidecar svid fetch", _fetch_all),
+    (f"spiffe-sidecar svid fetch --spiffe-id {BACKEND} --write ./certs", _fetch_backend),
+    ("spiffe-sidecar jwt fetch --audience spiffe://example.org/ledger", _jwt),
+    ("spiffe-sidecar policy check examples/policy.yaml", _ok),
+    ("spiffe-sidecar policy explain --config examples/sidecar.yaml --listener api"
+     " --peer spiffe://example.org/frontend", _explain),
+    ("spiffe-sidecar iptables install --dry-run", _ok),
+    ("spiffe-sidecar run -c examples/sidecar.yaml", _sidecar),
+    ("spiffe-sidecar svid watch", _watch),
+]
+
+
 def test_readme_using_it_commands_work_pasted_in_order(session: Session) -> None:
-    commands = readme_commands()
+    assert readme_commands() == [cmd for cmd, _ in EXPECTED], "README's commands changed: say here what each does"
     ports = private_examples(session.dir, session.socket)
-    admin = f"http://127.0.0.1:{ports['15000']}"
-    agent: subprocess.Popen[str] | None = None
-    checks: dict[str, Callable[[str], None]] = {}
-
-    def start_agent(cmd: str) -> None:
-        nonlocal agent
-        agent = session.start(cmd)
-        wait_for_socket(session.socket, proc=agent)  # type: ignore[arg-type]
-
-    def export(cmd: str) -> None:
-        name, value = cmd.removeprefix("export ").split("=", 1)
-        session.env[name] = value.replace(SOCKET, str(session.socket))
-
-    def fetch_all(cmd: str) -> None:
-        done = ok(cmd)
-        assert done.stdout.count("SPIFFE ID: ") == 3 and "spiffe://example.org/frontend (default)" in done.stdout
-
-    def fetch_backend(cmd: str) -> None:
-        done = ok(cmd)
-        assert re.findall(r"SPIFFE ID: (\S+)", done.stdout) == [BACKEND], done.stdout
-        assert (session.dir / "certs" / "svid.pem").exists() and (session.dir / "certs" / "svid_key.pem").exists()
-
-    def jwt(cmd: str) -> None:
-        done = ok(cmd)
-        assert "subject: spiffe://example.org/frontend" in done.stderr and done.stdout.count(".") == 2
-
-    def explain(cmd: str) -> None:
-        assert "decision:  ALLOW" in ok(cmd).stdout
-
-    def sidecar(cmd: str) -> None:
-        proc = session.start(cmd)
-        _eventually(lambda: _get(f"{admin}/ready")[0] == 200, 30, "the sidecar is ready", proc,
-                    lambda: session.job_log(proc))
-        assert json.loads(_get(f"{admin}/identity")[1])["spiffe_id"] == BACKEND
-        assert session.interrupt(proc) == 0, session.job_log(proc)
-        assert "offers 3 X.509-SVIDs" not in session.job_log(proc)  # chosen by identity.spiffe_id: no hint
-
-    def watch(cmd: str) -> None:
-        proc = session.start(cmd)
-        _eventually(lambda: "SPIFFE ID: " in session.job_output(proc), 20, "svid watch prints an update", proc,
-                    lambda: session.job_log(proc))
-        assert "--- update 1" in session.job_output(proc)
-        assert session.interrupt(proc) == 0, session.job_log(proc)
-
-    def ok(cmd: str) -> subprocess.CompletedProcess[str]:
-        done = session.run(cmd)
-        assert done.returncode == 0, (cmd, done.stdout, done.stderr)
-        return done
-
-    expected: list[tuple[str, Callable[[str], None]]] = [
-        ("spiffe-sidecar agent -c examples/agent.yaml &", start_agent),
-        (f"export SPIFFE_ENDPOINT_SOCKET=unix://{SOCKET}", export),
-        ("spiffe-sidecar svid fetch", fetch_all),
-        (f"spiffe-sidecar svid fetch --spiffe-id {BACKEND} --write ./certs", fetch_backend),
-        ("spiffe-sidecar jwt fetch --audience spiffe://example.org/ledger", jwt),
-        ("spiffe-sidecar policy check examples/policy.yaml", lambda cmd: None if ok(cmd) else None),
-        ("spiffe-sidecar policy explain --config examples/sidecar.yaml --listener api"
-         " --peer spiffe://example.org/frontend", explain),
-        ("spiffe-sidecar iptables install --dry-run", lambda cmd: None if ok(cmd) else None),
-        ("spiffe-sidecar run -c examples/sidecar.yaml", sidecar),
-        ("spiffe-sidecar svid watch", watch),
-    ]
-    assert commands == [cmd for cmd, _ in expected], "README's commands changed: say here what each does"
-    for cmd, check in expected:
-        check(cmd)
-    assert agent is not None and agent.poll() is None, "the agent kept running in the background"
-    assert session.interrupt(agent) == 0
+    session.admin = f"http://127.0.0.1:{ports['15000']}"
+    for cmd, check in EXPECTED:
+        check(session, cmd)
+    assert session.agent is not None and session.agent.poll() is None, "the agent kept running in the background"
+    assert session.interrupt(session.agent) == 0, session.job_log(session.agent)
