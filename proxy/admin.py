@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from proxy.errors import SidecarError
+from proxy.errors import ListenError, SidecarError
 
 if TYPE_CHECKING:
     from proxy.config.model import SidecarConfig
@@ -191,7 +191,10 @@ class AdminServer:
         assert admin is not None
         handler = type("AdminHandler", (_Handler,), {"sidecar": sidecar})
         server_class = _Server6 if ":" in admin.listen.host else ThreadingHTTPServer
-        self.server = server_class((admin.listen.host, admin.listen.port), handler)
+        try:
+            self.server = server_class((admin.listen.host, admin.listen.port), handler)
+        except OSError as exc:
+            raise ListenError("admin", str(admin.listen), exc) from None
         self.address = admin.listen
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="admin", daemon=True)

@@ -12,6 +12,7 @@ stable, lowercase strings, and no unbounded input ever becomes a label.
 from __future__ import annotations
 
 import enum
+import errno
 
 
 class SidecarError(Exception):
@@ -218,6 +219,36 @@ class CloseReason(enum.Enum):
 
 class UpstreamError(SidecarError):
     """Connecting to or talking with the upstream (app or remote sidecar) failed."""
+
+
+class ListenError(SidecarError, OSError):
+    """A listener (or the admin endpoint) cannot listen on its address.
+
+    Also an OSError, so start-up's clean-up of the sockets bound so far sees it.
+
+    Attributes:
+        listener: the listener's name from sidecar.yaml ("admin" for the admin endpoint).
+        address: the host:port it was given.
+        cause: the OSError the bind raised.
+    """
+
+    def __init__(self, listener: str, address: str, cause: OSError) -> None:
+        self.listener = listener
+        self.address = address
+        self.cause = cause
+        hint = _LISTEN_HINTS.get(cause.errno or 0, "")
+        what = "the admin endpoint" if listener == "admin" else f"listener {listener!r}"
+        super().__init__(cause.errno, f"{what} cannot listen on {address}: {cause.strerror or cause}{hint}")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+_LISTEN_HINTS = {
+    errno.EADDRINUSE: " (another process is bound there: ss -ltnp names it; or pick another port)",
+    errno.EACCES: " (a port below 1024 needs root or CAP_NET_BIND_SERVICE)",
+    errno.EADDRNOTAVAIL: " (no interface of this host has that address)",
+}
 
 
 class InterceptionError(SidecarError):

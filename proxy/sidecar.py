@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
 import time
 from typing import Any, Callable
 
 from proxy.admin import AdminServer
 from proxy.config.model import (
+    HostPort,
+    IdentityConfig,
     InboundListener,
     LogFormat,
     OutboundListener,
@@ -41,6 +44,7 @@ from proxy.reload import Reloader
 from proxy.runtime.base import DataPlane, ListenerPlan
 from proxy.runtime.sockets import close_quietly, open_listening_socket
 from proxy.tls.contract import Engine
+from proxy.errors import ListenError, SidecarError
 from proxy.tls.engine import load_engine
 
 _log = logging.getLogger("spiffe_sidecar")
@@ -59,7 +63,8 @@ class Sidecar:
                  emit: Callable[[ConnectionRecord], None] | None = None) -> None:
         self.live = LiveSettings.build(config, policies)  # one reference: a reload swaps it whole
         self.engine = engine if engine is not None else load_engine()
-        self.store = IdentityStore()
+        # Labelled now: the admin endpoint may be asked before the source task runs (a race /ready lost).
+        self.store = IdentityStore(source=source_label(config.identity))
         self.swap = ContextSwap(self.engine, self.store)
         self.metrics: Metrics | None = (Metrics(self.store, peer_id_labels=config.admin.peer_id_labels)
                                         if config.admin is not None else None)
@@ -74,6 +79,7 @@ class Sidecar:
         self.draining = False  # set at SIGTERM: /ready answers 503 while connections finish
         self.reloader: Reloader | None = None
         self.admin: AdminServer | None = None
+        self._choice_hinted = False  # "several SVIDs, none chosen" is said once
 
     # --- listeners -------------------------------------------------------
 
@@ -149,7 +155,7 @@ class Sidecar:
         self.live = LiveSettings.build(config if config is not None else self.live.config, policies)
 
     def _inbound_plan(self, listener: InboundListener) -> ListenerPlan:
-        sock = open_listening_socket(listener.listen.host, listener.listen.port)
+        sock = _listen(listener.name, listener.listen)
         name = listener.name
 
         def spec(destination: tuple[str, int] | None) -> ConnectionSpec:
@@ -161,14 +167,14 @@ class Sidecar:
                             context=self._context)
 
     def _outbound_plan(self, listener: OutboundListener) -> ListenerPlan:
-        sock = open_listening_socket(listener.listen.host, listener.listen.port)
+        sock = _listen(listener.name, listener.listen)
         name = listener.name
         return ListenerPlan(name=name, direction=Direction.OUTBOUND, sock=sock,
                             spec=lambda destination: self.live.outbound_specs[name],
                             context=self._context)
 
     def _transparent_inbound_plan(self, tin: TransparentInbound) -> ListenerPlan:
-        sock = open_listening_socket(tin.listen.host, tin.listen.port, transparent=tin.tproxy)
+        sock = _listen(TRANSPARENT_INBOUND, tin.listen, transparent=tin.tproxy)
 
         def spec(destination: tuple[str, int] | None) -> ConnectionSpec:
             # routed ports: built with the reload, read once per accept
@@ -178,7 +184,7 @@ class Sidecar:
                             context=self._context, transparent=True)
 
     def _transparent_outbound_plan(self, tout: TransparentOutbound) -> ListenerPlan:
-        sock = open_listening_socket(tout.listen.host, tout.listen.port)
+        sock = _listen(TRANSPARENT_OUTBOUND, tout.listen)
         spec = functools.partial(transparent_outbound_spec, tout, own_ports=self._own_listen_ports(),
                                  local_addresses=self.local_addresses, limits=limits_keywords(tout.limits))
         return ListenerPlan(name=TRANSPARENT_OUTBOUND, direction=Direction.OUTBOUND, sock=sock, spec=spec,
@@ -208,11 +214,12 @@ class Sidecar:
             f = identity.files
             files = SvidFiles(cert=str(f.cert), key=str(f.key), bundle=str(f.bundle),
                               federated={td: str(p) for td, p in f.federated_bundles.items()})
-            return functools.partial(run_file_source, files, self.store)
+            return functools.partial(run_file_source, files, self.store, require_first=True)
         from proxy.identity.source import run_x509_source
 
         on_state = self.metrics.on_source_state if self.metrics is not None else None
-        return functools.partial(run_x509_source, identity.workload_api, self.store, on_state=on_state)
+        return functools.partial(run_x509_source, identity.workload_api, self.store, on_state=on_state,
+                                 want=identity.spiffe_id)
 
     def describe_listeners(self) -> str:
         """One phrase per listener for the ready line."""
@@ -234,8 +241,14 @@ class Sidecar:
             _log.warning("identity withdrawn: %s (failing closed)", self.store.last_rejection or "no SVID")
             return
         _log.info("identity generation %d: %s valid until %s (trust domains: %s)", snapshot.generation,
-                  snapshot.spiffe_id, time.strftime("%H:%M:%S", time.localtime(snapshot.not_after)),
+                  snapshot.spiffe_id, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(snapshot.not_after)),
                   ", ".join(snapshot.trust_domains))
+        if len(snapshot.svids) > 1 and self.config.identity.spiffe_id is None and not self._choice_hinted:
+            self._choice_hinted = True  # once: the same offer comes with every renewal
+            offered = ", ".join(str(s.spiffe_id) for s in snapshot.svids)
+            _log.warning("the Workload API offers %d X.509-SVIDs (%s); presenting the first, %s. To present "
+                         "another, set identity.spiffe_id in %s (or SPIFFE_SIDECAR_IDENTITY_SPIFFE_ID)",
+                         len(snapshot.svids), offered, snapshot.spiffe_id, self.config.file)
 
     def log_ready(self) -> None:
         """The one line that says the sidecar serves (tests and the demo wait for it)."""
@@ -263,10 +276,30 @@ class Sidecar:
 
 
 
+def _listen(name: str, address: HostPort, *, transparent: bool = False) -> socket.socket:
+    """Bind one listener; a failure names the listener and its address (ListenError)."""
+    try:
+        return open_listening_socket(address.host, address.port, transparent=transparent)
+    except ListenError:
+        raise
+    except OSError as exc:
+        raise ListenError(name, str(address), exc) from None
+
+
+def source_label(identity: IdentityConfig) -> str:
+    """Where the SVID comes from, written as the source itself reports it."""
+    if identity.files is not None:
+        return f"files:{identity.files.cert}"
+    from proxy.identity.address import parse_address
+
+    try:
+        return str(parse_address(identity.workload_api)) if identity.workload_api else ""
+    except SidecarError:
+        return identity.workload_api or ""
+
+
 def local_addresses() -> frozenset[str]:
     """This host's addresses by its host name (a resolver call that may block: call it at start only)."""
-    import socket
-
     try:
         return frozenset(str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None))
     except OSError:

@@ -15,6 +15,7 @@ in a security policy must not silently widen it).
 
 from __future__ import annotations
 
+import difflib
 import io
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -117,7 +118,7 @@ class Section:
         self._seen.add(key)
         if key not in self.data or self.data[key] is None:
             if required:
-                raise ConfigError(self.file, self.line, self.field(key), "is required")
+                raise self.missing(key)
             return default
         value = self.data[key]
         kinds = kind if isinstance(kind, tuple) else (kind,)
@@ -142,7 +143,7 @@ class Section:
         self._seen.add(key)
         if key not in self.data or self.data[key] is None:
             if required:
-                raise ConfigError(self.file, self.line, self.field(key), "is required")
+                raise self.missing(key)
             return None
         return Section(self.data[key], self.file, self.field(key), self.line_of(key))
 
@@ -151,7 +152,7 @@ class Section:
         self._seen.add(key)
         if key not in self.data or self.data[key] is None:
             if required:
-                raise ConfigError(self.file, self.line, self.field(key), "is required")
+                raise self.missing(key)
             return []
         value = self.data[key]
         if not isinstance(value, list):
@@ -184,8 +185,23 @@ class Section:
             self._seen.add(str(k))
             yield str(k)
 
+    def missing(self, key: str, detail: str = "is required") -> ConfigError:
+        """The error for a required ``key`` that is absent.
+
+        A misspelling of it is the likelier cause than an omission, and the
+        more useful error: an unknown key close to ``key`` is reported as
+        unknown, at its own line, with "did you mean".
+        """
+        unread = [str(k) for k in self.data if str(k) not in self._seen]
+        close = difflib.get_close_matches(key, unread, n=1, cutoff=0.75)
+        if close:
+            return self.error(close[0], f"unknown key (did you mean {key!r}?)")
+        return ConfigError(self.file, self.line, self.field(key), detail)
+
     def finish(self) -> None:
-        """Reject unknown keys: every key must have been taken."""
+        """Reject unknown keys (every key must have been taken), suggesting the closest known one."""
         for key in self.data:
             if str(key) not in self._seen:
-                raise self.error(str(key), "unknown key")
+                close = difflib.get_close_matches(str(key), sorted(self._seen), n=1, cutoff=0.75)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise self.error(str(key), f"unknown key{hint}")

@@ -10,34 +10,31 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 from pathlib import Path
 
 import trio
 
 from proxy.agent.config import SOCKET_ENV, load_agent_config, with_socket
 from proxy.agent.server import serve_agent
+from proxy.commands import LOG_LEVELS, log_handler, plain
 from proxy.errors import SidecarError
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add the `agent` subcommand."""
     p = sub.add_parser("agent", help="run the embedded SPIFFE Workload API agent (attestation + local CA)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", required=True, help="agent.yaml (see examples/agent.yaml)")
     p.add_argument("--socket", help=f"Unix socket path (overrides socket_path and ${SOCKET_ENV})")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--log-level", default="info", choices=LOG_LEVELS,
+                   help="diagnostics on stderr from this level up (default info)")
     p.set_defaults(func=run)
 
 
 def configure_logging(level: str) -> None:
-    """One line per event on stderr, UTC timestamps."""
-    handler = logging.StreamHandler(sys.stderr)
-    formatter = logging.Formatter("%(asctime)s agent %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
-    formatter.converter = __import__("time").gmtime
-    handler.setFormatter(formatter)
+    """One line per event on stderr, in the format every command uses."""
     logger = logging.getLogger("spiffe_sidecar.agent")
-    logger.handlers[:] = [handler]
+    logger.handlers[:] = [log_handler()]
     logger.setLevel(level.upper())
     logger.propagate = False
 

@@ -57,7 +57,7 @@ def _add_install_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tproxy-mark", type=_int_any_base, default=_int_any_base(_env("tproxy-mark", "0x539")),
                    help="firewall mark TPROXY sets and the ip rule matches (default 0x539)")
     p.add_argument("--tproxy-route-table", type=int, default=int(_env("tproxy-route-table", "133")),
-                   help="routing table holding `local default dev lo` for marked packets (default 133)")
+                   help="routing table holding 'local default dev lo' for marked packets (default 133)")
 
 
 def _int_any_base(text: str) -> int:

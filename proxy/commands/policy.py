@@ -6,7 +6,8 @@ same evaluator the data path uses; with ``--config`` it resolves the
 listener to its policy as the sidecar would (and, for an outbound listener,
 tests the peer against ``expect``).
 
-Exit codes: 0 = valid / allowed, 1 = invalid file or input, 3 = denied.
+Exit codes: 0 = valid / allowed, 2 = invalid file or input (the code ``run``
+gives the same error), 1 = ``check --strict`` found warnings, 3 = denied.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 from proxy.errors import ConfigError, InvalidSpiffeIdError
 
 EXIT_OK = 0
-EXIT_INVALID = 1
+EXIT_WARNINGS = 1
+EXIT_INVALID = 2  # as cli.main exits for any SidecarError, so run and policy agree on a bad file
 EXIT_DENIED = 3
 
 
@@ -31,7 +33,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     psub.required = True
 
     check = psub.add_parser("check", help="validate a policy file (or a sidecar config and its policy file)",
-                            description="Validate like a live reload would; exit 0 when valid, 1 with "
+                            description="Validate like a live reload would; exit 0 when valid, 2 with "
                                         "file:line:field when not.")
     check.add_argument("file", nargs="?", help="policy.yaml")
     check.add_argument("-c", "--config", help="sidecar.yaml: check it, its policy file, and the references")
@@ -39,7 +41,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     check.set_defaults(func=run_check)
 
     explain = psub.add_parser("explain", help="show the decision for a peer on a listener, and why",
-                              description="Exit 0 when allowed, 3 when denied, 1 on invalid input.")
+                              description="Exit 0 when allowed, 3 when denied, 2 on invalid input.")
     src = explain.add_mutually_exclusive_group(required=True)
     src.add_argument("--policy-file", help="policy.yaml (then --listener names the policy)")
     src.add_argument("-c", "--config", help="sidecar.yaml (maps the listener to its policy)")
@@ -78,7 +80,7 @@ def run_check(args: argparse.Namespace) -> int:
     warnings = [w for p in policies for w in shadowed_allows(p)]
     for w in warnings:
         print(f"warning: {w}")
-    return EXIT_INVALID if warnings and args.strict else EXIT_OK
+    return EXIT_WARNINGS if warnings and args.strict else EXIT_OK
 
 
 def _summary(policies: Any) -> str:

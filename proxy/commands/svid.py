@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -23,7 +24,9 @@ from cryptography.hazmat.primitives import serialization
 from proxy.identity import rotation
 from proxy.identity.client import open_workload_api
 from proxy.identity.messages import ValidatedJwtSvid
-from proxy.identity.snapshot import X509Context, authorities_summary
+from proxy.commands import plain
+from proxy.errors import NoIdentityError
+from proxy.identity.snapshot import X509Context, authorities_summary, select_svid
 from proxy.identity.source import Backoff, reconnecting
 from proxy.spiffe.jwt_svid import JwtSvid
 from proxy.workload_api.grpc import GrpcStatusError, StatusCode
@@ -32,14 +35,16 @@ from proxy.workload_api.grpc import GrpcStatusError, StatusCode
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add the `svid` and `jwt` subcommands."""
     svid = sub.add_parser("svid", help="fetch or watch this workload's X.509-SVID from the Workload API",
-                          description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                          description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     svid_sub = svid.add_subparsers(dest="svid_command", metavar="ACTION", required=True)
     fetch = svid_sub.add_parser("fetch", help="print the SVID (and write PEM files with --write)")
     _common(fetch)
+    _choose(fetch)
     fetch.add_argument("--write", metavar="DIR", help="write svid.pem, svid_key.pem, bundle.pem like spiffe-helper")
     fetch.set_defaults(func=cmd_svid_fetch)
     watch = svid_sub.add_parser("watch", help="print every X.509 update until Ctrl-C (reconnects on failure)")
     _common(watch)
+    _choose(watch)
     watch.set_defaults(func=cmd_svid_watch)
 
     jwt = sub.add_parser("jwt", help="fetch or validate JWT-SVIDs through the Workload API")
@@ -51,14 +56,30 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     jfetch.set_defaults(func=cmd_jwt_fetch)
     jvalidate = jwt_sub.add_parser("validate", help="have the agent validate a token for an audience")
     _common(jvalidate)
-    jvalidate.add_argument("--audience", "-a", required=True)
-    jvalidate.add_argument("token")
+    jvalidate.add_argument("--audience", "-a", required=True, help="the audience the token must name")
+    jvalidate.add_argument("token", help="the JWT-SVID (compact JWS) to validate")
     jvalidate.set_defaults(func=cmd_jwt_validate)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="Workload API address (default: $SPIFFE_ENDPOINT_SOCKET)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer (default 10)")
+
+
+def _choose(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spiffe-id", metavar="ID", help="only the SVID with this SPIFFE ID (or hint), when the "
+                   "Workload API offers several (default: all; --write writes the first)")
+
+
+def chosen(context: X509Context, want: str | None) -> X509Context:
+    """``context`` with only the SVID ``want`` names (all of them when None).
+
+    Raises:
+        NoIdentityError: none has that SPIFFE ID or hint (the message lists what was offered).
+    """
+    if want is None:
+        return context
+    return dataclasses.replace(context, svids=(select_svid(context.svids, want),))
 
 
 def _when(ts: float) -> str:
@@ -121,7 +142,11 @@ def cmd_svid_fetch(args: argparse.Namespace) -> int:
         async with open_workload_api(args.address) as client:
             return await client.fetch_x509_context(timeout=args.timeout)
 
-    context = trio.run(main)
+    try:
+        context = chosen(trio.run(main), args.spiffe_id)
+    except NoIdentityError as exc:
+        print(f"spiffe-sidecar: {exc}", file=sys.stderr)
+        return 1
     print(describe(context, time.time()))
     if args.write:
         for path in write_pem_files(context, args.write):
@@ -142,7 +167,10 @@ def cmd_svid_watch(args: argparse.Namespace) -> int:
                 async for context in updates:
                     count += 1
                     print(f"--- update {count} at {_when(time.time())}")
-                    print(describe(context, time.time()), flush=True)
+                    try:
+                        print(describe(chosen(context, args.spiffe_id), time.time()), flush=True)
+                    except NoIdentityError as exc:
+                        print(exc, flush=True)
 
     try:
         trio.run(main)

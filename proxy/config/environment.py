@@ -20,7 +20,8 @@ from proxy.config.envfields import ENV_PREFIX, env_var_name
 
 #: Every scalar field of sidecar.yaml that a variable overrides (the loader reads exactly these).
 CONFIG_FIELDS = (
-    "identity.workload_api", "identity.files.cert", "identity.files.key", "identity.files.bundle",
+    "identity.workload_api", "identity.spiffe_id",
+    "identity.files.cert", "identity.files.key", "identity.files.bundle",
     "runtime", "policy_file", "drain_timeout", "first_svid_timeout",
     "limits.handshake_timeout", "limits.connect_timeout", "limits.idle_timeout", "limits.max_connections",
     "limits.buffer_size", "limits.max_connection_lifetime",

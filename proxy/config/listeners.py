@@ -53,7 +53,8 @@ def read_inbound(sec: Section, limits: Limits) -> InboundListener:
     own = own_limits(sec, limits)
     sec.finish()
     return InboundListener(name=name, listen=listen, forward_to=forward_to, policy=policy,
-                           allow_non_loopback_forward=optout, limits=own, line=sec.line)
+                           allow_non_loopback_forward=optout, limits=own, line=sec.line,
+                           policy_line=sec.line_of("policy"))
 
 
 def read_outbound(sec: Section, limits: Limits) -> OutboundListener:
@@ -64,8 +65,7 @@ def read_outbound(sec: Section, limits: Limits) -> OutboundListener:
     optout = bool(sec.take("allow_non_loopback_listen", bool, default=False))
     connect_to = sec.take("connect_to", str, required=True, check=address())
     if not sec.has("expect"):
-        raise ConfigError(sec.file, sec.line, sec.field("expect"),
-                          "is required: the SPIFFE ID (pattern) the upstream must present")
+        raise sec.missing("expect", "is required: the SPIFFE ID (pattern) the upstream must present")
     expect = read_peer_patterns(sec, "expect", single_ok=True)
     own = own_limits(sec, limits)
     sec.finish()

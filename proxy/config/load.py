@@ -81,16 +81,21 @@ def build_sidecar_config(doc: Any, file: str, *, env: Mapping[str, str] | None =
         raise ConfigError(file, root.line_of("inbound"), "policy_file", "is required: inbound listeners name"
                           " policies from it")
     if check_policies and config.policy_file is not None:
-        check_policy_references(config, _read_policies(config, root))
+        check_policy_references(config, _read_policies(config, root, env))
     return config
 
 
-def _read_policies(config: SidecarConfig, root: Section) -> PolicySet:
+def _read_policies(config: SidecarConfig, root: Section, env: Mapping[str, str]) -> PolicySet:
+    """The policy file; one that cannot be read is reported where it is named (line or variable)."""
     assert config.policy_file is not None
     try:
         return load_policy_file(config.policy_file)
     except ConfigError as exc:
         if exc.line is None and "cannot read" in exc.detail:  # point at the line that names the file
+            variable = env_var_name("policy_file")
+            if variable is not None and variable in env:
+                raise ConfigError(f"${variable}", None, "policy_file",
+                                  f"{exc.detail}: {config.policy_file}") from None
             raise root.error("policy_file", f"{exc.detail}: {config.policy_file}") from None
         raise
 
@@ -136,9 +141,11 @@ def load_sidecar_config_text(text: str, file: str = "<string>", *, env: Mapping[
 
 def load_sidecar(path: str | Path, *, env: Mapping[str, str] | None = None) -> tuple[SidecarConfig, PolicySet | None]:
     """Load the config and its policy file once, checked against each other."""
-    config = load_sidecar_config(path, env=env, check_policies=False)
+    env = dict(os.environ) if env is None else env
+    doc, file = load_yaml_file(path)
+    config = build_sidecar_config(doc, file, env=env, check_policies=False)
     if config.policy_file is None:
         return config, None
-    policies = load_policy_file(config.policy_file)
+    policies = _read_policies(config, Section.root(doc, file), env)
     check_policy_references(config, policies)
     return config, policies

@@ -122,11 +122,14 @@ class IdentityConfig:
         workload_api: the Workload API address (``unix:///path`` or ``tcp://IP:port``), or None.
         files: the file source, or None.
         from_env: True when the address came from ``SPIFFE_ENDPOINT_SOCKET``.
+        spiffe_id: which of the Workload API's X.509-SVIDs to present (None: its first, the
+            default); an update without it withdraws our identity rather than fall back.
     """
 
     workload_api: str | None = None
     files: FilesSource | None = None
     from_env: bool = False
+    spiffe_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,6 +166,7 @@ class InboundListener:
         allow_non_loopback_forward: opt-in to forward plaintext off the host.
         limits: the effective limits (global ones with this listener's overrides).
         line: line of the listener in sidecar.yaml (for errors found later).
+        policy_line: line of its ``policy`` field (a missing policy is reported there).
     """
 
     name: str
@@ -172,6 +176,7 @@ class InboundListener:
     allow_non_loopback_forward: bool = False
     limits: Limits = Limits()
     line: int | None = None
+    policy_line: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -261,7 +266,7 @@ class SidecarConfig:
 
     def policy_references(self) -> list[tuple[str, str, int | None]]:
         """(policy name, referring field, sidecar.yaml line) for every policy a listener names."""
-        refs = [(i.policy, f"inbound[{n}].policy", i.line) for n, i in enumerate(self.inbound)]
+        refs = [(i.policy, f"inbound[{n}].policy", i.policy_line or i.line) for n, i in enumerate(self.inbound)]
         if self.transparent is not None and self.transparent.inbound is not None:
             refs += [(p.policy, f"transparent.inbound.ports[{n}].policy", p.line)
                      for n, p in enumerate(self.transparent.inbound.ports)]

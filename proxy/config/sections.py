@@ -46,24 +46,33 @@ def read_identity(f: Fields, env: Mapping[str, str], base_dir: Path) -> Identity
     """Read ``identity:``: exactly one of ``workload_api`` and ``files``."""
     sec = f.section
     api = f.take("workload_api", str, check=parse_workload_api_address)
+    wanted = f.take("spiffe_id", str, check=_spiffe_id)
     files: FilesSource | None = None
     ff = f.sub("files")
     if ff.section.data or any(ff.overridden(k) for k in ("cert", "key", "bundle")):
         if api is not None:
             raise sec.error("files", "set either workload_api or files, not both")
+        if wanted is not None:
+            raise sec.error("spiffe_id", "chooses among the Workload API's SVIDs: files hold exactly one")
         files = _files(ff, base_dir)
     sec.finish()
     if api is not None or files is not None:
-        return IdentityConfig(workload_api=api, files=files)
+        return IdentityConfig(workload_api=api, files=files, spiffe_id=wanted)
     socket = env.get(ENDPOINT_SOCKET_ENV)
     if not socket:
         raise ConfigError(sec.file, sec.line, sec.path or "identity",
                           "no SVID source: set identity.workload_api, identity.files, or the"
                           f" {ENDPOINT_SOCKET_ENV} environment variable")
     try:
-        return IdentityConfig(workload_api=parse_workload_api_address(socket), from_env=True)
+        return IdentityConfig(workload_api=parse_workload_api_address(socket), from_env=True, spiffe_id=wanted)
     except ValueError as exc:
         raise ConfigError(f"${ENDPOINT_SOCKET_ENV}", None, "", str(exc)) from None
+
+
+def _spiffe_id(value: str) -> str:
+    from proxy.spiffe.id import SpiffeId
+
+    return str(SpiffeId.parse(value))
 
 
 def _files(f: Fields, base_dir: Path) -> FilesSource:

@@ -239,8 +239,7 @@ def _route(item: Section) -> OutboundRoute:
     if destination is None and cidr is None and not ports:
         raise ConfigError(item.file, item.line, item.path, "a route needs destination, cidr or ports")
     if not item.has("expect"):
-        raise ConfigError(item.file, item.line, item.field("expect"),
-                          "is required: the SPIFFE ID (pattern) the destination must present")
+        raise item.missing("expect", "is required: the SPIFFE ID (pattern) the destination must present")
     expect = read_peer_patterns(item, "expect", single_ok=True)
     item.finish()
     return OutboundRoute(expect=expect, destination=destination, cidr=cidr, ports=ports, line=item.line)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import site
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import proxy
+from proxy.demo.interpreter import interpreter_env
 
 
 def free_port() -> int:
@@ -31,12 +30,8 @@ def free_port() -> int:
 
 
 def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment a copied interpreter needs to import this very ``proxy`` package."""
-    env = dict(os.environ)
-    paths = [str(Path(proxy.__file__).resolve().parent.parent), *site.getsitepackages()]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
+    """A copied interpreter's environment (``interpreter_env``), minus the caller's Workload API address."""
+    env = interpreter_env()
     env.pop("SPIFFE_ENDPOINT_SOCKET", None)
     env.update(extra or {})
     return env

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from proxy.demo.apps import HelloBackend, http_get
+from proxy.demo.interpreter import copy_interpreter
 from proxy.demo.processes import SidecarProcess, free_port
 
 TD = "example.org"
@@ -92,15 +93,14 @@ class Demo:
         if self.bin_dir is None:
             self.bin_dir = self._executable_dir()
         target = self.bin_dir / f"{name}-sidecar"
-        shutil.copy2(os.path.realpath(sys.executable), target)
-        return str(target)
+        return str(copy_interpreter(target))
 
     def _executable_dir(self) -> Path:
         """The work dir's bin/, or one under the user's cache when the temp dir is mounted noexec."""
         for candidate in (self.dir / "bin", Path.home() / ".cache" / f"spiffe-sidecar-demo-{os.getpid()}"):
             candidate.mkdir(parents=True, exist_ok=True)
             probe = candidate / "probe"
-            shutil.copy2(os.path.realpath(sys.executable), probe)
+            copy_interpreter(probe)
             try:
                 subprocess.run([str(probe), "-S", "-c", "pass"], check=True, timeout=30,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -48,22 +48,64 @@ def process_facts() -> str:
             f"(pid {os.getpid()})")
 
 
+def _cause(source: str, error: str) -> str:
+    """Why there is no SVID, from what the source last said: one of the checklists below.
+
+    The source state carries the error as text (verbatim from the server, with
+    the gRPC status name our client puts first), so the status is read there.
+    """
+    if source.startswith("files:"):
+        return "files"
+    if "PERMISSION_DENIED" in error:
+        return "refused"
+    if "no X.509-SVID matches" in error:
+        return "not_offered"
+    if not error or "UNAVAILABLE" in error or "DEADLINE_EXCEEDED" in error:
+        return "unreachable"
+    return "other"
+
+
 def first_svid_diagnostic(store: IdentityStore, timeout: float) -> str:
-    """The multi-line explanation raised when no SVID arrived within ``timeout``."""
+    """The multi-line explanation raised when no SVID arrived within ``timeout``.
+
+    Only the checks that fit the cause are listed: a registration hint for an
+    agent that refused us, the socket for one that could not be reached, the
+    offered SVIDs for an identity.spiffe_id the agent does not grant.
+    """
     state = store.state
-    lines = [f"no X.509-SVID within {timeout:g}s from {state.source or 'the identity source'} "
-             f"(source state: {state.state.value}, {state.attempt} failed attempt(s)).",
-             "Check:",
-             f"  1. {_socket_check(state.source)}",
-             "  2. a registration entry matches this workload; this process is "
-             f"{process_facts()}"]
-    if state.last_error:
-        lines.append(f"  3. the last error was: {state.last_error}")
-    elif store.last_rejection:
-        lines.append(f"  3. the last update was refused: {store.last_rejection}")
+    error = state.last_error or ""
+    source = state.source or "the identity source"
+    lines = [f"no X.509-SVID within {timeout:g}s from {source} "
+             f"(source state: {state.state.value}, {state.attempt} failed attempt(s)).", "Check:"]
+    cause = _cause(state.source, error)
+    if cause == "files":
+        lines.append(f"  - the files: {error or store.last_rejection or 'no usable SVID'}")
+    elif cause == "refused":
+        lines += [f"  - the Workload API answered and refused this process: {error}",
+                  f"  - a registration entry must match this workload (all its selectors); this process is "
+                  f"{process_facts()}"]
+    elif cause == "not_offered":
+        lines += [f"  - the Workload API does not offer the SVID identity.spiffe_id names: {error}",
+                  "  - set identity.spiffe_id to one it offers, or register an entry for the one you want"]
+    elif cause == "unreachable":
+        lines.append(f"  - {_socket_check(state.source)}")
+        if error:
+            lines.append(f"  - the last error was: {error}")
+        elif store.last_rejection:
+            lines.append(f"  - the last update was refused: {store.last_rejection}")
+        else:
+            lines.append("  - the server accepted the call but sent nothing yet (is the agent still starting?)")
     else:
-        lines.append("  3. the server accepted the call but sent nothing yet (is the agent still starting?)")
+        lines.append(f"  - the last error was: {error}")
     latest = store.latest
     if latest is not None:
         lines.append(f"  (an SVID for {latest.spiffe_id} was held but expired at {latest.not_after:.0f})")
     return "\n".join(lines)
+
+
+def waiting_note(store: IdentityStore, waited: float, timeout: float) -> str:
+    """One progress line while start-up waits for the first SVID (so the wait is never silent)."""
+    state = store.state
+    error = f"; last error: {state.last_error}" if state.last_error else ""
+    return (f"waiting for the first X.509-SVID from {state.source or 'the identity source'} ({waited:.0f}s): "
+            f"{state.state}, {state.attempt} failed attempt(s){error}; giving up in {max(0.0, timeout - waited):.0f}s")

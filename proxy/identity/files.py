@@ -162,13 +162,26 @@ class FileSource:
 
 async def run_file_source(files: SvidFiles, store: IdentityStore, *, interval: float = 1.0,
                           clock: Callable[[], float] = time.time,
-                          on_state: Callable[[SourceState], None] | None = None) -> NoReturn:
+                          on_state: Callable[[SourceState], None] | None = None,
+                          require_first: bool = False) -> NoReturn:
     """Poll ``files`` every ``interval`` seconds forever (cancel to stop).
 
-    Never raises for bad files: the error is reported to the store (and
-    ``on_state``) and the last good snapshot stays in use.
+    After the first load, never raises for bad files: the error is reported
+    to the store (and ``on_state``) and the last good snapshot stays in use.
+
+    Args:
+        require_first: raise at once when the first load fails. Files do not
+            fix themselves the way a Workload API that is still starting does:
+            waiting out ``first_svid_timeout`` in silence would only delay the
+            same error (the sidecar sets it).
+
+    Raises:
+        NoIdentityError: with ``require_first``, the files cannot be loaded now (names the file and why).
     """
     source = FileSource(files, store, clock=clock, on_state=on_state)
+    source.poll()
+    if require_first and store.current(clock()) is None:
+        raise NoIdentityError(f"cannot use the identity files: {source.last_error or 'no usable SVID'}")
     while True:
-        source.poll()
         await trio.sleep(interval)
+        source.poll()

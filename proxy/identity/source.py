@@ -40,7 +40,7 @@ from proxy.errors import NoIdentityError, SpiffeError
 from proxy.identity import messages
 from proxy.identity.address import WorkloadApiAddress, parse_address, resolve_address
 from proxy.identity.client import WorkloadApiClient
-from proxy.identity.diagnose import first_svid_diagnostic
+from proxy.identity.diagnose import first_svid_diagnostic, waiting_note
 from proxy.identity.snapshot import IdentitySnapshot
 from proxy.identity.store import IdentityStore, SourceState, SourceStatus
 from proxy.workload_api import workload_pb2 as pb
@@ -206,16 +206,19 @@ async def run_x509_source(address: WorkloadApiAddress | str | None, store: Ident
 
 
 async def wait_for_first_svid(store: IdentityStore, timeout: float, *,
-                              clock: Callable[[], float] = time.time) -> IdentitySnapshot:
+                              clock: Callable[[], float] = time.time,
+                              progress: Callable[[str], None] | None = None,
+                              every: float = 5.0) -> IdentitySnapshot:
     """Wait up to ``timeout`` seconds until the store holds a usable snapshot.
 
     Returns at once when one is already there. Safe when publications
-    come from another thread.
+    come from another thread. A wait is never silent: ``progress`` gets a
+    line (``waiting_note``) every ``every`` seconds saying what the source
+    is doing and its last error.
 
     Raises:
         NoIdentityError: on timeout, with a diagnostic of what to check
-            (socket present? agent running? entry registered? the server's
-            last error, e.g. the agent's observed selectors).
+            for the cause at hand (``first_svid_diagnostic``).
     """
     token = trio.lowlevel.current_trio_token()
     wakeup = trio.Event()
@@ -225,14 +228,22 @@ async def wait_for_first_svid(store: IdentityStore, timeout: float, *,
             token.run_sync_soon(wakeup.set)
 
     unsubscribe = store.subscribe(on_change)
+    start = trio.current_time()
+    deadline, next_note = start + timeout, start + every
     try:
-        with trio.move_on_after(timeout):
-            while True:
-                snapshot = store.current(clock())
-                if snapshot is not None:
-                    return snapshot
+        while (snapshot := store.current(clock())) is None:
+            now = trio.current_time()
+            if now >= deadline:
+                break
+            if now >= next_note:
+                next_note = now + every
+                if progress is not None:
+                    progress(waiting_note(store, now - start, timeout))
+            with trio.move_on_at(min(deadline, next_note)):
                 await wakeup.wait()
                 wakeup = trio.Event()
+        else:
+            return snapshot
     finally:
         unsubscribe()
     raise NoIdentityError(first_svid_diagnostic(store, timeout))

@@ -102,12 +102,14 @@ class IdentityStatus:
 class IdentityStore:
     """Holds the current identity snapshot; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, source: str = "") -> None:
+        """``source`` labels the starting state, so /ready and the diagnostics can name where the
+        SVID should come from before the source task has run at all."""
         self._lock = threading.Lock()
         self._snapshot: IdentitySnapshot | None = None
         self._generation = 0
         self._subscribers: list[Subscriber] = []
-        self._state = SourceState(SourceStatus.STARTING)
+        self._state = SourceState(SourceStatus.STARTING, source=source)
         self._last_rejection: str | None = None
 
     # -- reading ----------------------------------------------------------------

@@ -12,6 +12,7 @@ values and log fields, so they stay short and shell/URL-safe.
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from types import MappingProxyType
@@ -94,7 +95,9 @@ def reject_unknown(section: Section, known: tuple[str, ...], hint: str) -> None:
     """Report an unknown key before any "is required": a typo is the likelier cause."""
     for key in section.data:
         if key not in known:
-            raise section.error(str(key), f"unknown key ({hint})")
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.75)
+            mean = f"did you mean {close[0]!r}? " if close else ""
+            raise section.error(str(key), f"unknown key ({mean}{hint})")
 
 
 def _rule(item: Section) -> Rule:

@@ -175,7 +175,9 @@ async def _ready_or_stop(sidecar: Any, stop: trio.Event, failed: list[str]) -> N
     from proxy.identity.source import wait_for_first_svid
 
     try:
-        await wait_for_first_svid(sidecar.store, sidecar.first_svid_timeout)
+        _log.info("waiting up to %gs for the first X.509-SVID from %s", sidecar.first_svid_timeout,
+                  sidecar.store.state.source or "the identity source")
+        await wait_for_first_svid(sidecar.store, sidecar.first_svid_timeout, progress=_log.warning)
     except NoIdentityError as exc:
         _log.error("%s", exc)
         failed.append(str(exc))

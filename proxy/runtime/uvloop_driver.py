@@ -25,6 +25,8 @@ from proxy.runtime.primitives import AddrInfo
 from proxy.runtime.threads import TrioThread
 
 T = TypeVar("T")
+#: Seconds between "still waiting for the first SVID" lines (as the trio driver's wait_for_first_svid).
+PROGRESS_EVERY = 5.0
 _log = logging.getLogger("spiffe_sidecar")
 
 
@@ -227,14 +229,21 @@ async def _run_identity_source(sidecar: Any, loop: asyncio.AbstractEventLoop, st
 
 async def _ready_or_stop(sidecar: Any, have_identity: asyncio.Event, stop: asyncio.Event, failed: list[str]) -> None:
     """Log the ready line at the first SVID, or stop with 1 when none came within the bound."""
-    try:
-        async with asyncio.timeout(sidecar.first_svid_timeout):
-            await have_identity.wait()
-    except TimeoutError:
-        from proxy.identity.diagnose import first_svid_diagnostic
+    from proxy.identity.diagnose import first_svid_diagnostic, waiting_note
 
-        _log.error("%s", first_svid_diagnostic(sidecar.store, sidecar.first_svid_timeout))
-        failed.append("no first SVID")
-        stop.set()
-        return
+    timeout = sidecar.first_svid_timeout
+    _log.info("waiting up to %gs for the first X.509-SVID from %s", timeout,
+              sidecar.store.state.source or "the identity source")
+    start = time.monotonic()
+    while not have_identity.is_set():
+        waited = time.monotonic() - start
+        if waited >= timeout:
+            _log.error("%s", first_svid_diagnostic(sidecar.store, timeout))
+            failed.append("no first SVID")
+            stop.set()
+            return
+        if waited >= PROGRESS_EVERY:  # never silent: what the source is doing, every few seconds
+            _log.warning("%s", waiting_note(sidecar.store, waited, timeout))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(have_identity.wait(), min(PROGRESS_EVERY, timeout - waited))
     sidecar.log_ready()

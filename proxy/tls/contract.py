@@ -149,6 +149,7 @@ class Engine(RelayStatuses, Protocol):
     def ServerContext(self, material: TlsMaterial) -> ServerContext: ...  # noqa: N802 (the engine's class)
     def ClientContext(self, material: TlsMaterial) -> ClientContext: ...  # noqa: N802
     def Relay(self, conn: TlsConnection, plain_fd: int, buffer_size: int = 65536) -> Relay: ...  # noqa: N802
+    def openssl_version(self) -> str: ...
 
 
 @runtime_checkable

@@ -81,8 +81,13 @@ NAME = "python"
 __all__ = [
     "NAME", "DONE", "WANT_READ", "WANT_WRITE", "WANT_TLS_READ", "WANT_TLS_WRITE", "WANT_PLAIN_READ",
     "WANT_PLAIN_WRITE", "EOF", "ServerContext", "ClientContext", "TlsConnection", "Relay",
-    "parse_spiffe_id", "spiffe_id_from_der", "verify_x509_svid_chain", "classify_tls_error",
+    "parse_spiffe_id", "spiffe_id_from_der", "verify_x509_svid_chain", "classify_tls_error", "openssl_version",
 ]
+
+
+def openssl_version() -> str:
+    """The OpenSSL this engine runs on: pyOpenSSL's, i.e. the one cryptography's wheel bundles."""
+    return SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()
 
 # RelayStatus values; the compiled engine uses the same numbers (parity-tested).
 WANT_TLS_READ = 1

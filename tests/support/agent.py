@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+# `python` may be a copy of the interpreter (its own unix:path): one helper gives it our packages.
+from proxy.demo.interpreter import interpreter_env
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = REPO / "examples" / "agent.yaml"
 SCRIPTS = REPO / "tests" / "integration" / "agent" / "scripts"
@@ -117,7 +120,7 @@ def run_python(code: str, *, env: dict[str, str] | None = None, timeout: float =
                python: str = sys.executable) -> subprocess.CompletedProcess[str]:
     """Run a Python snippet in a separate process (a genuinely separate workload)."""
     return subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, cwd=str(REPO))
+                          env=interpreter_env(env), cwd=str(REPO))
 
 
 class JsonLines:
@@ -153,7 +156,7 @@ def start_watch(endpoint: str, seconds: float, *, python: str = sys.executable, 
     if setuid is not None:
         args.append(str(setuid))
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+                            env=interpreter_env(env))
     return proc, JsonLines(proc)
 
 

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from proxy.demo.interpreter import copy_interpreter
 from support.agent import read_until_status, start_watch
 
 
 def test_swapped_binary_is_refused_at_its_next_renewal(agent_factory, short_dir: Path) -> None:
     binary = short_dir / "bin" / "python-workload"
     binary.parent.mkdir()
-    shutil.copy2(os.path.realpath(sys.executable), binary)
+    copy_interpreter(binary)
     digest = hashlib.sha256(binary.read_bytes()).hexdigest()
     agent = agent_factory([("spiffe://example.org/pinned",
                             [f"unix:uid:{os.getuid()}", f"unix:path:{binary}", f"unix:sha256:{digest}"])],

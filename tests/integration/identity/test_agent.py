@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 import trio
 from support.agent import REPO, AgentProcess, JsonLines, agent_yaml
 
+from proxy.demo.interpreter import copy_interpreter, interpreter_env
 from proxy.errors import NoIdentityError
 from proxy.identity.client import open_workload_api
 from proxy.identity.source import Backoff, run_x509_source, wait_for_first_svid
@@ -114,7 +114,7 @@ def test_source_stops_serving_the_wanted_svid_once_the_agent_withdraws_it(short_
     # to that binary: replacing the file drops that entry at the next renewal, so the
     # agent's next update still carries APP but no longer the SVID the source wants.
     binary = Path(short_dir) / "python-workload"
-    shutil.copy2(os.path.realpath(sys.executable), binary)
+    copy_interpreter(binary)
     pinned = "spiffe://example.org/pinned"
     uid = f"unix:uid:{os.getuid()}"
     cfg = agent_yaml(Path(short_dir), x509_svid_ttl="3s", entries=[
@@ -123,7 +123,7 @@ def test_source_stops_serving_the_wanted_svid_once_the_agent_withdraws_it(short_
     with AgentProcess(cfg, Path(short_dir) / "agent.sock") as agent:
         proc = subprocess.Popen([str(binary), "-c", _SOURCE_WANTING, agent.endpoint, pinned, "60"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO),
-                                env={**os.environ, "PYTHONPATH": str(REPO)})
+                                env=interpreter_env())
         lines = JsonLines(proc)
         try:
             deadline = time.monotonic() + 20

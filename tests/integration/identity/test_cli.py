@@ -42,6 +42,15 @@ def test_svid_fetch_prints_and_writes_files_like_spiffe_helper(serving, tmp_path
     assert x509.load_pem_x509_certificates((d / "federated_partner.test.pem").read_bytes()) == [fed_ca.cert]
 
 
+def test_svid_fetch_for_an_id_not_offered_exits_1_listing_what_is_offered(serving, tmp_path) -> None:
+    out = cli("svid", "fetch", "--address", serving.address, "--spiffe-id", "spiffe://example.org/nope",
+              "--write", str(tmp_path / "certs"))
+    assert out.returncode == 1 and "offered: spiffe://example.org/web" in out.stderr, out.stderr
+    assert not (tmp_path / "certs").exists()  # nothing written for an identity we do not hold
+    chosen = cli("svid", "fetch", "--address", serving.address, "--spiffe-id", "spiffe://example.org/web")
+    assert chosen.returncode == 0 and "SPIFFE ID: spiffe://example.org/web" in chosen.stdout, chosen.stderr
+
+
 def test_jwt_fetch_then_validate(serving) -> None:
     fetched = cli("jwt", "fetch", "--address", serving.address, "--audience", "spiffe://example.org/db")
     assert fetched.returncode == 0, fetched.stderr

@@ -120,7 +120,7 @@ def test_non_loopback_plaintext_needs_an_explicit_opt_in(cfgdir: Path) -> None:
      "outbound[0].expect[1]", "trust domain characters"),
     ("    expect: spiffe://example.org/ns/prod/sa/payments\n", "", 8, "outbound[0].expect", "is required"),
     ("    policy: api\n", "    policy: api\n    polcy: x\n", 7, "inbound[0].polcy", "unknown key"),
-    ("    policy: api\n", "    policy: missing\n", 3, "inbound[0].policy", "no policy 'missing' in"),
+    ("    policy: api\n", "    policy: missing\n", 6, "inbound[0].policy", "no policy 'missing' in"),
     ("name: payments", "name: api", 8, "outbound[0].name", "duplicate listener name 'api' (first at line 3)"),
     ("name: payments", "name: 'pay ments'", 8, "outbound[0].name", "invalid listener name"),
     ("policy_file: policy.yaml\n", "", 2, "policy_file", "is required"),
@@ -145,6 +145,13 @@ def test_non_loopback_plaintext_needs_an_explicit_opt_in(cfgdir: Path) -> None:
      "{workload_api: unix:///a.sock, files: {cert: c, key: k, bundle: b}}", 1, "identity.files", "not both"),
     ("{workload_api: unix:///run/spiffe/agent.sock}", "{files: {cert: c, key: k}}", 1, "identity.files.bundle",
      "is required"),
+    # A misspelt required key is reported as the unknown key it is, at its line, not as "forward_to: is required".
+    ("    forward_to: 127.0.0.1:8080", "    forwad_to: 127.0.0.1:8080", 5, "inbound[0].forwad_to",
+     "unknown key (did you mean 'forward_to'?)"),
+    ("    expect: spiffe", "    expct: spiffe", 11, "outbound[0].expct", "unknown key (did you mean 'expect'?)"),
+    ("policy_file: policy.yaml", "policy_file: policy.yaml\nlimits: {idle_timout: 1s}", 13, "limits.idle_timout",
+     "unknown key (did you mean 'idle_timeout'?)"),
+    ("policy_file: policy.yaml", "policy_file: nosuch.yaml", 12, "policy_file", "cannot read"),
 ])
 def test_config_error_names_line_and_field(cfgdir: Path, old: str, new: str, line: int | None, field: str,
                                            detail: str) -> None:
@@ -152,6 +159,16 @@ def test_config_error_names_line_and_field(cfgdir: Path, old: str, new: str, lin
     err = error_of(BASE.replace(old, new), cfgdir)
     assert (err.line, err.field) == (line, field), str(err)
     assert detail in err.detail, str(err)
+
+
+def test_load_sidecar_reports_an_unreadable_policy_file_where_it_is_named(cfgdir: Path) -> None:
+    (cfgdir / "sidecar.yaml").write_text(BASE.replace("policy_file: policy.yaml", "policy_file: nosuch.yaml"))
+    with pytest.raises(ConfigError) as info:
+        load_sidecar(cfgdir / "sidecar.yaml", env={})
+    assert (info.value.line, info.value.field) == (12, "policy_file") and "nosuch.yaml" in info.value.detail
+    with pytest.raises(ConfigError) as info:
+        load_sidecar(cfgdir / "sidecar.yaml", env={"SPIFFE_SIDECAR_POLICY_FILE": str(cfgdir / "other.yaml")})
+    assert info.value.file == "$SPIFFE_SIDECAR_POLICY_FILE" and "other.yaml" in info.value.detail
 
 
 def test_identity_files_resolve_relative_to_the_config_directory(cfgdir: Path) -> None:
@@ -163,6 +180,24 @@ def test_identity_files_resolve_relative_to_the_config_directory(cfgdir: Path) -
     assert files.federated_bundles == {"partner.org": cfgdir / "p.pem"}
     err = error_of(text.replace("partner.org:", "Partner.org:"), cfgdir)
     assert err.field == "identity.files.federated_bundles.Partner.org" and "trust domain" in err.detail
+
+
+def test_identity_spiffe_id_chooses_the_svid_from_the_file_the_variable_or_beside_the_endpoint_socket(
+        cfgdir: Path) -> None:
+    text = BASE.replace("{workload_api: unix:///run/spiffe/agent.sock}",
+                        "{workload_api: unix:///run/spiffe/agent.sock, spiffe_id: spiffe://example.org/backend}")
+    assert load(text, cfgdir).identity.spiffe_id == "spiffe://example.org/backend"
+    assert load(BASE, cfgdir).identity.spiffe_id is None  # the Workload API's first, as before
+    env = {"SPIFFE_SIDECAR_IDENTITY_SPIFFE_ID": "spiffe://example.org/sidecar"}
+    assert load(BASE, cfgdir, env=env).identity.spiffe_id == "spiffe://example.org/sidecar"
+    only_id = BASE.replace("{workload_api: unix:///run/spiffe/agent.sock}", "{spiffe_id: spiffe://example.org/a}")
+    c = load(only_id, cfgdir, env={"SPIFFE_ENDPOINT_SOCKET": "unix:///tmp/agent.sock"})
+    assert c.identity.from_env and c.identity.spiffe_id == "spiffe://example.org/a"
+    err = error_of(text.replace("spiffe://example.org/backend", "spiffe://Example.org/backend"), cfgdir)
+    assert (err.line, err.field) == (1, "identity.spiffe_id") and "Invalid SPIFFE ID" in err.detail
+    err = error_of(BASE.replace("{workload_api: unix:///run/spiffe/agent.sock}",
+                                "{files: {cert: c, key: k, bundle: b}, spiffe_id: spiffe://example.org/a}"), cfgdir)
+    assert err.field == "identity.spiffe_id" and "files hold exactly one" in err.detail
 
 
 def test_spiffe_endpoint_socket_is_the_fallback_identity(cfgdir: Path) -> None:
@@ -234,7 +269,7 @@ def test_policy_reload_that_drops_a_referenced_policy_is_rejected(cfgdir: Path) 
     check_policy_references(c, load_policy_text(POLICY, "policy.yaml"))
     with pytest.raises(ConfigError) as info:
         check_policy_references(c, load_policy_text("policies:\n  other: []\n", "policy.yaml"))
-    assert (info.value.line, info.value.field) == (3, "inbound[0].policy")
+    assert (info.value.line, info.value.field) == (6, "inbound[0].policy")
     assert "'other'" in info.value.detail
 
 
