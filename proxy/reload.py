@@ -124,7 +124,8 @@ class Reloader:
 
     def reload(self, trigger: str = "request") -> bool:
         """Validate the files fully, then swap; True when the new policy is in force."""
-        from proxy.config.load import load_sidecar
+        from proxy.config.load import check_policy_references, load_sidecar
+        from proxy.config.reloadable import split_reload
 
         sidecar = self.sidecar
         try:
@@ -133,32 +134,26 @@ class Reloader:
             return self._reject(str(exc), trigger)
         except OSError as exc:
             return self._reject(f"{sidecar.config.file}: cannot read: {exc.strerror or exc}", trigger)
-        restart = sidecar.config.restart_required(config)
+        if config.policy_file != sidecar.config.policy_file:
+            # The policies just loaded come from the new file, which the watch and the running
+            # config do not follow: reject the save whole rather than half-apply it.
+            return self._reject(f"{config.file}: policy_file: changed from {sidecar.config.policy_file} to"
+                                f" {config.policy_file}: a new policy file needs a restart (still enforcing"
+                                " the old one)", trigger)
+        config, restart = split_reload(sidecar.config, config)
+        if policies is not None:
+            try:
+                check_policy_references(config, policies)
+            except ConfigError as exc:
+                kept = f" (listeners kept because changed {', '.join(restart)} need a restart)" if restart else ""
+                return self._reject(f"{exc}{kept}", trigger)
+        # One assignment publishes the policies and every reloadable setting together: a
+        # connection never sees a new listener setting with the old policy set.
+        sidecar.apply_reload(policies, config)
+        logging.getLogger().setLevel(config.log.level.value.upper())
         if restart:
-            # The config is not swapped, so the new policies must fit the config still in force:
-            # a policy renamed along with a restart-only change would otherwise deny every
-            # connection with no_policy. A new policy_file is not applied at all (the watch and
-            # the running config still name the old one): that needs a restart.
-            if "policy_file" in restart:
-                return self._reject(f"{config.file}: policy_file: changed from {sidecar.config.policy_file} to"
-                                    f" {config.policy_file}: a new policy file needs a restart (still enforcing"
-                                    " the old one)", trigger)
-            if policies is not None:
-                from proxy.config.load import check_policy_references
-
-                try:
-                    check_policy_references(sidecar.config, policies)
-                except ConfigError as exc:
-                    return self._reject(f"{exc} (the running config, kept because changed "
-                                        f"{', '.join(restart)} need a restart)", trigger)
-        # One assignment publishes the policies and (when no restart is needed) the config
-        # together: a connection never sees a new listener with the old policy set.
-        sidecar.apply_reload(policies, None if restart else config)
-        if restart:
-            _log.warning("reload (%s): policy applied; changed %s need a restart to take effect (still running"
-                         " the old values)", trigger, ", ".join(restart))
-        else:
-            logging.getLogger().setLevel(config.log.level.value.upper())
+            _log.warning("reload (%s): changed %s need a restart to take effect (still running the old values);"
+                         " every other change is applied", trigger, ", ".join(restart))
         self.status = ReloadStatus(loaded_at=time.time(), reloads=self.status.reloads + 1)
         self._count("ok", stale=False)
         rules = policies.rule_count() if policies is not None else 0

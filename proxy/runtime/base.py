@@ -129,12 +129,19 @@ def print_record(record: ConnectionRecord) -> None:
     sys.stdout.flush()
 
 
-async def drained(io: Io, plane: DataPlane, grace: float) -> bool:
+#: A drain grace in seconds, or where to read it when the drain begins (the reloadable config).
+Grace = float | Callable[[], float]
+
+
+async def drained(io: Io, plane: DataPlane, grace: Grace) -> bool:
     """Wait until the plane has no open connection, at most ``grace`` seconds; False if some remain.
 
     Both drivers drain with it after they stopped accepting; what remains
-    afterwards is theirs to cancel.
+    afterwards is theirs to cancel. A callable grace is read now, when the
+    drain begins, so a reloaded ``drain_timeout`` applies to the next drain.
     """
+    if callable(grace):
+        grace = grace()
     async def no_connections_left() -> None:
         while plane.active > 0:
             await io.sleep(DRAIN_POLL)
