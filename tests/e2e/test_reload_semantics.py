@@ -99,3 +99,41 @@ def test_a_reloaded_drain_timeout_bounds_the_next_drain(combo: tuple[str, str], 
         lingering.close()
     app.close()
     assert code == 0 and took < 1 + 2.5, f"exit took {took:.1f}s after drain_timeout was reloaded to 1s"
+
+
+INTRUDER = "spiffe://example.org/intruder"
+#: The intended policy: everyone of the trust domain but the intruder. Its first half alone is valid and
+#: lets the intruder in (deny rules beat allow rules wherever they are written, so the deny comes last).
+WHOLE_FIRST = ("policies:\n  api:\n    - name: anyone-here\n      allow: [{trust_domain: example.org}]\n")
+WHOLE_SECOND = f"    - name: not-the-intruder\n      deny: [{INTRUDER}]\n"
+
+
+@pytest.mark.parametrize("combo", _runtimes()[:1])
+def test_a_policy_saved_in_place_in_two_parts_is_never_applied_half_written(
+        combo: tuple[str, str], tmp_path: Path, ca: pki.Ca) -> None:
+    runtime, engine = combo
+    app, port = EchoServer(), free_port()
+    sc = SidecarHarness(tmp_path, runtime=runtime, engine=engine, identity=Identity.mint(tmp_path, ca, "/backend"),
+                        admin=True, inbound=[{"name": "api", "listen": f"127.0.0.1:{port}",
+                                              "forward_to": f"127.0.0.1:{app.port}", "policy": "api"}],
+                        policy={"api": [{"name": "frontend", "allow": [FRONTEND]}]})
+    intruder, other = Peer(tmp_path, ca, INTRUDER), Peer(tmp_path, ca, "spiffe://example.org/other")
+    with sc:
+        allowed: list[float] = []
+        with open(sc.policy_path, "r+") as f:  # in place: same inode, truncated, then written in two parts
+            f.truncate(0)
+            f.write(WHOLE_FIRST)
+            f.flush()
+            deadline = time.monotonic() + 0.6
+            while time.monotonic() < deadline:
+                if intruder.echo(port):
+                    allowed.append(time.monotonic())
+                time.sleep(0.02)
+            f.write(WHOLE_SECOND)
+        eventually(lambda: other.echo(port), 5, "the whole policy in force")
+        for _ in range(20):
+            if intruder.echo(port):
+                allowed.append(time.monotonic())
+        assert not allowed, f"{len(allowed)} intruder connections allowed by the half-written policy"
+        assert sc.get_json("/ready")["policy"]["reloads"] == 1, "the half-written file was loaded"
+    app.close()
