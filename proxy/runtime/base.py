@@ -25,6 +25,8 @@ from proxy.runtime.sockets import RESOURCE_ERRNOS, AddrInfo, accept_ready
 _log = logging.getLogger("spiffe_sidecar")
 #: Back-off when accept() reports resource exhaustion (trio's serve_listeners uses the same).
 ACCEPT_BACKOFF = 0.1
+#: At most one "accept failed" line per listener this often while the process is out of fds.
+ACCEPT_ERROR_EVERY = 10.0
 #: How often a drain looks whether the last connection has closed.
 DRAIN_POLL = 0.05
 
@@ -155,6 +157,7 @@ async def serve_listener(io: Io, plane: DataPlane, plan: ListenerPlan, connectio
     from proxy.runtime.runner import run_connection
 
     fd = plan.sock.fileno()
+    quiet_until, unsaid = 0.0, 0  # out of fds lasts: say so once per ACCEPT_ERROR_EVERY, not per back-off
     while True:
         await io.wait_readable(fd)
         try:
@@ -167,5 +170,10 @@ async def serve_listener(io: Io, plane: DataPlane, plan: ListenerPlan, connectio
         except OSError as exc:
             if exc.errno not in RESOURCE_ERRNOS:
                 raise
-            _log.error("listener %s: accept failed (%s); backing off %gs", plan.name, exc.strerror, ACCEPT_BACKOFF)
+            unsaid += 1
+            if (now := time.monotonic()) >= quiet_until:
+                _log.error("listener %s: accept failed: %s (%d since the last report); retrying every %gs,"
+                           " reporting at most every %gs", plan.name, exc.strerror, unsaid, ACCEPT_BACKOFF,
+                           ACCEPT_ERROR_EVERY)
+                quiet_until, unsaid = now + ACCEPT_ERROR_EVERY, 0
             await io.sleep(ACCEPT_BACKOFF)
