@@ -12,6 +12,14 @@ snapshot, listener counters), so it needs no lock shared with the data path.
 Bound at start (``open_admin``) so a bad or busy address fails the start-up
 with exit 1 like a listener does; loopback only unless ``allow_non_loopback``
 (enforced by the config loader).
+
+Bounded, because probes and scrapers are not the only clients: at most
+``MAX_CONNECTIONS`` connections are served at once (one thread each; the
+next ones get a 503 and are closed at once), a connection that sends
+nothing for ``IDLE_TIMEOUT`` seconds is closed, running out of file
+descriptors backs off instead of spinning on a listening socket that stays
+readable, and a client that resets or times out costs a debug line, not a
+traceback on stderr.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import hashlib
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from proxy.errors import ListenError, SidecarError
+from proxy.runtime.sockets import RESOURCE_ERRNOS
 
 if TYPE_CHECKING:
     from proxy.config.model import SidecarConfig
@@ -39,6 +49,16 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("spiffe_sidecar")
 JSON = "application/json"
+#: Connections served at once; more are answered 503 and closed (each served one holds a thread).
+MAX_CONNECTIONS = 32
+#: Seconds a connection may stay silent (before a request, or between keep-alive requests).
+IDLE_TIMEOUT = 5.0
+#: Back-off when accept() reports resource exhaustion, and how often that is said at most.
+ACCEPT_BACKOFF = 0.1
+ACCEPT_ERROR_EVERY = 10.0
+_BUSY_BODY = b"admin endpoint busy, retry\n"
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+         b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 
 
 class HasReloadStatus(Protocol):
@@ -134,6 +154,7 @@ def explain(sidecar: Observed, listener: str, peer: str) -> tuple[int, dict[str,
 class _Handler(BaseHTTPRequestHandler):
     server_version = "spiffe-sidecar-admin"
     protocol_version = "HTTP/1.1"
+    timeout = IDLE_TIMEOUT  # StreamRequestHandler applies it to every read and write of the connection
     sidecar: Observed  # set on the subclass made by open_admin
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
@@ -179,8 +200,72 @@ class _Handler(BaseHTTPRequestHandler):
         _log.debug("admin: " + format, *args)
 
 
-class _Server6(ThreadingHTTPServer):
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a connection cap, a back-off when out of fds, and quiet errors."""
+
+    block_on_close = False  # close() must not wait for a client that holds its connection
+    request_queue_size = 128  # socketserver's 5 makes a probe in a burst wait for SYN retries (1 s, 3 s...)
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._quiet_until, self._unsaid = 0.0, 0
+        super().__init__(address, handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in RESOURCE_ERRNOS:
+                # The listening socket stays readable: without a pause serve_forever spins.
+                self._say_out_of_fds(exc)
+                time.sleep(ACCEPT_BACKOFF)
+            raise
+
+    def _say_out_of_fds(self, exc: OSError) -> None:
+        self._unsaid += 1
+        if (now := time.monotonic()) >= self._quiet_until:
+            _log.error("admin endpoint: accept failed: %s (%d since the last report); retrying every %gs",
+                       exc.strerror, self._unsaid, ACCEPT_BACKOFF)
+            self._quiet_until, self._unsaid = now + ACCEPT_ERROR_EVERY, 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            _refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            _log.debug("admin: client %s went away: %r", client_address, exc)
+        else:
+            _log.warning("admin: request from %s failed: %r", client_address, exc, exc_info=_log.isEnabledFor(
+                logging.DEBUG))
+
+
+class _Server6(_Server):
     address_family = socket.AF_INET6
+
+
+def _refuse(request: socket.socket) -> None:
+    """Over the cap: a short 503 without blocking (a full send buffer just drops it), then close."""
+    try:
+        request.setblocking(False)
+        request.send(_BUSY)
+    except OSError:
+        pass
+    finally:
+        request.close()
 
 
 class AdminServer:
@@ -190,7 +275,7 @@ class AdminServer:
         admin = sidecar.config.admin
         assert admin is not None
         handler = type("AdminHandler", (_Handler,), {"sidecar": sidecar})
-        server_class = _Server6 if ":" in admin.listen.host else ThreadingHTTPServer
+        server_class = _Server6 if ":" in admin.listen.host else _Server
         try:
             self.server = server_class((admin.listen.host, admin.listen.port), handler)
         except OSError as exc:

@@ -9,11 +9,13 @@ first request: a typo in a registration entry must not become a silent
     x509_svid_ttl: 5m
     jwt_svid_ttl: 5m
     workload_size_limit: 67108864      # bytes hashed for unix:sha256; 0 = no limit, -1 = never
+    state_dir: /var/lib/spiffe-sidecar # default; ~/.local/state/spiffe-sidecar when not root
     trust_domains:
       - name: example.org
         key_type: ec-p256              # or rsa-2048
         ca_ttl: 24h
-        ca_dir: /var/lib/spiffe-sidecar/ca   # optional; CA key kept 0600
+        ca_dir: /srv/ca                # optional; default <state_dir>/ca; CA keys kept 0600
+        ephemeral_ca: false            # true: keep the CA in memory only (a restart replaces it)
     entries:
       - spiffe_id: spiffe://example.org/backend
         selectors: [unix:uid:1000, "unix:path:/usr/local/bin/backend"]
@@ -39,6 +41,8 @@ from proxy.spiffe.id import SpiffeId, TrustDomain
 
 #: Environment variable that overrides `socket_path` (one flag, one field, one env var).
 SOCKET_ENV = "SPIFFE_SIDECAR_AGENT_SOCKET"
+#: Environment variable that overrides `state_dir` (the --state-dir flag overrides both).
+STATE_DIR_ENV = "SPIFFE_SIDECAR_AGENT_STATE_DIR"
 DEFAULT_SOCKET = Path("/tmp/spiffe-sidecar/agent.sock")
 KEY_TYPES = ("ec-p256", "rsa-2048")
 _DNS = re.compile(r"(?=.{1,253}\Z)(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\Z")
@@ -46,19 +50,30 @@ _DNS = re.compile(r"(?=.{1,253}\Z)(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrustDomainConfig:
-    """One trust domain the agent is the CA of."""
+    """One trust domain the agent is the CA of.
+
+    ``ca_dir`` None: the CA lives in memory only, unless the agent's
+    ``state_dir`` gives it a directory (``AgentConfig.ca_dir_for``).
+    """
 
     trust_domain: TrustDomain
     key_type: str = "ec-p256"
     ca_ttl: float = 24 * 3600.0
     ca_dir: Path | None = None
+    ephemeral_ca: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentConfig:
-    """Everything `serve_agent` needs; build it with load_agent_config or agent_config()."""
+    """Everything `serve_agent` needs; build it with load_agent_config or agent_config().
+
+    ``state_dir`` is where the CAs persist (``<state_dir>/ca/<trust domain>/``).
+    agent.yaml defaults it to ``default_state_dir()``; built in code (tests, the
+    demo) it defaults to None: an in-memory CA, which the agent warns about.
+    """
 
     socket_path: Path = DEFAULT_SOCKET
+    state_dir: Path | None = None
     socket_mode: int = 0o777
     x509_svid_ttl: float = 300.0
     jwt_svid_ttl: float = 300.0
@@ -66,6 +81,14 @@ class AgentConfig:
     trust_domains: tuple[TrustDomainConfig, ...] = ()
     entries: tuple[Entry, ...] = ()
     source: str = "<code>"
+
+    def ca_dir_for(self, td: TrustDomainConfig) -> Path | None:
+        """Where a trust domain's CA persists; None: in memory only (restarting replaces it)."""
+        if td.ephemeral_ca:
+            return None
+        if td.ca_dir is not None:
+            return td.ca_dir
+        return self.state_dir / "ca" if self.state_dir is not None else None
 
     def entry_x509_ttl(self, entry: Entry) -> float:
         return entry.x509_svid_ttl if entry.x509_svid_ttl is not None else self.x509_svid_ttl
@@ -103,8 +126,11 @@ def _read_trust_domain(sec: Section) -> TrustDomainConfig:
         raise sec.error("key_type", f"unknown key type {key_type!r}; expected one of {', '.join(KEY_TYPES)}")
     ca_ttl = sec.take("ca_ttl", (str, int, float), default=24 * 3600.0, check=_ttl)
     ca_dir = sec.take("ca_dir", str, check=lambda v: Path(v))
+    ephemeral = sec.take("ephemeral_ca", bool, default=False)
+    if ephemeral and ca_dir is not None:
+        raise sec.error("ephemeral_ca", "an ephemeral CA is kept in memory only: remove ca_dir or ephemeral_ca")
     sec.finish()
-    return TrustDomainConfig(trust_domain=td, key_type=key_type, ca_ttl=ca_ttl, ca_dir=ca_dir)
+    return TrustDomainConfig(trust_domain=td, key_type=key_type, ca_ttl=ca_ttl, ca_dir=ca_dir, ephemeral_ca=ephemeral)
 
 
 def _read_strings(sec: Section, key: str, check: Any) -> list[Any]:
@@ -154,6 +180,7 @@ def _read_root(root: Section) -> AgentConfig:
     x509_ttl = root.take("x509_svid_ttl", (str, int, float), default=300.0, check=_ttl)
     jwt_ttl = root.take("jwt_svid_ttl", (str, int, float), default=300.0, check=_ttl)
     size_limit = root.take("workload_size_limit", int, default=64 * 1024 * 1024)
+    state_dir = Path(root.take("state_dir", str, default=str(default_state_dir())))
     domains: dict[TrustDomain, TrustDomainConfig] = {}
     items = root.take_list("trust_domains", required=True)
     for i, item in enumerate(items):
@@ -173,7 +200,7 @@ def _read_root(root: Section) -> AgentConfig:
                               "expected a mapping with spiffe_id and selectors")
         entries.append(_read_entry(item, i, domains))
     root.finish()
-    return AgentConfig(socket_path=socket_path, socket_mode=socket_mode, x509_svid_ttl=x509_ttl,
+    return AgentConfig(socket_path=socket_path, state_dir=state_dir, socket_mode=socket_mode, x509_svid_ttl=x509_ttl,
                        jwt_svid_ttl=jwt_ttl, workload_size_limit=size_limit,
                        trust_domains=tuple(domains.values()), entries=tuple(entries), source=root.file)
 
@@ -197,8 +224,25 @@ def parse_agent_config(text: str, file: str = "<string>") -> AgentConfig:
 def _apply_env(config: AgentConfig, env: Any) -> AgentConfig:
     override = env.get(SOCKET_ENV)
     if override:
-        return with_socket(config, Path(override))
+        config = with_socket(config, Path(override))
+    state = env.get(STATE_DIR_ENV)
+    if state:
+        config = with_state_dir(config, Path(state))
     return config
+
+
+def default_state_dir() -> Path:
+    """/var/lib/spiffe-sidecar for root; else $XDG_STATE_HOME (or ~/.local/state)/spiffe-sidecar."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/spiffe-sidecar")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "spiffe-sidecar"
+
+
+def with_state_dir(config: AgentConfig, state_dir: Path) -> AgentConfig:
+    """A copy of config keeping its CAs elsewhere (the --state-dir flag)."""
+    from dataclasses import replace
+    return replace(config, state_dir=state_dir)
 
 
 def with_socket(config: AgentConfig, socket_path: Path) -> AgentConfig:

@@ -10,13 +10,14 @@ drives time in with `now`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from proxy.agent.ca import IssuedX509, LocalCA
-from proxy.agent.config import AgentConfig
+from proxy.agent.config import AgentConfig, TrustDomainConfig
 from proxy.agent.registry import Entry, Registry
 from proxy.errors import SpiffeError
 from proxy.spiffe.bundle import JwtBundle, JwtBundleSet
@@ -45,7 +46,8 @@ class Issuer:
         self.config = config
         self.registry = Registry(config.entries)
         self.cas: dict[TrustDomain, LocalCA] = {
-            td.trust_domain: LocalCA.open(td, now) for td in config.trust_domains}
+            td.trust_domain: _open_ca(dataclasses.replace(td, ca_dir=config.ca_dir_for(td)), now)
+            for td in config.trust_domains}
         self._x509: dict[int, IssuedX509] = {}
 
     # -- time ------------------------------------------------------------------
@@ -143,6 +145,19 @@ class Issuer:
         except SpiffeError as exc:
             raise GrpcStatusError(StatusCode.INVALID_ARGUMENT, f"invalid JWT-SVID: {exc}") from None
         return svid.spiffe_id, dict(svid.claims)
+
+
+def _open_ca(td: TrustDomainConfig, now: float) -> LocalCA:
+    """Open one trust domain's CA and say where it lives; loudly when it dies with the process."""
+    ca = LocalCA.open(td, now)
+    if td.ca_dir is None:
+        log.warning("trust domain %s: the CA is EPHEMERAL (kept in memory only): restarting the agent replaces"
+                    " it, and sidecars refuse each other's new SVIDs until every one has reconnected; set"
+                    " state_dir or ca_dir to keep it", td.trust_domain)
+    else:
+        log.info("trust domain %s: CA kept in %s (%d authorities, active until %s)", td.trust_domain,
+                 td.ca_dir / td.trust_domain.name, len(ca.authorities), _iso(ca.active.not_after))
+    return ca
 
 
 def _iso(ts: float) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trio
 
-from proxy.agent.config import SOCKET_ENV, load_agent_config, with_socket
+from proxy.agent.config import SOCKET_ENV, STATE_DIR_ENV, load_agent_config, with_socket, with_state_dir
 from proxy.agent.server import serve_agent
 from proxy.commands import LOG_LEVELS, log_handler, plain
 from proxy.errors import SidecarError
@@ -26,6 +26,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                        description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", required=True, help="agent.yaml (see examples/agent.yaml)")
     p.add_argument("--socket", help=f"Unix socket path (overrides socket_path and ${SOCKET_ENV})")
+    p.add_argument("--state-dir", help=f"where the CAs persist across restarts (overrides state_dir and"
+                   f" ${STATE_DIR_ENV})")
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS,
                    help="diagnostics on stderr from this level up (default info)")
     p.set_defaults(func=run)
@@ -44,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_agent_config(args.config)
     if args.socket:
         config = with_socket(config, Path(args.socket))
+    if args.state_dir:
+        config = with_state_dir(config, Path(args.state_dir))
     configure_logging(args.log_level)
 
     async def main() -> None:

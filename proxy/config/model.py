@@ -277,11 +277,11 @@ class SidecarConfig:
 
         Reloadable without a restart: the policy file's content, ``log.level``,
         per-listener ``limits`` (new connections), outbound ``expect``, inbound
-        ``policy`` names of explicit listeners. Not reloadable: what is bound,
+        ``policy`` names of explicit listeners, ``drain_timeout`` (read when a
+        drain begins). Not reloadable: what is bound,
         dialled or built at start (identity source, runtime, listener set and
         addresses, admin, the access log sink ``log.access``/``log.format``, the
-        data plane's ``limits.buffer_size``, ``drain_timeout`` (the drivers take
-        it when they start serving), ``first_svid_timeout`` (only start-up waits),
+        data plane's ``limits.buffer_size``, ``first_svid_timeout`` (only start-up waits),
         and the whole ``transparent`` section: its listeners capture their ports, routes, expect, unmatched and limits once).
         An empty tuple means ``new`` can be swapped in.
         """
@@ -292,7 +292,7 @@ class SidecarConfig:
                 "outbound": [(o.name, o.listen, o.connect_to) for o in c.outbound],
                 "transparent": _plain(c.transparent),  # any change: see above
                 "log.access": c.log.access, "log.format": c.log.format,
-                "limits.buffer_size": c.limits.buffer_size, "drain_timeout": c.drain_timeout,
+                "limits.buffer_size": c.limits.buffer_size,
                 "first_svid_timeout": c.first_svid_timeout,
             }
         old_shape, new_shape = shape(self), shape(new)

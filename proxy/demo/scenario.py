@@ -116,7 +116,7 @@ class Demo:
 
         entries = [(f"spiffe://{TD}/{name}", [f"unix:path:{path}"]) for name, path in interpreters.items()]
         config = agent_config(socket_path=self.dir / "agent.sock", trust_domain=TD, entries=entries,
-                              x509_svid_ttl=self.opts.svid_ttl)
+                              x509_svid_ttl=self.opts.svid_ttl, state_dir=self.dir / "state")
         self.agent = _AgentThread(config)
         self.agent.start()
 

@@ -29,6 +29,7 @@ diagnostic that says what to check.
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from proxy.workload_api.grpc import GrpcStatusError, StatusCode
 FATAL_CODES = frozenset({StatusCode.INVALID_ARGUMENT, StatusCode.UNIMPLEMENTED})
 
 _T = TypeVar("_T")
+_log = logging.getLogger("spiffe_sidecar")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,6 +122,9 @@ class _X509Stream:
         self.on_state = on_state
         self.attempt = 0
         self.last_error: str | None = None
+        self.lost_at: float | None = None  # when an established stream failed; None while connected
+        self.connected = False
+        self.tries = 0  # failed attempts of the current outage (attempt is reset before an update is applied)
 
     def report(self, state: SourceStatus, error: str | None = None) -> None:
         if error is not None:
@@ -132,6 +137,7 @@ class _X509Stream:
 
     def apply(self, response: pb.X509SVIDResponse) -> None:
         """Publish one update; a bad one is reported, never raised."""
+        self._back()
         try:
             context = messages.x509_context(response)
         except SpiffeError as exc:
@@ -160,8 +166,27 @@ class _X509Stream:
         """A retryable failure: withdraw on PERMISSION_DENIED (if asked), report reconnecting."""
         if exc.status == StatusCode.PERMISSION_DENIED and withdraw_on_denied:
             self.store.withdraw(f"the Workload API at {self.address} denied us: {exc.message}")
-        self.attempt = attempt
+        self.attempt = self.tries = attempt
+        self._lost(exc)
         self.report(SourceStatus.RECONNECTING, str(exc))
+
+    def _lost(self, exc: GrpcStatusError) -> None:
+        """WARNING once when an established stream fails: the SVID then expires silently otherwise."""
+        if not self.connected:
+            return
+        self.connected, self.lost_at = False, self.clock()
+        latest = self.store.latest
+        left = (f"our X.509-SVID {latest.spiffe_id} stays in use until it expires in"
+                f" {max(0.0, latest.not_after - self.lost_at):.0f}s") if latest is not None else "no SVID to keep"
+        _log.warning("Workload API at %s: stream lost (%s); %s; reconnecting", self.address, exc, left)
+
+    def _back(self) -> None:
+        """WARNING when a lost stream delivers again, with how long it was away."""
+        if self.lost_at is not None:
+            _log.warning("Workload API at %s: reconnected after %.1fs (%d attempts)", self.address,
+                         self.clock() - self.lost_at, self.tries)
+            self.lost_at = None
+        self.connected = True
 
 
 async def run_x509_source(address: WorkloadApiAddress | str | None, store: IdentityStore, *,

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 _log = logging.getLogger("spiffe_sidecar")
 #: Back-off when accept() reports resource exhaustion (trio's serve_listeners uses the same).
 ACCEPT_BACKOFF = 0.1
+#: At most one "accept failed" line per listener this often while the process is out of fds.
+ACCEPT_ERROR_EVERY = 10.0
 #: How often a drain looks whether the last connection has closed.
 DRAIN_POLL = 0.05
 
@@ -84,12 +86,19 @@ def print_record(record: ConnectionRecord) -> None:
     sys.stdout.flush()
 
 
-async def drained(io: Io, plane: DataPlane, grace: float) -> bool:
+#: A drain grace in seconds, or where to read it when the drain begins (the reloadable config).
+Grace = float | Callable[[], float]
+
+
+async def drained(io: Io, plane: DataPlane, grace: Grace) -> bool:
     """Wait until the plane has no open connection, at most ``grace`` seconds; False if some remain.
 
     Both drivers drain with it after they stopped accepting; what remains
-    afterwards is theirs to cancel.
+    afterwards is theirs to cancel. A callable grace is read now, when the
+    drain begins, so a reloaded ``drain_timeout`` applies to the next drain.
     """
+    if callable(grace):
+        grace = grace()
     async def no_connections_left() -> None:
         while plane.active > 0:
             await io.sleep(DRAIN_POLL)
@@ -103,6 +112,7 @@ async def serve_listener(io: Io, plane: DataPlane, plan: ListenerPlan, connectio
     from proxy.runtime.runner import run_connection
 
     fd = plan.sock.fileno()
+    quiet_until, unsaid = 0.0, 0  # out of fds lasts: say so once per ACCEPT_ERROR_EVERY, not per back-off
     while True:
         await io.wait_readable(fd)
         try:
@@ -115,5 +125,10 @@ async def serve_listener(io: Io, plane: DataPlane, plan: ListenerPlan, connectio
         except OSError as exc:
             if exc.errno not in RESOURCE_ERRNOS:
                 raise
-            _log.error("listener %s: accept failed (%s); backing off %gs", plan.name, exc.strerror, ACCEPT_BACKOFF)
+            unsaid += 1
+            if (now := time.monotonic()) >= quiet_until:
+                _log.error("listener %s: accept failed: %s (%d since the last report); retrying every %gs,"
+                           " reporting at most every %gs", plan.name, exc.strerror, unsaid, ACCEPT_BACKOFF,
+                           ACCEPT_ERROR_EVERY)
+                quiet_until, unsaid = now + ACCEPT_ERROR_EVERY, 0
             await io.sleep(ACCEPT_BACKOFF)

@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import trio
 
-from proxy.runtime.base import DataPlane, TaskGroup, drained, serve_listener
+from proxy.runtime.base import DataPlane, Grace, TaskGroup, drained, serve_listener
 from proxy.runtime.offload import relay_thread_for
 from proxy.runtime.primitives import AddrInfo
 
@@ -76,7 +76,7 @@ class TrioIo:
         trio.lowlevel.notify_closing(sock)
 
 
-async def serve_data_plane(plane: DataPlane, stop: trio.Event, *, grace: float) -> None:
+async def serve_data_plane(plane: DataPlane, stop: trio.Event, *, grace: Grace) -> None:
     """Serve every listener until ``stop`` is set; then stop accepting and give connections ``grace`` seconds.
 
     Listener sockets are closed on return (new connections are refused from
@@ -92,7 +92,7 @@ async def serve_data_plane(plane: DataPlane, stop: trio.Event, *, grace: float) 
             background.cancel_scope.cancel()
 
 
-async def _serve_listeners(io: TrioIo, plane: DataPlane, stop: trio.Event, grace: float) -> None:
+async def _serve_listeners(io: TrioIo, plane: DataPlane, stop: trio.Event, grace: Grace) -> None:
     async with trio.open_nursery() as root:
         # The scopes are made here, before the children start: a stop that is
         # already set must not find an empty list (a CancelScope can be
@@ -149,7 +149,7 @@ async def _main(sidecar: Any) -> int:
                 root.start_soon(_handle_signals, sidecar, stop, everything)
                 root.start_soon(_run_identity_source, sidecar, stop, failed)
                 root.start_soon(_ready_or_stop, sidecar, stop, failed)
-                await serve_data_plane(plane, stop, grace=sidecar.config.drain_timeout)
+                await serve_data_plane(plane, stop, grace=lambda: sidecar.config.drain_timeout)  # read when the drain begins: reloadable
                 root.cancel_scope.cancel()
     finally:
         sidecar.stop_operations()

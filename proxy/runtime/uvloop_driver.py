@@ -19,7 +19,7 @@ import socket
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
-from proxy.runtime.base import DataPlane, ListenerPlan, TaskGroup, drained, serve_listener
+from proxy.runtime.base import DataPlane, Grace, ListenerPlan, TaskGroup, drained, serve_listener
 from proxy.runtime.offload import relay_thread_for
 from proxy.runtime.primitives import AddrInfo
 from proxy.runtime.threads import TrioThread
@@ -107,7 +107,7 @@ class AsyncioIo:
             self._loop.remove_writer(fd)
 
 
-async def serve_data_plane(plane: DataPlane, stop: asyncio.Event, *, grace: float) -> None:
+async def serve_data_plane(plane: DataPlane, stop: asyncio.Event, *, grace: Grace) -> None:
     """Serve every listener until ``stop`` is set; then stop accepting and give connections ``grace`` seconds.
 
     Same contract as the trio driver's function of the same name.
@@ -204,7 +204,7 @@ async def _serve(sidecar: Any, loop: asyncio.AbstractEventLoop, plane: DataPlane
     source.start()
     ready = asyncio.ensure_future(_ready_or_stop(sidecar, have_identity, stop, failed))
     try:
-        await serve_data_plane(plane, stop, grace=sidecar.config.drain_timeout)
+        await serve_data_plane(plane, stop, grace=lambda: sidecar.config.drain_timeout)  # read when the drain begins: reloadable
     except asyncio.CancelledError:
         pass  # a second SIGTERM/SIGINT: connections were cancelled and left their records
     finally:

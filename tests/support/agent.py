@@ -41,6 +41,9 @@ def agent_yaml(directory: Path, *, entries: Sequence[tuple[str, Sequence[str]] |
     `top` adds top-level keys (x509_svid_ttl="4s", socket_path=...).
     """
     doc: dict[str, Any] = dict(top)
+    # Each config keeps its CA in its own state directory, never in the machine's default one,
+    # so agents of parallel tests never share (or rotate away) each other's authorities.
+    doc.setdefault("state_dir", str(directory / f"{Path(name).stem}.state"))
     doc["trust_domains"] = [{"name": t} if isinstance(t, str) else t for t in trust_domains]
     doc["entries"] = [e if isinstance(e, dict) else {"spiffe_id": e[0], "selectors": list(e[1])} for e in entries]
     path = directory / name

@@ -61,7 +61,7 @@ class Mesh:
         entries = "".join(f'  - {{spiffe_id: spiffe://example.org/{name}, selectors: ["unix:gid:{gid}"]}}\n'
                           for name, gid in self.gids.items())
         config = self.workdir / "agent.yaml"
-        config.write_text(f'socket_path: {self.socket}\nsocket_mode: "0777"\n'
+        config.write_text(f'socket_path: {self.socket}\nsocket_mode: "0777"\nstate_dir: {self.workdir / "state"}\n'
                           f"trust_domains: [{{name: example.org}}]\nentries:\n{entries}")
         self.spawn([sys.executable, "-m", "proxy", "agent", "--config", str(config)], self.workdir / "agent.log")
         wait_for(self.workdir / "agent.log", "agent started", "agent")

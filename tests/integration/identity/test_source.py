@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import grpc
@@ -91,6 +92,23 @@ def test_invalid_argument_is_raised_at_once_without_retry(serving) -> None:
         trio.run(main)
     assert err.value.status == StatusCode.INVALID_ARGUMENT
     assert serving.count_calls("FetchX509SVID") == 1 and store.state.state is SourceStatus.FAILED
+
+
+def test_a_lost_stream_and_its_return_are_logged_as_warnings(serving, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="spiffe_sidecar")
+
+    async def body(store: IdentityStore) -> None:
+        await wait_for_first_svid(store, 5)
+        assert not [r for r in caplog.records if r.levelname == "WARNING"], "a warning before anything went wrong"
+        serving.fail_next("FetchX509SVID", grpc.StatusCode.UNAVAILABLE, "restarting", count=3)
+        serving.abort_streams(grpc.StatusCode.UNAVAILABLE, "restarting")
+        await wait_until(lambda: serving.count_calls("FetchX509SVID") >= 5 and store.state.state == "connected")
+
+    run_source(serving.address, IdentityStore(), body)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings  # one on the drop, one on the return: not one per retry
+    assert "stream lost" in warnings[0] and "restarting" in warnings[0] and "expires in" in warnings[0]
+    assert re.search(r"reconnected after \d+\.\ds \(\d+ attempts\)", warnings[1]), warnings[1]
 
 
 def test_unavailable_mid_stream_keeps_the_last_good_svid(serving) -> None:

@@ -1,4 +1,4 @@
-"""A reload that also changes a restart-only field keeps the running config: its policies must fit it."""
+"""A reload that also changes a restart-only field applies every reloadable part; the bound listeners stay."""
 
 from __future__ import annotations
 
@@ -28,14 +28,26 @@ def _sidecar(tmp_path: Path) -> tuple[Sidecar, Reloader]:
     return sidecar, Reloader(sidecar)
 
 
-def test_a_policy_rename_with_a_restart_only_change_is_rejected_and_the_old_policy_stays(tmp_path: Path) -> None:
+def test_a_policy_rename_with_a_restart_only_change_applies_the_rename(tmp_path: Path) -> None:
     sidecar, reloader = _sidecar(tmp_path)
     _write(tmp_path, policy="b", runtime="uvloop")
+    assert reloader.reload() is True
+    assert not reloader.status.stale
+    assert sidecar.live.inbound["api"].policy == "b" and sidecar.config.runtime.value == "trio"
+    assert sidecar.policies is not None and sidecar.policies.evaluate("b", PEER).allowed
+
+
+def test_a_removed_listener_still_bound_must_keep_its_policy_or_the_save_is_rejected(tmp_path: Path) -> None:
+    sidecar, reloader = _sidecar(tmp_path)
+    config = _write(tmp_path, policy="b")
+    text = config.read_text()
+    config.write_text(text[:text.index("inbound:")] + "inbound:\n  - name: other\n    listen: 127.0.0.1:18444\n"
+                      "    forward_to: 127.0.0.1:9\n    policy: b\n")
     assert reloader.reload() is False
     assert reloader.status.stale and "no policy 'a'" in (reloader.status.error or "")
+    assert "restart" in (reloader.status.error or "")
     assert sidecar.policies is not None and "a" in sidecar.policies
     assert sidecar.live.inbound["api"].policy == "a"
-    assert sidecar.policies.evaluate("a", PEER).allowed
 
 
 def test_a_new_policy_file_needs_a_restart_and_is_not_applied(tmp_path: Path) -> None:

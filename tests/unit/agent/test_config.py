@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from proxy.agent.config import SOCKET_ENV, agent_config, load_agent_config, parse_agent_config
+from proxy.agent.config import (
+    SOCKET_ENV,
+    STATE_DIR_ENV,
+    agent_config,
+    default_state_dir,
+    load_agent_config,
+    parse_agent_config,
+)
 from proxy.errors import ConfigError
 from proxy.spiffe.id import SpiffeId, TrustDomain
 
@@ -54,7 +62,30 @@ def test_env_var_overrides_socket_path(tmp_path: Path) -> None:
     assert str(load_agent_config(path, env={SOCKET_ENV: "/run/a.sock"}).socket_path) == "/run/a.sock"
 
 
+def test_the_ca_persists_in_the_default_state_dir_unless_told_otherwise(tmp_path: Path) -> None:
+    path = tmp_path / "a.yaml"
+    path.write_text(GOOD.replace("    ca_ttl: 2h\n", "    ca_dir: /srv/partner-ca\n"))
+    config = load_agent_config(path, env={})
+    assert config.state_dir == default_state_dir() == Path("/var/lib/spiffe-sidecar" if os.geteuid() == 0 else
+                                                            Path.home() / ".local/state/spiffe-sidecar")
+    ours, partner = config.trust_domains
+    assert config.ca_dir_for(ours) == default_state_dir() / "ca"
+    assert config.ca_dir_for(partner) == Path("/srv/partner-ca")  # an explicit ca_dir wins
+    moved = load_agent_config(path, env={STATE_DIR_ENV: str(tmp_path / "s")})
+    assert moved.ca_dir_for(moved.trust_domains[0]) == tmp_path / "s" / "ca"
+
+
+def test_an_ephemeral_ca_has_no_directory_and_code_built_configs_are_ephemeral() -> None:
+    config = parse_agent_config(GOOD.replace("  - name: example.org\n", "  - name: example.org\n    ephemeral_ca: true\n"))
+    assert config.ca_dir_for(config.trust_domains[0]) is None
+    assert config.ca_dir_for(config.trust_domains[1]) is not None
+    built = agent_config(socket_path="/tmp/x.sock")
+    assert built.ca_dir_for(built.trust_domains[0]) is None
+
+
 @pytest.mark.parametrize("text, where, detail", [
+    ("trust_domains:\n  - name: a.org\n    ca_dir: /x\n    ephemeral_ca: true\n",
+     "<string>:4: trust_domains[0].ephemeral_ca", "remove ca_dir or ephemeral_ca"),
     ("trust_domains: []\n", "<string>:1: trust_domains", "at least one trust domain"),
     ("trust_domains:\n  - name: Example.org\n", "<string>:2: trust_domains[0].name", "lowercase"),
     ("trust_domains:\n  - name: a.org\n    key_type: dsa\n", "<string>:3: trust_domains[0].key_type", "dsa"),

@@ -306,7 +306,8 @@ def test_config_is_immutable(cfgdir: Path) -> None:
 
 def test_reload_tells_what_needs_a_restart(cfgdir: Path) -> None:
     old = load(BASE, cfgdir)
-    assert old.restart_required(load(BASE + "limits: {idle_timeout: 1m}\nlog: {level: debug}\n", cfgdir)) == ()
+    assert old.restart_required(load(BASE + "limits: {idle_timeout: 1m}\nlog: {level: debug}\ndrain_timeout: 5s\n",
+                                     cfgdir)) == ()
     moved = load(BASE.replace("0.0.0.0:8443", "0.0.0.0:9443").replace("trio", "uvloop") + "runtime: uvloop\n",
                  cfgdir)
     assert moved.restart_required(old) == ("runtime", "inbound")
@@ -323,9 +324,8 @@ def test_identity_files_can_come_from_the_environment(cfgdir: Path) -> None:
     ("log: {access: stderr}\n", "log.access"),
     ("log: {format: text}\n", "log.format"),
     ("limits: {buffer_size: 1MiB}\n", "limits.buffer_size"),
-    ("drain_timeout: 5s\n", "drain_timeout"),
     ("first_svid_timeout: 5s\n", "first_svid_timeout"),
 ])
 def test_what_is_built_once_at_start_needs_a_restart(cfgdir: Path, change: str, field: str) -> None:
-    """The access log sink, the data plane's buffers and the drivers' drain grace are fixed at start."""
+    """The access log sink and the data plane's buffers are fixed at start."""
     assert load(BASE, cfgdir).restart_required(load(BASE + change, cfgdir)) == (field,)
