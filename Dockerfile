@@ -3,39 +3,50 @@
 # (`agent`) and the init-container job (`iptables install`) in one image.
 #
 #   docker build -t spiffe-sidecar:0.1.0 .
-#   docker run --rm spiffe-sidecar:0.1.0 --help
+#   docker run --rm spiffe-sidecar:0.1.0 --version
 #
-# Not built on the machine where this file was written (no container engine
-# there): tests/unit/interception/test_manifests.py checks it against the
-# manifests and the sidecar config instead. See docs/transparent-mode.md.
+# CI builds this file with podman from a Debian bookworm base it makes with
+# debootstrap (BASE_IMAGE=localhost/...), then runs --version and this
+# HEALTHCHECK in a real container: tools/container-check.
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# Plain Debian, not python:*-slim: the interpreter, OpenSSL and iptables all
+# come from Debian's archive, so a base made with debootstrap builds exactly
+# this image with no registry pull.
+ARG BASE_IMAGE=docker.io/library/debian:bookworm-slim
 
-# --- build: compile proxy/_fastpath.pyx against OpenSSL, wheel everything ---
-FROM ${PYTHON_IMAGE} AS build
+# --- build: compile proxy/_fastpath.pyx against OpenSSL into a venv ---------
+FROM ${BASE_IMAGE} AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential libssl-dev \
+ && apt-get install -y --no-install-recommends \
+      python3 python3-venv python3-dev gcc libc6-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY proxy ./proxy
-# Wheels for the package and every dependency, so the runtime stage installs
-# offline and carries no compiler.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# The package and every dependency into one venv; the runtime stage copies
+# it whole and so carries no compiler, headers or pip cache.
+# Behind a TLS-inspecting proxy, pass the CA bundle that trusts it as the
+# optional secret `ca-bundle` (--secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt):
+# pip uses it for this step only and it never enters a layer.
+RUN --mount=type=secret,id=ca-bundle \
+    if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+ && python3 -m venv /opt/spiffe-sidecar \
+ && /opt/spiffe-sidecar/bin/pip install --no-cache-dir --disable-pip-version-check . \
+ && cd / && /opt/spiffe-sidecar/bin/python -c "import proxy._fastpath"  # not /src/proxy
 
-# --- runtime: slim Python + the OpenSSL the extension links against ---------
-FROM ${PYTHON_IMAGE} AS runtime
+# --- runtime: Debian's Python + the OpenSSL the extension links against -----
+FROM ${BASE_IMAGE} AS runtime
+# python3: the venv's interpreter (same path as in the build stage).
 # libssl3: the extension's OpenSSL. iptables: the init container
 # (`spiffe-sidecar iptables install`) runs from this same image; both the
 # nft and legacy back ends come with it, `--mode auto` picks the host's.
 # iproute2: `--inbound-mode tproxy` adds an ip rule and a route.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libssl3 iptables iproute2 \
+ && apt-get install -y --no-install-recommends python3 libssl3 iptables iproute2 \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links=/wheels spiffe-sidecar \
- && rm -rf /wheels \
- && python -c "import proxy._fastpath"
+COPY --from=build /opt/spiffe-sidecar /opt/spiffe-sidecar
+ENV PATH=/opt/spiffe-sidecar/bin:$PATH
+RUN spiffe-sidecar --version && python -c "import proxy._fastpath"
 # A fixed uid: the iptables rules exempt this uid's connections from
 # redirection (owner match), so the image and the init container's
 # --proxy-uid must agree. 1337 is Istio's choice too.
@@ -46,10 +57,9 @@ RUN groupadd --system --gid 1337 spiffe-sidecar \
 USER 1337:1337
 # 15001 outbound transparent, 15006 inbound transparent, 15000 admin (loopback).
 EXPOSE 15001 15006
-# The admin endpoint's readiness (/ready: 200 once the first SVID is loaded)
-# arrives with the admin issue; until then this check fails and the
-# container reports "unhealthy" while it serves. No curl in a slim image:
-# Python's urllib is already there.
+# Healthy once the admin endpoint's /ready answers 200: a usable SVID is
+# loaded, every listener is bound and the sidecar is not draining (503
+# otherwise). No curl in the image: Python's urllib is already there.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:15000/ready', timeout=2).status == 200 else 1)"]
 ENTRYPOINT ["spiffe-sidecar"]

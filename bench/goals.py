@@ -1,4 +1,4 @@
-"""The speed goals of issue 6, checked against one run's medians.
+"""The speed goals of the compiled engine, checked against one run's medians.
 
 Each goal is a ratio with a bound; a missed goal reports how far it is from
 the bound, so RESULTS.md can say "by how much" without hand arithmetic.

@@ -88,7 +88,7 @@ def render(summaries: Mapping[str, Summary], goals: Sequence[Mapping[str, Any]],
         out += ["### CPU cost ratios (lower is better)", "", *cost_ratio_table(summaries), ""]
     out += ["### Memory", "", *table(summaries, MEM_KEYS), ""]
     if goals:
-        out += ["### Goals (issue 6)", "", *goal_table(goals), ""]
+        out += ["### Goals", "", *goal_table(goals), ""]
     if skipped:
         out += ["### Skipped", ""] + [f"- {name}: {why}" for name, why in skipped.items()] + [""]
     errs = [f"- {name}: {e}" for name, es in errors.items() for e in es]

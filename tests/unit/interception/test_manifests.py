@@ -1,7 +1,9 @@
 """The container manifests agree with each other and with the sidecar's own loaders.
 
-No container engine runs here, so the Dockerfile, the Kubernetes example and
-the compose file are checked the way a reviewer would: every document parses,
+The image itself is built and run by tools/container-check (podman, from a
+debootstrap base; .ci/run runs it). Here the Dockerfile, the Kubernetes
+example, the compose file and the documents that describe them are checked
+the way a reviewer would: every document parses,
 every config embedded in them loads with the real loaders (the same ones
 `spiffe-sidecar run` and `agent` use), the init container's arguments parse
 with the real CLI, and every port, uid and socket path referenced in one place
@@ -31,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "examples" / "kubernetes"
 COMPOSE = ROOT / "examples" / "docker-compose.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
+CONTAINER_CHECK = ROOT / "tools" / "container-check"
+TRANSPARENT_DOC = ROOT / "docs" / "transparent-mode.md"
 
 
 def _load_all(path: Path) -> list[Any]:
@@ -148,19 +152,78 @@ def test_the_sidecar_mounts_its_config_and_the_workload_api_socket_where_the_con
     assert config.policy_file is not None and config.policy_file.name in docs["ConfigMap"]["data"]
 
 
+def _healthcheck_command() -> list[str]:
+    """The Dockerfile's HEALTHCHECK CMD, exec form (continuation lines joined)."""
+    found = re.search(r"^HEALTHCHECK\b(?:.*\\\n)*.*$", _dockerfile(), re.M)
+    assert found, "the Dockerfile has no HEALTHCHECK"
+    exec_form = re.search(r"\bCMD\s+(\[.*\])\s*$", found.group(0).replace("\\\n", " "))
+    assert exec_form, "HEALTHCHECK must use CMD's exec form (no shell in the check)"
+    command: list[str] = YAML(typ="safe").load(exec_form.group(1))
+    return command
+
+
 def test_probes_and_healthcheck_ask_the_admin_port(k8s: Any) -> None:
     docs, config = k8s
     assert config.admin is not None
     ready_url = f"http://127.0.0.1:{config.admin.listen.port}/ready"
-    healthcheck = re.search(r"^HEALTHCHECK .*$(\n^\s+.*$)*", _dockerfile(), re.M)
-    assert healthcheck and ready_url in healthcheck.group(0)
+    assert ready_url in " ".join(_healthcheck_command())
     sidecar = _container(docs["Deployment"]["spec"]["template"]["spec"], "spiffe-sidecar")
     assert ready_url in " ".join(sidecar["readinessProbe"]["exec"]["command"])
 
 
+def test_the_readiness_probe_is_the_images_healthcheck_and_liveness_asks_live(k8s: Any) -> None:
+    docs, config = k8s
+    sidecar = _container(docs["Deployment"]["spec"]["template"]["spec"], "spiffe-sidecar")
+    assert sidecar["readinessProbe"]["exec"]["command"] == _healthcheck_command()
+    live = " ".join(sidecar["livenessProbe"]["exec"]["command"])
+    assert f"http://127.0.0.1:{config.admin.listen.port}/live" in live
+
+
+def test_the_admin_endpoint_the_probes_use_exists() -> None:
+    """/ready and /live are served by the admin endpoint, not promised for later."""
+    admin = (ROOT / "proxy" / "admin.py").read_text()
+    assert 'url.path == "/ready"' in admin and 'url.path == "/live"' in admin
+    for path in (DOCKERFILE, K8S / "deployment.yaml", TRANSPARENT_DOC):
+        text = path.read_text()
+        assert not re.search(r"later issue|admin issue|until then", text), f"{path.name} says /ready does not exist yet"
+
+
+def _base_image_default() -> str:
+    found = re.search(r"^ARG BASE_IMAGE=(\S+)\s*$", _dockerfile(), re.M)
+    assert found, "the base image is a build argument, BASE_IMAGE, with the public image as its default"
+    return found.group(1)
+
+
+def test_every_stage_builds_on_the_base_image_argument() -> None:
+    stages = re.findall(r"^FROM\s+(\S+)\s+AS\s+(\w+)\s*$", _dockerfile(), re.M)
+    assert [name for _, name in stages] == ["build", "runtime"]
+    assert {base for base, _ in stages} == {"${BASE_IMAGE}"}, "one base for both stages, as CI swaps it"
+
+
+def test_the_documents_name_the_base_image_the_dockerfile_uses() -> None:
+    base = _base_image_default()
+    short = base.removeprefix("docker.io/library/")
+    doc = TRANSPARENT_DOC.read_text()
+    assert f"`{short}`" in doc
+    named = set(re.findall(r"\b(?:python|debian|ubuntu|alpine):[\w.-]+", doc + (ROOT / "README.md").read_text()))
+    assert named <= {short}, f"the documents name other base images than the Dockerfile's {short}: {named}"
+
+
+def test_the_container_check_builds_this_dockerfile_with_a_base_like_its_default() -> None:
+    """CI's image is this Dockerfile with BASE_IMAGE swapped for a debootstrap of the same suite."""
+    script = CONTAINER_CHECK.read_text()
+    assert '--build-arg "BASE_IMAGE=$BASE"' in script and "-f Dockerfile" in script
+    suite = re.search(r"^SUITE=(\w+)$", script, re.M)
+    assert suite and _base_image_default().endswith(f"debian:{suite.group(1)}-slim")
+    assert "healthcheck run" in script
+    assert "tools/container-check" in (ROOT / ".ci" / "run").read_text()
+
+
 def test_dockerfile_builds_in_two_stages_and_runs_the_sidecar_by_default() -> None:
     text = _dockerfile()
-    assert len(re.findall(r"^FROM ", text, re.M)) == 2 and "pip wheel" in text and "libssl-dev" in text
+    assert len(re.findall(r"^FROM ", text, re.M)) == 2 and "pip install" in text and "libssl-dev" in text
+    runtime = text[text.index("AS runtime"):]
+    assert "libssl-dev" not in runtime and "gcc" not in runtime, "the runtime stage carries no compiler"
     assert 'ENTRYPOINT ["spiffe-sidecar"]' in text
     assert 'CMD ["run", "--config", "/etc/spiffe-sidecar/sidecar.yaml"]' in text
     ignored = (ROOT / ".dockerignore").read_text().split()
