@@ -29,6 +29,7 @@ diagnostic that says what to check.
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ from proxy.workload_api.grpc import GrpcStatusError, StatusCode
 FATAL_CODES = frozenset({StatusCode.INVALID_ARGUMENT, StatusCode.UNIMPLEMENTED})
 
 _T = TypeVar("_T")
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,7 +138,10 @@ class _X509Stream:
         try:
             context = messages.x509_context(response)
         except SpiffeError as exc:
-            self.report("connected", f"refused update: {exc}")
+            # Never served: the last good identity stays in use until it expires.
+            message = f"refused update from the Workload API at {self.address}: {exc}"
+            _log.error("%s", message)
+            self.report("connected", message)
             return
         if context.redacted:
             self.store.withdraw(f"the Workload API at {self.address} redacted our X.509-SVIDs")
