@@ -215,6 +215,70 @@ cdef tuple _check_leaf(X509* leaf):
     return sid, td
 
 
+# --- Key and signature strength (twin of proxy.spiffe.strength) ---------------------
+#
+# Our own rules, not OpenSSL's security level: the verify callback runs its
+# own X509_STORE_CTX, which does not inherit the SSL's level, and the
+# reference engine must reach the same verdict in Python. The texts follow
+# proxy/spiffe/strength.py (only the reasons are parity-tested).
+
+cdef int _MIN_RSA_BITS = 2048
+
+
+cdef str _key_rule(X509* x):
+    """Why x's public key is too weak or unsupported, or None (twin of strength.key_failure)."""
+    cdef X509_PUBKEY* xpk = X509_get_X509_PUBKEY(x)
+    cdef ASN1_OBJECT* alg = NULL
+    cdef X509_ALGOR* pa = NULL
+    cdef const ASN1_OBJECT* pobj = NULL
+    cdef const void* pval = NULL
+    cdef int ptype = 0, nid, bits
+    cdef EVP_PKEY* pkey
+    if xpk == NULL or X509_PUBKEY_get0_param(&alg, NULL, NULL, &pa, xpk) != 1:
+        ERR_clear_error()
+        return "unreadable public key"
+    nid = OBJ_obj2nid(alg)
+    if nid == NID_rsaEncryption:
+        pkey = X509_get0_pubkey(x)
+        if pkey == NULL:
+            ERR_clear_error()
+            return "unreadable RSA key"
+        bits = EVP_PKEY_get_bits(pkey)
+        return None if bits >= _MIN_RSA_BITS else f"RSA key of {bits} bits (at least {_MIN_RSA_BITS} required)"
+    if nid == NID_X9_62_id_ecPublicKey:
+        # The encoded parameters, not the decoded key: OpenSSL maps explicit
+        # parameters that describe a named curve to that curve.
+        X509_ALGOR_get0(&pobj, &ptype, &pval, pa)
+        if ptype != V_ASN1_OBJECT or pval == NULL:
+            return "EC key with explicit (or absent) curve parameters: a named curve is required"
+        nid = OBJ_obj2nid(<const ASN1_OBJECT*>pval)
+        if nid == NID_X9_62_prime256v1 or nid == NID_secp384r1 or nid == NID_secp521r1:
+            return None
+        return "EC key on a curve other than P-256, P-384 or P-521"
+    if nid == NID_ED25519:
+        return None
+    return f"unsupported key type {_nid_name(nid)} (RSA >= {_MIN_RSA_BITS}, P-256/384/521 or Ed25519 required)"
+
+
+cdef str _signature_rule(X509* x):
+    """Why x's signature algorithm is too weak, or None (twin of strength.signature_failure)."""
+    cdef int mdnid = 0, pknid = 0, secbits = 0
+    cdef uint32_t flags = 0
+    if X509_get_signature_info(x, &mdnid, &pknid, &secbits, &flags) == 1:
+        if pknid == NID_ED25519 and mdnid == NID_undef:
+            return None
+        if ((pknid == NID_rsaEncryption or pknid == NID_rsassaPss or pknid == NID_X9_62_id_ecPublicKey)
+                and (mdnid == NID_sha256 or mdnid == NID_sha384 or mdnid == NID_sha512)):
+            return None
+    ERR_clear_error()
+    return f"signature algorithm {_nid_name(X509_get_signature_nid(x))} (SHA-256/384/512 or Ed25519 required)"
+
+
+cdef str _nid_name(int nid):
+    cdef const char* name = OBJ_nid2sn(nid)
+    return name.decode() if name != NULL else f"nid {nid}"
+
+
 # --- Trust stores and path validation ----------------------------------------------
 
 
@@ -223,23 +287,74 @@ cdef class _TrustStore:
     """One trust domain's authorities as an X509_STORE (never merged with another)."""
 
     cdef X509_STORE* store
+    cdef stack_st_X509* anchors
     cdef readonly str trust_domain
+    # The first authority whose key breaks the strength policy, judged once
+    # here rather than per handshake; None when all are strong.
+    cdef readonly object weak_anchor
 
     def __cinit__(self, str trust_domain, object authorities_der):
         self.trust_domain = trust_domain
         self.store = X509_STORE_new()
-        if self.store == NULL:
+        self.anchors = sk_X509_new_null()
+        if self.store == NULL or self.anchors == NULL:
             raise MemoryError()
         cdef X509* x
-        for der in authorities_der:
+        for i, der in enumerate(authorities_der):
             x = _d2i_x509(bytes(der))
             X509_STORE_add_cert(self.store, x)  # duplicates are harmless
-            X509_free(x)
+            sk_X509_push(self.anchors, x)  # the stack owns x from here
+            rule = _key_rule(x)
+            if rule is not None and self.weak_anchor is None:
+                self.weak_anchor = f"authority {i} of trust domain {trust_domain}: {rule}"
         ERR_clear_error()
 
     def __dealloc__(self):
         if self.store != NULL:
             X509_STORE_free(self.store)
+        if self.anchors != NULL:
+            sk_X509_pop_free(self.anchors, X509_free)
+
+    cdef bint is_anchor(self, X509* x):
+        """True when x is (a copy of) one of these authorities."""
+        cdef int i
+        for i in range(sk_X509_num(self.anchors)):
+            if X509_cmp(x, sk_X509_value(self.anchors, i)) == 0:
+                return True
+        return False
+
+
+cdef int _check_cert_strength(_TrustStore ts, X509* x, int index, str sid) except -1:
+    if ts.is_anchor(x):
+        return 0  # judged as an authority (key only), with the others
+    rule = _key_rule(x)
+    reason = VerifyFailure.WEAK_KEY
+    if rule is None:
+        rule = _signature_rule(x)
+        reason = VerifyFailure.WEAK_SIGNATURE
+    if rule is not None:
+        raise VerificationError(reason, f"{sid}: {'leaf' if index == 0 else f'chain certificate {index}'}: {rule}")
+    return 0
+
+
+cdef int _check_strength(_TrustStore ts, X509* leaf, stack_st_X509* untrusted, str sid) except -1:
+    """WEAK_KEY / WEAK_SIGNATURE: every certificate the peer sent, in its order, then the authorities' keys.
+
+    untrusted is what the peer sent: in the handshake it starts with the
+    leaf itself (skipped, judged first), in the twin API it does not.
+    """
+    cdef int i, index = 1
+    cdef X509* x
+    _check_cert_strength(ts, leaf, 0, sid)
+    if untrusted != NULL:
+        for i in range(sk_X509_num(untrusted)):
+            x = sk_X509_value(untrusted, i)
+            if x != leaf:
+                _check_cert_strength(ts, x, index, sid)
+                index += 1
+    if ts.weak_anchor is not None:
+        raise VerificationError(VerifyFailure.WEAK_KEY, f"{sid}: {ts.weak_anchor}")
+    return 0
 
 
 cdef dict _build_stores(object bundles):
@@ -316,6 +431,7 @@ def verify_x509_svid_chain(chain_der, bundles, now=None) -> str:
         untrusted = sk_X509_new_null()
         for der in chain_der[1:]:
             sk_X509_push(untrusted, _d2i_x509(bytes(der)))
+        _check_strength(ts, leaf, untrusted, sid)
         _verify_path(ts, leaf, untrusted, t, sid)
         return sid
     finally:

@@ -472,6 +472,7 @@ cdef class TlsConnection:
             ts = self.context.stores.get(td)
             if ts is None:
                 raise VerificationError(VerifyFailure.UNKNOWN_TRUST_DOMAIN, f"{sid}: no bundle for trust domain {td!r}")
+            _check_strength(<_TrustStore>ts, leaf, X509_STORE_CTX_get0_untrusted(xctx), sid)
             _verify_path(<_TrustStore>ts, leaf, X509_STORE_CTX_get0_untrusted(xctx), time(NULL), sid)
             self.peer_not_after = _asn1_time_unix(X509_get0_notAfter(leaf))
             self.peer_spiffe_id = sid

@@ -100,6 +100,36 @@ cdef extern from "openssl/x509v3.h" nogil:
     uint32_t XKU_SSL_CLIENT
 
 
+cdef extern from "openssl/x509.h" nogil:
+    # Key and signature strength (proxy/spiffe/strength.py's policy)
+    ctypedef struct X509_PUBKEY
+    ctypedef struct X509_ALGOR
+    ctypedef struct ASN1_OBJECT
+    X509_PUBKEY* X509_get_X509_PUBKEY(const X509* x)
+    int X509_PUBKEY_get0_param(ASN1_OBJECT** ppkalg, const unsigned char** pk, int* ppklen,
+                               X509_ALGOR** pa, const X509_PUBKEY* pub)
+    void X509_ALGOR_get0(const ASN1_OBJECT** paobj, int* pptype, const void** ppval, const X509_ALGOR* algor)
+    EVP_PKEY* X509_get0_pubkey(const X509* x)
+    int EVP_PKEY_get_bits(const EVP_PKEY* pkey)
+    int X509_get_signature_info(X509* x, int* mdnid, int* pknid, int* secbits, uint32_t* flags)
+    int X509_get_signature_nid(const X509* x)
+    int X509_cmp(const X509* a, const X509* b)
+    int OBJ_obj2nid(const ASN1_OBJECT* o)
+    const char* OBJ_nid2sn(int n)
+    int V_ASN1_OBJECT
+    int NID_undef
+    int NID_rsaEncryption
+    int NID_rsassaPss
+    int NID_X9_62_id_ecPublicKey
+    int NID_X9_62_prime256v1
+    int NID_secp384r1
+    int NID_secp521r1
+    int NID_ED25519
+    int NID_sha256
+    int NID_sha384
+    int NID_sha512
+
+
 cdef extern from *:
     # GENERAL_NAME's union is awkward to declare in Cython; one accessor is not.
     """

@@ -95,6 +95,8 @@ class VerifyFailure(enum.Enum):
     BAD_KEY_USAGE = "bad_key_usage"
     BAD_EXTENDED_KEY_USAGE = "bad_extended_key_usage"
     UNKNOWN_TRUST_DOMAIN = "unknown_trust_domain"
+    WEAK_KEY = "weak_key"
+    WEAK_SIGNATURE = "weak_signature"
     UNTRUSTED_CHAIN = "untrusted_chain"
     EXPIRED = "expired"
     NOT_YET_VALID = "not_yet_valid"

@@ -17,6 +17,7 @@ rule. The same signature is not retried until a file changes again.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from proxy.spiffe.id import TrustDomain
 from proxy.spiffe.svid import X509Svid
 
 Signature = tuple[tuple[int, int, int] | None, ...]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,8 +81,11 @@ def _pem_bundle(trust_domain: TrustDomain, path: str) -> X509Bundle:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError as exc:
         raise InvalidBundleError(f"{path}: not a PEM certificate bundle ({exc})") from None
-    return X509Bundle(trust_domain=trust_domain,
-                      authorities=tuple(c.public_bytes(serialization.Encoding.DER) for c in certs))
+    try:
+        return X509Bundle(trust_domain=trust_domain,
+                          authorities=tuple(c.public_bytes(serialization.Encoding.DER) for c in certs))
+    except InvalidBundleError as exc:
+        raise InvalidBundleError(f"{path}: {exc}") from None
 
 
 def load_snapshot(files: SvidFiles) -> IdentitySnapshot:
@@ -142,6 +148,8 @@ class FileSource:
             if changed:
                 self.store.publish(snapshot, self.clock())
         except (SpiffeError, NoIdentityError) as exc:
+            # Logged once per change of the files (poll skips unchanged ones); never served.
+            _log.error("refused the identity files: %s", exc)
             self._report(SourceStatus.INVALID, str(exc))
             return False
         self._report(SourceStatus.LOADED, None)

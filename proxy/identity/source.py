@@ -141,7 +141,10 @@ class _X509Stream:
         try:
             context = messages.x509_context(response)
         except SpiffeError as exc:
-            self.report(SourceStatus.CONNECTED, f"refused update: {exc}")
+            # Never served: the last good identity stays in use until it expires.
+            message = f"refused update from the Workload API at {self.address}: {exc}"
+            _log.error("%s", message)
+            self.report(SourceStatus.CONNECTED, message)
             return
         if context.redacted:
             self.store.withdraw(f"the Workload API at {self.address} redacted our X.509-SVIDs")

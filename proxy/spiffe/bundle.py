@@ -29,6 +29,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from proxy.errors import InvalidBundleError
 from proxy.spiffe.id import TrustDomain
+from proxy.spiffe.strength import key_failure
 from proxy.spiffe.svid import split_der_certificates
 
 USE_X509 = "x509-svid"
@@ -48,9 +49,15 @@ class X509Bundle:
     def __post_init__(self) -> None:
         for i, der in enumerate(self.authorities):
             try:
-                x509.load_der_x509_certificate(der)
+                cert = x509.load_der_x509_certificate(der)
             except ValueError as exc:
                 raise InvalidBundleError(f"{self.trust_domain}: authority {i} is not DER X.509: {exc}") from None
+            # Peers are refused (weak_key) whenever their bundle holds a weak
+            # authority, so such a bundle is refused here, where it arrives.
+            rule = key_failure(cert)
+            if rule is not None:
+                raise InvalidBundleError(f"{self.trust_domain}: authority {i} "
+                                         f"({cert.subject.rfc4514_string()!r}): weak_key: {rule}")
 
     @classmethod
     def from_der_blob(cls, trust_domain: TrustDomain, blob: bytes) -> X509Bundle:

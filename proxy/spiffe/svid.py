@@ -25,6 +25,7 @@ from proxy.errors import (
     VerifyFailure,
 )
 from proxy.spiffe.id import SpiffeId
+from proxy.spiffe.strength import strength_failure
 
 _SEQUENCE_TAG = 0x30
 # Four length octets already allow 4 GiB: anything longer is garbage.
@@ -206,6 +207,7 @@ class X509Svid:
             rule = signing_cert_failure(cert) or _signing_id_failure(cert)
             if rule is not None:
                 raise InvalidSvidError(f"chain certificate {i}: {rule}", str(spiffe_id))
+        _check_strength(certs, str(spiffe_id))
         pkcs8 = _matching_pkcs8(leaf, key_der, str(spiffe_id))
         return cls(spiffe_id=spiffe_id, chain_der=tuple(bytes(c) for c in chain_der), key_der=pkcs8,
                    not_after=leaf.not_valid_after_utc.timestamp(),
@@ -244,6 +246,15 @@ class X509Svid:
     def leaf(self) -> x509.Certificate:
         """The leaf certificate, parsed (each call parses: the dataclass holds bytes only)."""
         return x509.load_der_x509_certificate(self.chain_der[0])
+
+
+def _check_strength(certs: list[x509.Certificate], claimed: str) -> None:
+    """Our own chain obeys the policy we hold peers to (proxy.spiffe.strength): never serve a weak SVID."""
+    for i, cert in enumerate(certs):
+        failure = strength_failure(cert)
+        if failure is not None:
+            what = "leaf" if i == 0 else f"chain certificate {i}"
+            raise InvalidSvidError(f"{what}: {failure[0].value}: {failure[1]}", claimed)
 
 
 def _signing_id_failure(cert: x509.Certificate) -> str | None:

@@ -12,9 +12,14 @@ reason whichever engine runs. The order:
    digitalSignature and without keyCertSign/cRLSign -> BAD_KEY_USAGE; EKU,
    if present, with serverAuth and clientAuth -> BAD_EXTENDED_KEY_USAGE;
 5. a bundle for the claimed trust domain -> UNKNOWN_TRUST_DOMAIN;
-6. RFC 5280 path validation against that bundle's authorities only, with
-   ``chain_der[1:]`` as untrusted intermediates (an unparseable intermediate
-   is BAD_CERTIFICATE). Every problem of the path (no issuer, bad signature,
+   every certificate parses (an unparseable intermediate is BAD_CERTIFICATE);
+6. strength (proxy.spiffe.strength): each certificate the peer sent, leaf
+   first then in the order sent, key before signature, -> WEAK_KEY /
+   WEAK_SIGNATURE; a sent copy of one of the bundle's authorities is judged
+   as an authority: by its key only, with them; then the keys of that
+   bundle's authorities, in bundle order -> WEAK_KEY;
+7. RFC 5280 path validation against that bundle's authorities only, with
+   ``chain_der[1:]`` as untrusted intermediates. Every problem of the path (no issuer, bad signature,
    an issuer that is not a CA or lacks keyCertSign, pathLen exceeded, an
    unhandled critical extension, a name constraint violated, an issuer
    outside its validity) is UNTRUSTED_CHAIN; only when the path is good is
@@ -38,6 +43,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from proxy.errors import VerificationError, VerifyFailure
 from proxy.spiffe.bundle import X509BundleSet
 from proxy.spiffe.id import SpiffeId, TrustDomain
+from proxy.spiffe.strength import key_failure, strength_failure
 from proxy.spiffe.svid import (
     leaf_profile_failure,
     load_certificate,
@@ -102,7 +108,9 @@ def _verify(chain_der: Sequence[bytes], authorities_of: Authorities, now: float)
         raise VerificationError(VerifyFailure.UNKNOWN_TRUST_DOMAIN,
                                 f"{spiffe_id}: no bundle for trust domain {spiffe_id.trust_domain}")
     intermediates = [load_certificate(d) for d in chain_der[1:]]
-    roots = [_authority(bytes(d)) for d in authorities]
+    anchors = [bytes(d) for d in authorities]
+    roots = [_authority(d) for d in anchors]
+    _check_strength(chain_der, [leaf, *intermediates], anchors, spiffe_id)
     _validate_path(leaf, intermediates, roots, now, spiffe_id)
     _check_validity(leaf, now, spiffe_id)
     return spiffe_id
@@ -114,6 +122,30 @@ def _authority(der: bytes) -> x509.Certificate:
     # twin form can carry an unparsed one (X509Bundle checks its own); the
     # compiled twin reports it as BAD_CERTIFICATE, so this does too.
     return load_certificate(der)
+
+
+def _check_strength(chain_der: Sequence[bytes], sent: list[x509.Certificate], anchors: list[bytes],
+                    spiffe_id: SpiffeId) -> None:
+    """WEAK_KEY / WEAK_SIGNATURE for the first weak certificate (module docstring, step 6)."""
+    for i, (der, cert) in enumerate(zip(chain_der, sent)):
+        if bytes(der) in anchors:
+            continue
+        failure = strength_failure(cert)
+        if failure is not None:
+            what = "leaf" if i == 0 else f"chain certificate {i} ({cert.subject.rfc4514_string()!r})"
+            raise VerificationError(failure[0], f"{spiffe_id}: {what}: {failure[1]}")
+    for i, der in enumerate(anchors):
+        rule = _authority_key_failure(der)
+        if rule is not None:
+            raise VerificationError(VerifyFailure.WEAK_KEY,
+                                    f"{spiffe_id}: authority {i} of trust domain "
+                                    f"{spiffe_id.trust_domain}: {rule}")
+
+
+@functools.lru_cache(maxsize=512)
+def _authority_key_failure(der: bytes) -> str | None:
+    # Judged once per authority, not per handshake (as the compiled twin's store does).
+    return key_failure(_authority(der))
 
 
 def _validate_path(leaf: x509.Certificate, intermediates: list[x509.Certificate],

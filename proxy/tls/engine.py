@@ -29,8 +29,9 @@ to be readable), ``WANT_WRITE = 2`` (wait for the TLS fd to be writable).
     SPIFFE ID with a non-root path, must not be a CA, must have
     digitalSignature and neither keyCertSign nor cRLSign, an EKU (if
     present) with both serverAuth and clientAuth, and must chain (RFC 5280)
-    to the authorities of the trust domain it claims, and only those. No
-    hostname verification.
+    to the authorities of the trust domain it claims, and only those; every
+    certificate of the chain passes the key and signature strength policy
+    (proxy/spiffe/strength.py). No hostname verification.
     ``.generation`` echoes material.generation.
     ``new_connection(fd: int) -> TlsConnection`` (server), and
     ``new_connection(fd: int, session_key: str | None = None)`` (client:
@@ -99,7 +100,10 @@ Twins of the SPIFFE core, each with a parity test over the same cases:
   path (ROOT_PATH), leaf not CA (LEAF_IS_CA), key usage: digitalSignature
   set, keyCertSign/cRLSign clear (BAD_KEY_USAGE), EKU if present has
   serverAuth and clientAuth (BAD_EXTENDED_KEY_USAGE), a bundle exists for
-  the claimed trust domain (UNKNOWN_TRUST_DOMAIN), RFC 5280 path
+  the claimed trust domain (UNKNOWN_TRUST_DOMAIN), every certificate sent
+  parses (BAD_CERTIFICATE), key and signature strength of each certificate
+  sent, leaf first, then of the bundle's authorities' keys (WEAK_KEY /
+  WEAK_SIGNATURE; policy in proxy/spiffe/strength.py), RFC 5280 path
   validation against only that bundle, intermediates from chain_der[1:]
   (EXPIRED / NOT_YET_VALID for the leaf's validity, else UNTRUSTED_CHAIN).
 """

@@ -21,14 +21,13 @@ calls the same method again. One readiness event, one engine call.
 Verification. SPIFFE peer verification is not WebPKI verification: no
 hostnames, exactly one URI SAN, and a peer is checked only against the
 authorities of the trust domain its SPIFFE ID names (bundles are never
-merged into one store). OpenSSL's verify callback sees one certificate at a
-time with one merged store, so we ask OpenSSL to *request* the peer
-certificate (VERIFY_PEER | VERIFY_FAIL_IF_NO_PEER_CERT) with a callback that
-accepts everything, and run the SPIFFE verification on the peer's chain as
-soon as the handshake completes, before a single application byte is read
-or written. A failure raises VerificationError; the caller closes. (The
-compiled engine runs the same checks inside the handshake, through
-SSL_CTX_set_cert_verify_callback, so it can send a proper alert.)
+merged into one store). OpenSSL's own chain check would use one merged
+store and WebPKI rules, so it is replaced: OpenSSL's verify callback runs
+the SPIFFE verification on the chain the peer sent and, on a failure, sets
+the X509 error that makes OpenSSL send the peer the alert the compiled
+engine sends (bad_certificate, certificate_expired...) and abort the
+handshake; handshake() then raises the VerificationError. That takes
+pyOpenSSL's cffi binding, not its set_verify: engine_py_verify.py says why.
 
 Resumption. Sessions are cached per ClientContext, keyed by the caller's
 session_key: a context lives for exactly one identity/bundle generation, so

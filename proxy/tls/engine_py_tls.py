@@ -19,7 +19,8 @@ from OpenSSL import SSL
 from proxy.errors import HandshakeFailure, TlsError, VerificationError, VerifyFailure
 from proxy.tls.contract import DONE, WANT_READ, WANT_WRITE
 from proxy.tls.material import TlsMaterial
-from proxy.tls.openssl_terms import SESSION_ID_CONTEXT, TLS12_CIPHERS, classify_tls_error
+from proxy.tls import engine_py_verify
+from proxy.tls.openssl_terms import SESSION_ID_CONTEXT, TLS12_CIPHERS, classify_tls_error, verify_error_code
 
 # Bounded, so a client talking to many upstream keys cannot grow without limit.
 MAX_CACHED_SESSIONS = 1024  # session keys (upstreams) remembered
@@ -47,12 +48,6 @@ def tls_error(exc: SSL.Error) -> Exception:
 
 
 # --- Contexts -----------------------------------------------------------------
-
-
-def _accept_all(conn: SSL.Connection, cert: object, err: int, depth: int, ok: int) -> bool:
-    # OpenSSL's own chain check uses one merged store and WebPKI rules; the
-    # SPIFFE check runs right after the handshake instead (see top).
-    return True
 
 
 def _load_identity(ctx: SSL.Context, material: TlsMaterial) -> None:
@@ -97,7 +92,8 @@ def _build_context(material: TlsMaterial, *, server: bool) -> SSL.Context:
     ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
     ctx.set_cipher_list(TLS12_CIPHERS)
     _load_identity(ctx, material)
-    ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _accept_all)
+    # SPIFFE verification inside the handshake, as the compiled engine does.
+    engine_py_verify.install(ctx)
     # As the compiled engine: no record buffers held by idle connections.
     ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
     if server:
@@ -182,6 +178,11 @@ class TlsConnection:
             conn.set_connect_state()
         self._conn: SSL.Connection | None = conn
         self._verified = False
+        # Filled by engine_py_verify's callbacks during the handshake.
+        self.peer_certificates: list[bytes] | None = None
+        self._verify_code: int | None = None
+        self._verify_error: VerificationError | TlsError | None = None
+        engine_py_verify.attach(conn, self)
         self.peer_spiffe_id = ""
         self.peer_not_after = 0.0
         self.version = ""
@@ -207,14 +208,41 @@ class TlsConnection:
         except SSL.WantWriteError:
             return WANT_WRITE
         except SSL.Error as exc:
+            if self._verify_error is not None:
+                raise self._verify_error from None
             raise tls_error(exc) from None
         self.version = conn.get_protocol_version_name()
         self.cipher = conn.get_cipher_name() or ""
         # pyOpenSSL has no public "was this resumed" call; the binding does.
         self.resumed = bool(SSL._lib.SSL_session_reused(conn._ssl))  # type: ignore[attr-defined]
-        self._verify_peer(conn)
+        if self.resumed:
+            self._verify_resumed_peer(conn)
+        elif not self.peer_spiffe_id:
+            raise TlsError(HandshakeFailure.INTERNAL, "handshake completed without peer verification")
         self._verified = True
         return DONE
+
+    def verify_in_handshake(self) -> int:
+        """SPIFFE verification of the peer's chain, once, from OpenSSL's verify callback.
+
+        Returns 0 to go on, or the X509 error whose alert refuses the peer;
+        handshake() then raises the VerificationError kept here.
+        """
+        if self._verify_code is None:
+            try:
+                chain = self.peer_certificates
+                if not chain:
+                    raise VerificationError(VerifyFailure.NO_CERTIFICATE, "no readable certificate from the peer")
+                peer_id = verify_x509_svid_chain(chain, self._context.bundles)  # now=None: the current time
+                self.peer_not_after = x509.load_der_x509_certificate(chain[0]).not_valid_after_utc.timestamp()
+                self.peer_spiffe_id = peer_id
+                self._verify_code = 0
+            except VerificationError as exc:
+                self._verify_error, self._verify_code = exc, verify_error_code(exc.reason)
+            except Exception as exc:  # noqa: BLE001 - a crash refuses the peer, and says so
+                self._verify_error = TlsError(HandshakeFailure.INTERNAL, f"peer verification crashed: {exc!r}")
+                self._verify_code = verify_error_code(VerifyFailure.BAD_CERTIFICATE)
+        return self._verify_code
 
     def _peer_chain_der(self, conn: SSL.Connection) -> list[bytes]:
         leaf = conn.get_peer_certificate(as_cryptography=True)
@@ -227,19 +255,16 @@ class TlsConnection:
             rest = rest[1:]
         return [leaf_der, *rest]
 
-    def _verify_peer(self, conn: SSL.Connection) -> None:
+    def _verify_resumed_peer(self, conn: SSL.Connection) -> None:
+        """A resumed handshake skips the verify callback: re-check the session's leaf."""
         chain = self._peer_chain_der(conn)
+        peer_id = self._verify_resumed(chain[0])
         # The engine reads the wall clock here, once per handshake, as OpenSSL
         # does in the compiled engine (the fd-based engines are the measured
         # exception to the sans-IO rule); the SPIFFE core only gets `now`.
-        now = time.time()
         not_after = x509.load_der_x509_certificate(chain[0]).not_valid_after_utc.timestamp()
-        if self.resumed:
-            peer_id = self._verify_resumed(chain[0])
-            if now > not_after:
-                raise VerificationError(VerifyFailure.EXPIRED, f"{peer_id}: certificate expired")
-        else:
-            peer_id = verify_x509_svid_chain(chain, self._context.bundles, now)
+        if time.time() > not_after:
+            raise VerificationError(VerifyFailure.EXPIRED, f"{peer_id}: certificate expired")
         self.peer_spiffe_id = peer_id
         self.peer_not_after = not_after
 

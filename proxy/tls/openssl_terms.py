@@ -9,7 +9,7 @@ copy of this table is how they drift apart.
 
 from __future__ import annotations
 
-from proxy.errors import HandshakeFailure
+from proxy.errors import HandshakeFailure, VerifyFailure
 
 # TLS 1.2 is the floor; only forward-secret AEAD suites. TLS 1.3's own
 # suites are all AEAD, so OpenSSL's defaults stay.
@@ -50,3 +50,24 @@ def classify_tls_error(detail: str) -> HandshakeFailure:
         if marker in low:
             return reason
     return HandshakeFailure.PROTOCOL
+
+
+# X509 verify errors (x509_vfy.h; stable numbers) the engines leave in the
+# X509_STORE_CTX when SPIFFE verification refuses a peer: OpenSSL turns each
+# into the alert the peer receives (certificate_expired, bad_certificate...).
+X509_V_ERR_CERT_NOT_YET_VALID = 9
+X509_V_ERR_CERT_HAS_EXPIRED = 10
+X509_V_ERR_CERT_UNTRUSTED = 27
+X509_V_ERR_CERT_REJECTED = 28
+
+_VERIFY_ERRORS = {
+    VerifyFailure.EXPIRED: X509_V_ERR_CERT_HAS_EXPIRED,
+    VerifyFailure.NOT_YET_VALID: X509_V_ERR_CERT_NOT_YET_VALID,
+    VerifyFailure.UNTRUSTED_CHAIN: X509_V_ERR_CERT_UNTRUSTED,
+    VerifyFailure.UNKNOWN_TRUST_DOMAIN: X509_V_ERR_CERT_UNTRUSTED,
+}
+
+
+def verify_error_code(reason: VerifyFailure) -> int:
+    """The X509 error for a refused peer (as _fastpath_tls.pxi's verify_in_handshake sets it)."""
+    return _VERIFY_ERRORS.get(reason, X509_V_ERR_CERT_REJECTED)

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import pytest
 
 from proxy.demo.apps import HelloBackend
-from support import pki
+from support import pki, pki_cli
 from support.net import free_port
 from support.sidecar import Identity, SidecarHarness
 
@@ -44,10 +44,14 @@ def inbound(module_combo: tuple[str, str], tmp_path_factory: pytest.TempPathFact
 def s_client(inbound: dict[str, Any], leaf: pki.Leaf | None, name: str) -> str:
     """One HTTP request through `openssl s_client`; returns what it printed."""
     cmd = ["openssl", "s_client", "-connect", f"127.0.0.1:{inbound['port']}", "-CAfile", str(inbound["bundle"]),
-           "-ign_eof", "-quiet"]
+           "-ign_eof", "-quiet", "-cipher", "DEFAULT:@SECLEVEL=0"]  # level 0: so it can present weak chains too
     if leaf is not None:
         cert, key = leaf.write_pem(Path(inbound["dir"]), name)
         cmd += ["-cert", cert, "-key", key]
+        if len(leaf.chain) > 1:  # -cert sends only the file's first certificate
+            chain = Path(inbound["dir"]) / f"{name}.chain.pem"
+            chain.write_bytes(b"".join(pki.pem(c) for c in leaf.chain[1:]))
+            cmd += ["-cert_chain", str(chain)]
     run = subprocess.run(cmd, input=b"GET /hello HTTP/1.0\r\n\r\n", capture_output=True, timeout=20)
     return run.stdout.decode(errors="replace") + run.stderr.decode(errors="replace")
 
@@ -77,6 +81,10 @@ def _case_leaf(case: str, ca: pki.Ca, other_ca: pki.Ca, rogue_ca: pki.Ca, expire
         "ca_leaf": lambda: pki.make_svid(ca, "/frontend", is_ca=True, key_cert_sign=True),
         "denied_by_policy": lambda: pki.make_svid(ca, "/batch"),
         "no_matching_rule": lambda: pki.make_svid(ca, "/stranger"),
+        "weak_key_rsa1024": lambda: pki_cli.make_svid(ca, "/frontend", key_kind="rsa1024"),
+        "weak_signature_sha1": lambda: pki_cli.make_svid(ca, "/frontend", digest="sha1"),
+        "weak_intermediate_p224": lambda: pki.make_svid(pki_cli.make_ca("example.org", parent=ca, key_kind="p224"),
+                                                        "/frontend"),
     }[case]()
 
 
@@ -90,7 +98,12 @@ REFUSALS = {
     "ca_leaf": ("verify_failed", {"leaf_is_ca"}),
     "denied_by_policy": ("denied", {"deny_rule"}),
     "no_matching_rule": ("denied", {"no_matching_rule"}),
+    "weak_key_rsa1024": ("verify_failed", {"weak_key"}),
+    "weak_signature_sha1": ("verify_failed", {"weak_signature"}),
+    "weak_intermediate_p224": ("verify_failed", {"weak_key"}),
 }
+# The alert each engine sends a client it refuses in the handshake (issue 11 item 10).
+ALERTS = {"expired": "alert certificate expired", "no_cert": "alert certificate required"}
 
 
 @pytest.mark.parametrize("case", list(REFUSALS))
@@ -103,5 +116,7 @@ def test_inbound_refuses_and_logs_why(case: str, inbound: dict[str, Any], ca: pk
     assert record["close_reason"] == close_reason, record
     assert record["reason"] in reasons, record
     assert record["bytes_in"] == 0 and record["bytes_out"] == 0
+    if close_reason == "verify_failed":
+        assert ALERTS.get(case, "alert bad certificate") in output, output
     if case == "denied_by_policy":
         assert record["rule"] == "no-batch" and "no-batch" in record["detail"]

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 UTC = dt.timezone.utc
@@ -21,10 +22,26 @@ def _now() -> dt.datetime:
     return dt.datetime.now(UTC)
 
 
-def new_key(kind: str = "ec") -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
-    if kind == "rsa":
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return ec.generate_private_key(ec.SECP256R1())
+_CURVES: dict[str, ec.EllipticCurve] = {"ec": ec.SECP256R1(), "p256": ec.SECP256R1(), "p384": ec.SECP384R1(),
+                                        "p521": ec.SECP521R1(), "p192": ec.SECP192R1(), "p224": ec.SECP224R1()}
+_RSA_BITS = {"rsa": 2048, "rsa1024": 1024, "rsa2048": 2048, "rsa3072": 3072, "rsa4096": 4096}
+
+#: Every key kind new_key makes (kinds cryptography refuses are in support/pki_cli.py).
+KEY_KINDS = (*_CURVES, *_RSA_BITS, "ed25519")
+
+
+def new_key(kind: str = "ec") -> Any:
+    """A private key: "ec"/"p256", "p384", "p521", "p192", "p224", "rsa"(2048), "rsa1024"..."rsa4096", "ed25519"."""
+    if kind in _RSA_BITS:
+        return rsa.generate_private_key(public_exponent=65537, key_size=_RSA_BITS[kind])
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    return ec.generate_private_key(_CURVES[kind])
+
+
+def digest_for(key: object) -> hashes.HashAlgorithm | None:
+    """The hash to sign with: SHA-256, or None for Ed25519 (which hashes internally)."""
+    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
 
 
 def key_pkcs8_der(key: object) -> bytes:
@@ -86,7 +103,7 @@ def make_ca(trust_domain: str, *, parent: Ca | None = None, key_kind: str = "ec"
          .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))  # type: ignore[attr-defined]
     if parent:
         b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()), critical=False)  # type: ignore[attr-defined]
-    cert = b.sign(signer, hashes.SHA256())  # type: ignore[arg-type]
+    cert = b.sign(signer, digest_for(signer))  # type: ignore[arg-type]
     return Ca(trust_domain=trust_domain, key=key, cert=cert, parent=parent)
 
 
@@ -159,7 +176,8 @@ def make_svid(ca: Ca, spiffe_id: str | None = "/workload", *, uris: list[str] | 
     names += [x509.DNSName(d) for d in dns_names or []]
     if names:
         b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    cert = b.sign((signer or ca).key, hashes.SHA256())  # type: ignore[arg-type]
+    signing_key = (signer or ca).key
+    cert = b.sign(signing_key, digest_for(signing_key))  # type: ignore[arg-type]
     return Leaf(cert=cert, key=key, chain=[cert, *ca.chain_above()])
 
 

@@ -322,3 +322,60 @@ def test_rejects_quickly_a_chain_of_intermediates_that_all_sign_each_other(impl,
     leaf = pki.make_svid(fake)
     # A search that is not bounded would not end; the timeout marker catches that.
     _fails(impl, [leaf.chain_der[0], *impostors], bundles, VerifyFailure.UNTRUSTED_CHAIN)
+
+
+# --- Key and signature strength (proxy/spiffe/strength.py) ------------------------------
+# The full matrix of key kinds and digests, both twins against each other,
+# is tests/unit/tls/test_twins_parity.py; these name the rule and the detail.
+
+
+def test_rejects_rsa_1024_leaf_as_weak_key(impl, foo_root, bundles) -> None:
+    from support import pki_cli
+
+    leaf = pki_cli.make_svid(foo_root, key_kind="rsa1024")
+    exc = _fails(impl, leaf.chain_der, bundles, VerifyFailure.WEAK_KEY, now=time.time())
+    assert "leaf" in exc.detail and "1024 bits" in exc.detail
+
+
+def test_rejects_explicit_curve_parameters_even_for_p256(impl, foo_root, bundles) -> None:
+    from support import pki_cli
+
+    leaf = pki_cli.make_svid(foo_root, key_kind="explicit_p256")
+    exc = _fails(impl, leaf.chain_der, bundles, VerifyFailure.WEAK_KEY, now=time.time())
+    assert "explicit" in exc.detail
+
+
+def test_rejects_sha1_signed_intermediate_as_weak_signature(impl) -> None:
+    from support import pki_cli
+
+    root = pki.make_ca("foo.test", key_kind="rsa")
+    inter = pki_cli.make_ca("foo.test", parent=root, digest="sha1")
+    exc = _fails(impl, pki.make_svid(inter).chain_der, {"foo.test": [root.der]}, VerifyFailure.WEAK_SIGNATURE,
+                 now=time.time())
+    assert "chain certificate 1" in exc.detail and "SHA1" in exc.detail.upper()
+
+
+def test_rejects_any_peer_of_a_trust_domain_whose_bundle_holds_a_weak_authority(impl, foo_root) -> None:
+    from support import pki_cli
+
+    weak = pki_cli.make_ca("foo.test", key_kind="p192")
+    exc = _fails(impl, pki.make_svid(foo_root).chain_der, {"foo.test": [foo_root.der, weak.der]},
+                 VerifyFailure.WEAK_KEY, now=time.time())
+    assert "authority 1" in exc.detail
+
+
+def test_accepts_authority_self_signed_with_sha1(impl) -> None:
+    # Nothing relies on an anchor's self-signature (RFC 5280 §6.1), only on its key.
+    from support import pki_cli
+
+    root = pki_cli.make_ca("foo.test", key_kind="rsa", digest="sha1")
+    leaf = pki.make_svid(root)
+    assert impl.verify_x509_svid_chain(leaf.chain_der, {"foo.test": [root.der]}, time.time()) == \
+        "spiffe://foo.test/workload"
+
+
+@pytest.mark.parametrize("kind", ["p384", "p521", "ed25519"])
+def test_accepts_strong_key_kinds(impl, kind) -> None:
+    root = pki.make_ca("foo.test", key_kind=kind)
+    leaf = pki.make_svid(root, key_kind=kind)
+    assert impl.verify_x509_svid_chain(leaf.chain_der, {"foo.test": [root.der]}, NOW) == "spiffe://foo.test/workload"

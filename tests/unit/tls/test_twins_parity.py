@@ -123,3 +123,108 @@ def test_spiffe_id_from_der_agrees(world, case) -> None:
 ])
 def test_parse_spiffe_id_agrees(value: str) -> None:
     assert _outcome(_fastpath.parse_spiffe_id, value) == _outcome(engine_py.parse_spiffe_id, value)
+
+
+# --- Key and signature strength (proxy/spiffe/strength.py) ----------------------------
+#
+# Every key kind and digest the two OpenSSLs here can make, as leaf, as
+# intermediate and as authority, plus combinations that decide which failure
+# comes first. Each case names the outcome it must have, and both engines
+# must give it: a disagreement on any of them fails. Certificates minted by
+# the openssl CLI start at the signing second, so these verify at the
+# current time (now=None), not at the module's NOW.
+
+WEAK_KEY, WEAK_SIG, OK = "weak_key", "weak_signature", "ok"
+LEAF_KEYS = {"rsa512": WEAK_KEY, "rsa1024": WEAK_KEY, "rsa2048": OK, "rsa3072": OK, "rsa4096": OK,
+             "p192": WEAK_KEY, "p224": WEAK_KEY, "p256": OK, "p384": OK, "p521": OK, "ed25519": OK,
+             "explicit_p256": WEAK_KEY}
+DIGESTS = {"md5": WEAK_SIG, "sha1": WEAK_SIG, "sha224": WEAK_SIG, "sha256": OK, "sha384": OK, "sha512": OK}
+
+
+def _strength_cases() -> dict[str, tuple[Callable[[dict[str, Any]], tuple[list[bytes], dict[str, list[bytes]]]], str]]:
+    from support import pki_cli as cli
+
+    def under(root_key: str) -> Callable[[dict[str, Any]], dict[str, list[bytes]]]:
+        return lambda w: {"example.org": [w[root_key].der]}
+
+    cases: dict[str, tuple[Callable[..., Any], str]] = {}
+    for kind, want in LEAF_KEYS.items():
+        cases[f"leaf_key_{kind}"] = (lambda w, k=kind: (cli.make_svid(w["root"], key_kind=k).chain_der,
+                                                        under("root")(w)), want)
+        cases[f"intermediate_key_{kind}"] = (
+            lambda w, k=kind: (pki.make_svid(cli.make_ca("example.org", parent=w["root"], key_kind=k)).chain_der,
+                               under("root")(w)), want)
+        cases[f"authority_key_{kind}"] = (
+            lambda w, k=kind: (lambda r: (pki.make_svid(r).chain_der, {"example.org": [r.der]}))(
+                cli.make_ca("example.org", key_kind=k)), want)
+    for digest, want in DIGESTS.items():
+        cases[f"leaf_rsa_signed_{digest}"] = (lambda w, d=digest: (cli.make_svid(w["rsa_root"], digest=d).chain_der,
+                                                                   under("rsa_root")(w)), want)
+        cases[f"intermediate_rsa_signed_{digest}"] = (
+            lambda w, d=digest: (pki.make_svid(cli.make_ca("example.org", parent=w["rsa_root"], digest=d)).chain_der,
+                                 under("rsa_root")(w)), want)
+        # An authority's self-signature is never judged: any digest is fine.
+        cases[f"authority_self_signed_{digest}"] = (
+            lambda w, d=digest: (lambda r: (pki.make_svid(r).chain_der, {"example.org": [r.der]}))(
+                cli.make_ca("example.org", key_kind="rsa", digest=d)), OK)
+    for digest in ("sha1", "sha224", "sha384"):
+        cases[f"leaf_ecdsa_signed_{digest}"] = (lambda w, d=digest: (cli.make_svid(w["root"], digest=d).chain_der,
+                                                                     under("root")(w)), DIGESTS[digest])
+    cases.update(_order_cases(cli))
+    return cases
+
+
+def _order_cases(cli: Any) -> dict[str, tuple[Callable[..., Any], str]]:
+    """Chains with more than one fault: the contract's order decides which one is reported."""
+    def sha1_root(w: dict[str, Any]) -> tuple[list[bytes], dict[str, list[bytes]]]:
+        root = cli.make_ca("example.org", key_kind="rsa", digest="sha1")
+        return [*pki.make_svid(root).chain_der, root.der], {"example.org": [root.der]}
+
+    return {
+        "weak_leaf_signature_before_weak_intermediate_key": (lambda w: (
+            cli.make_svid(cli.make_ca("example.org", parent=w["root"], key_kind="rsa1024"), digest="sha1").chain_der,
+            {"example.org": [w["root"].der]}), WEAK_SIG),
+        "weak_leaf_key_before_its_weak_signature": (lambda w: (
+            cli.make_svid(w["rsa_root"], key_kind="rsa1024", digest="md5").chain_der,
+            {"example.org": [w["rsa_root"].der]}), WEAK_KEY),
+        "weak_intermediate_before_weak_authority": (lambda w: (lambda r: (
+            pki.make_svid(cli.make_ca("example.org", parent=r, digest="sha1")).chain_der,
+            {"example.org": [r.der]}))(cli.make_ca("example.org", key_kind="rsa1024")), WEAK_SIG),
+        "weak_leaf_before_untrusted_chain": (lambda w: (cli.make_svid(w["rogue"], key_kind="p192").chain_der,
+                                                        {"example.org": [w["root"].der]}), WEAK_KEY),
+        "weak_leaf_before_expired_intermediate": (lambda w: (
+            cli.make_svid(w["expired_inter"], key_kind="rsa1024").chain_der, {"example.org": [w["root"].der]}),
+            WEAK_KEY),
+        "unknown_trust_domain_before_weak_leaf": (lambda w: (
+            cli.make_svid(pki.make_ca("nowhere.test"), key_kind="rsa1024").chain_der,
+            {"example.org": [w["root"].der]}), "unknown_trust_domain"),
+        "weak_unrelated_certificate_appended": (lambda w: (
+            [*pki.make_svid(w["root"]).chain_der, cli.make_ca("junk.test", key_kind="rsa512").der],
+            {"example.org": [w["root"].der]}), WEAK_KEY),
+        "weak_unused_authority_in_bundle": (lambda w: (
+            pki.make_svid(w["root"]).chain_der,
+            {"example.org": [cli.make_ca("example.org", key_kind="p224").der, w["root"].der]}), WEAK_KEY),
+        "sha1_self_signed_authority_sent_by_the_peer": (sha1_root, OK),
+    }
+
+
+STRENGTH_CASES = _strength_cases()
+
+
+@pytest.fixture(scope="module")
+def strength_world(world: dict[str, Any]) -> dict[str, Any]:
+    return dict(world, rsa_root=pki.make_ca("example.org", key_kind="rsa"))
+
+
+def _verdict(outcome: Any) -> str:
+    return "ok" if outcome[0] == "ok" else outcome[1].value if outcome[0] == "rejected" else repr(outcome)
+
+
+@pytest.mark.parametrize("case", sorted(STRENGTH_CASES))
+def test_strength_verdicts_agree_and_are_the_policy(strength_world, case) -> None:
+    make, want = STRENGTH_CASES[case]
+    chain, bundles = make(strength_world)
+    compiled = _outcome(_fastpath.verify_x509_svid_chain, chain, bundles, None)
+    reference = _outcome(engine_py.verify_x509_svid_chain, chain, bundles, None)
+    assert compiled == reference
+    assert _verdict(compiled) == want, compiled
