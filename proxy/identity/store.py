@@ -39,7 +39,7 @@ _log = logging.getLogger(__name__)
 Subscriber = Callable[[IdentitySnapshot | None], None]
 
 
-class SourceStatus(enum.Enum):
+class SourceStatus(enum.StrEnum):
     """Where an identity source is (the ``state`` label of spiffe_sidecar_identity_source_state).
 
     One list for both sources, so /identity, the metric and the docs cannot
