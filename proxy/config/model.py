@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from proxy.config.durations import format_duration
+from proxy.errors import ConfigError
+from proxy.identity.address import parse_address
 from proxy.policy.match import PeerMatcher
 
 if TYPE_CHECKING:
@@ -360,25 +362,15 @@ def parse_size(value: str | int) -> int:
 
 
 def parse_workload_api_address(text: str) -> str:
-    """Validate a Workload API address as the SPIFFE Workload Endpoint spec writes it.
-
-    ``unix:///path`` (or ``unix:/path``) or ``tcp://IP:port``; returned unchanged.
+    """Validate a Workload API address with the one parser (proxy.identity.address); the canonical form.
 
     Raises:
-        ValueError: naming the input and the accepted forms.
+        ValueError: naming the input and the rule (the caller adds file, line and field).
     """
-    forms = "expected unix:///path/to/agent.sock or tcp://IP:port"
-    if text.startswith("unix:"):
-        path = text[len("unix://"):] if text.startswith("unix://") else text[len("unix:"):]
-        if not path.startswith("/") or "?" in path or "#" in path:
-            raise ValueError(f"invalid Workload API address {text!r}: the socket path must be absolute; {forms}")
-        return text
-    if text.startswith("tcp://"):
-        addr = parse_host_port(text[len("tcp://"):])
-        if addr.ip is None:
-            raise ValueError(f"invalid Workload API address {text!r}: tcp:// needs an IP address, not a name")
-        return text
-    raise ValueError(f"invalid Workload API address {text!r}: {forms}")
+    try:
+        return str(parse_address(text))
+    except ConfigError as exc:
+        raise ValueError(exc.detail) from None
 
 
 def _plain(value: Any) -> Any:
