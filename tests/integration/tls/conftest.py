@@ -19,26 +19,14 @@ from typing import Any
 
 import pytest
 from support import pki
+from support.combos import engine_module, engine_params
 
 from proxy.tls.material import TlsMaterial
 
-ENGINES = ["python", "fastpath"]
-
-
-def load(name: str) -> ModuleType:
-    if name == "fastpath":
-        from proxy import _fastpath  # type: ignore[attr-defined]
-
-        return _fastpath
-    from proxy.tls import engine_py
-
-    return engine_py
-
-
-@pytest.fixture(params=ENGINES)
+@pytest.fixture(params=engine_params())
 def engine(request: pytest.FixtureRequest) -> ModuleType:
-    """The engine under test (compiled, then reference)."""
-    return load(request.param)
+    """The engine under test (reference, then compiled: skipped, with the reason, when not built)."""
+    return engine_module(request.param)
 
 
 @dataclass

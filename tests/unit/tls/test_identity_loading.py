@@ -15,13 +15,10 @@ from typing import Any, Callable
 import pytest
 from cryptography.hazmat.primitives import serialization
 from support import pki
-from support.sidecar import engine_module
+from support.combos import ENGINES, engine_module
 
 from proxy.errors import HandshakeFailure, TlsError
 from proxy.tls.material import TlsMaterial
-
-ENGINES = ["python", "fastpath"]
-
 
 @pytest.fixture(scope="module")
 def world() -> dict[str, Any]:
