@@ -29,7 +29,6 @@ from pathlib import Path
 from dataclasses import field
 from typing import Any, Callable, Iterator
 
-import pytest
 
 from proxy.connection.close import ConnectionRecord
 from proxy.connection.machine import ConnectionSpec, Direction
@@ -296,10 +295,7 @@ def running(*sidecars: SidecarHarness) -> Iterator[tuple[SidecarHarness, ...]]:
 
 
 def material(ca: pki.Ca, path: str, generation: int = 1, **kw: Any) -> TlsMaterial:
-    leaf = pki.make_svid(ca, path, **kw)
-    return TlsMaterial(spiffe_id=f"spiffe://{ca.trust_domain}{path}", chain_der=tuple(leaf.chain_der),
-                       key_der=leaf.key_der, bundles={ca.trust_domain: (ca.der,)},
-                       not_after=leaf.cert.not_valid_after_utc.timestamp(), generation=generation)
+    return pki.tls_material(pki.make_svid(ca, path, **kw), {ca.trust_domain: (ca.der,)}, generation=generation)
 
 
 @dataclass
