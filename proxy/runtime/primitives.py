@@ -8,7 +8,7 @@ base.py, which imports them: the runtime package has no import circle.
 from __future__ import annotations
 
 import socket
-from typing import Any, AsyncContextManager, Awaitable, Callable, Protocol, TypeVar
+from typing import Any, AsyncContextManager, Awaitable, Callable, Coroutine, Protocol, TypeVar
 
 #: One getaddrinfo result: (family, type, proto, canonname, sockaddr).
 AddrInfo = tuple[Any, ...]
@@ -19,7 +19,7 @@ T = TypeVar("T")
 class TaskGroup(Protocol):
     """A group of child tasks: a trio nursery or an asyncio TaskGroup, behind one face."""
 
-    def start_soon(self, fn: Callable[..., Awaitable[object]], *args: object) -> None: ...
+    def start_soon(self, fn: Callable[..., Coroutine[object, object, object]], *args: object) -> None: ...
 
     def cancel(self) -> None: ...
 

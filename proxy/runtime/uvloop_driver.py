@@ -17,7 +17,7 @@ import logging
 import signal
 import socket
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Coroutine, TypeVar
 
 from proxy.runtime.base import DataPlane, Grace, ListenerPlan, TaskGroup, drained, serve_listener
 from proxy.runtime.offload import relay_thread_for
@@ -37,10 +37,10 @@ _log = logging.getLogger("spiffe_sidecar")
 class _AsyncioGroup:
     def __init__(self, group: asyncio.TaskGroup) -> None:
         self._group = group
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
 
-    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        task: asyncio.Task[Any] = self._group.create_task(fn(*args))  # type: ignore[arg-type]
+    def start_soon(self, fn: Callable[..., Coroutine[Any, Any, object]], *args: object) -> None:
+        task: asyncio.Task[object] = self._group.create_task(fn(*args))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
