@@ -37,7 +37,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
-from proxy.config.model import HostPort, InboundMode, Limits, Unmatched, parse_host_port
+from proxy.config.values import HostPort, InboundMode, Limits, Unmatched, parse_host_port
 from proxy.yamlfields import Section
 from proxy.errors import ConfigError
 from proxy.policy.load import read_peer_patterns, reject_unknown

@@ -1,12 +1,18 @@
 """Where the Workload API listens: ``SPIFFE_ENDPOINT_SOCKET`` or an explicit address.
 
-The SPIFFE Workload Endpoint spec allows two forms:
+The SPIFFE Workload Endpoint spec makes the address an RFC 3986 URI of two
+forms, and this is the one parser for it (sidecar.yaml's
+``identity.workload_api``, ``SPIFFE_ENDPOINT_SOCKET``, ``--address``):
 
-- ``unix:///absolute/path`` (``unix:/absolute/path`` is accepted too, as
-  grpcio spells it; a bare absolute path is accepted for convenience);
+- ``unix:///absolute/path``: scheme ``unix``, no authority, an absolute
+  path, nothing else (``unix:/absolute/path`` is the same URI without the
+  empty authority, as grpcio spells it);
 - ``tcp://<IP literal>:<port>``, with no path, query, fragment or userinfo.
 
-Anything else is rejected with an error naming the value and the rule.
+A bare path (``/tmp/agent.sock``) is refused: it is not a URI, the spec
+says the scheme is mandatory, and go-spiffe refuses it too, so an address
+that works here works with every other SPIFFE client. Anything else is
+rejected with an error naming the value and the rule.
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ def parse_address(value: str, *, source: str = "<address>") -> WorkloadApiAddres
     if not value:
         raise _bad(value, "the address is empty", source)
     if value.startswith("/"):
-        return WorkloadApiAddress("unix", path=value)
+        raise _bad(value, f"no scheme: a socket path is written as a URI, unix://{value}", source)
     url = urllib.parse.urlsplit(value)
     if url.scheme == "unix":
         return _parse_unix(value, url, source)

@@ -8,7 +8,7 @@ base.py, which imports them: the runtime package has no import circle.
 from __future__ import annotations
 
 import socket
-from typing import Any, AsyncContextManager, Awaitable, Callable, Protocol, TypeVar
+from typing import Any, AsyncContextManager, Awaitable, Callable, Coroutine, Protocol, TypeVar
 
 #: One getaddrinfo result: (family, type, proto, canonname, sockaddr).
 AddrInfo = tuple[Any, ...]
@@ -19,7 +19,7 @@ T = TypeVar("T")
 class TaskGroup(Protocol):
     """A group of child tasks: a trio nursery or an asyncio TaskGroup, behind one face."""
 
-    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None: ...
+    def start_soon(self, fn: Callable[..., Coroutine[object, object, object]], *args: object) -> None: ...
 
     def cancel(self) -> None: ...
 
@@ -29,7 +29,7 @@ class Event(Protocol):
 
     def set(self) -> None: ...
 
-    async def wait(self) -> Any: ...
+    async def wait(self) -> object: ...
 
 
 class Io(Protocol):
@@ -51,7 +51,7 @@ class Io(Protocol):
 
     def open_group(self) -> AsyncContextManager[TaskGroup]: ...
 
-    def new_lock(self) -> AsyncContextManager[Any]: ...
+    def new_lock(self) -> AsyncContextManager[object]: ...
 
     def new_event(self) -> Event:
         """A one-shot event (trio.Event / asyncio.Event): set() from this loop, wait() in a task."""

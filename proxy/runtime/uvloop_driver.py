@@ -17,12 +17,16 @@ import logging
 import signal
 import socket
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Coroutine, TypeVar
 
 from proxy.runtime.base import DataPlane, Grace, ListenerPlan, TaskGroup, drained, serve_listener
 from proxy.runtime.offload import relay_thread_for
 from proxy.runtime.primitives import AddrInfo
 from proxy.runtime.threads import TrioThread
+
+if TYPE_CHECKING:  # sidecar.py starts the driver; the driver only names it
+    from proxy.identity.snapshot import IdentitySnapshot
+    from proxy.sidecar import Sidecar
 
 T = TypeVar("T")
 #: Seconds between "still waiting for the first SVID" lines (as the trio driver's wait_for_first_svid).
@@ -33,10 +37,10 @@ _log = logging.getLogger("spiffe_sidecar")
 class _AsyncioGroup:
     def __init__(self, group: asyncio.TaskGroup) -> None:
         self._group = group
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
 
-    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        task: asyncio.Task[Any] = self._group.create_task(fn(*args))  # type: ignore[arg-type]
+    def start_soon(self, fn: Callable[..., Coroutine[Any, Any, object]], *args: object) -> None:
+        task: asyncio.Task[object] = self._group.create_task(fn(*args))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -148,28 +152,31 @@ async def serve_data_plane(plane: DataPlane, stop: asyncio.Event, *, grace: Grac
                     await deliver
 
 
-def run_sidecar(sidecar: Any) -> int:
+def run_sidecar(sidecar: Sidecar) -> int:
     """Run a ``proxy.sidecar.Sidecar`` on uvloop until SIGINT/SIGTERM; returns the exit code."""
     import uvloop
 
     return int(uvloop.run(_main(sidecar)))
 
 
-def _follow_identity(sidecar: Any, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+def _follow_identity(sidecar: Sidecar, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
     """Log identity changes on the loop; the returned event is set by the first SVID."""
     have_identity = asyncio.Event()
 
-    def on_loop(snapshot: Any) -> None:
+    def on_loop(snapshot: IdentitySnapshot | None) -> None:
         sidecar.log_identity(snapshot)
         if snapshot is not None:
             have_identity.set()
 
+    def hop(snapshot: IdentitySnapshot | None) -> None:
+        loop.call_soon_threadsafe(on_loop, snapshot)
+
     # Subscribers run in the identity thread: hop to the loop before touching loop state.
-    sidecar.store.subscribe(lambda snapshot: loop.call_soon_threadsafe(on_loop, snapshot))
+    sidecar.store.subscribe(hop)
     return have_identity
 
 
-async def _main(sidecar: Any) -> int:
+async def _main(sidecar: Sidecar) -> int:
     loop = asyncio.get_running_loop()
     plane = sidecar.open_data_plane()
     stop = asyncio.Event()
@@ -181,7 +188,7 @@ async def _main(sidecar: Any) -> int:
         sidecar.stop_operations()
 
 
-def _handle_signals(sidecar: Any, loop: asyncio.AbstractEventLoop, stop: asyncio.Event,
+def _handle_signals(sidecar: Sidecar, loop: asyncio.AbstractEventLoop, stop: asyncio.Event,
                     main: asyncio.Task[Any] | None) -> None:
     """SIGHUP reloads; the first SIGTERM/SIGINT drains; a second one cancels everything at once."""
     def on_stop(sig: signal.Signals) -> None:
@@ -189,15 +196,20 @@ def _handle_signals(sidecar: Any, loop: asyncio.AbstractEventLoop, stop: asyncio
             sidecar.begin_drain()
             stop.set()
         elif main is not None:
-            _log.warning("second %s: closing %d connections now", sig.name, sidecar.plane.active)
+            _log.warning("second %s: closing %d connections now", sig.name,
+                         sidecar.plane.active if sidecar.plane else 0)
             main.cancel()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_stop, sig)
-    loop.add_signal_handler(signal.SIGHUP, lambda: sidecar.reloader and sidecar.reloader.request())
+    def on_reload() -> None:
+        if sidecar.reloader is not None:
+            sidecar.reloader.request()
+
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
 
 
-async def _serve(sidecar: Any, loop: asyncio.AbstractEventLoop, plane: DataPlane, stop: asyncio.Event) -> int:
+async def _serve(sidecar: Sidecar, loop: asyncio.AbstractEventLoop, plane: DataPlane, stop: asyncio.Event) -> int:
     have_identity = _follow_identity(sidecar, loop)
     failed: list[str] = []
     source = TrioThread(lambda: _run_identity_source(sidecar, loop, stop, failed), name="identity-source")
@@ -214,7 +226,7 @@ async def _serve(sidecar: Any, loop: asyncio.AbstractEventLoop, plane: DataPlane
     return 1 if failed else 0
 
 
-async def _run_identity_source(sidecar: Any, loop: asyncio.AbstractEventLoop, stop: asyncio.Event,
+async def _run_identity_source(sidecar: Sidecar, loop: asyncio.AbstractEventLoop, stop: asyncio.Event,
                                failed: list[str]) -> None:
     """Runs in the identity thread (trio); a fatal error stops the sidecar with 1 via the loop."""
     from proxy.errors import SidecarError
@@ -227,7 +239,7 @@ async def _run_identity_source(sidecar: Any, loop: asyncio.AbstractEventLoop, st
         loop.call_soon_threadsafe(stop.set)
 
 
-async def _ready_or_stop(sidecar: Any, have_identity: asyncio.Event, stop: asyncio.Event, failed: list[str]) -> None:
+async def _ready_or_stop(sidecar: Sidecar, have_identity: asyncio.Event, stop: asyncio.Event, failed: list[str]) -> None:
     """Log the ready line at the first SVID, or stop with 1 when none came within the bound."""
     from proxy.identity.diagnose import first_svid_diagnostic, waiting_note
 

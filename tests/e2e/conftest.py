@@ -13,25 +13,18 @@ from typing import Iterator
 import pytest
 
 from support import pki
-from support.sidecar import COMBOS, fastpath_available
+from support.combos import combo_params
 
 
-def _skip_unbuilt(engine: str) -> None:
-    if engine == "fastpath" and not fastpath_available():
-        pytest.skip("the compiled engine is not built (pip install -e .)")
-
-
-@pytest.fixture(params=COMBOS, ids=[f"{r}-{e}" for r, e in COMBOS])
+@pytest.fixture(params=combo_params())
 def combo(request: pytest.FixtureRequest) -> tuple[str, str]:
     runtime, engine = request.param
-    _skip_unbuilt(engine)
     return runtime, engine
 
 
-@pytest.fixture(scope="module", params=COMBOS, ids=[f"{r}-{e}" for r, e in COMBOS])
+@pytest.fixture(scope="module", params=combo_params())
 def module_combo(request: pytest.FixtureRequest) -> tuple[str, str]:
     runtime, engine = request.param
-    _skip_unbuilt(engine)
     return runtime, engine
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from proxy.demo.scenario import Demo, DemoOptions
-from support.sidecar import fastpath_available
+from support.combos import engine_params
 
 
 @pytest.mark.timeout(150)
@@ -29,11 +29,9 @@ def test_demo_command_exits_zero_and_leaves_nothing_behind() -> None:
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize("engine", ["python", "fastpath"])
+@pytest.mark.parametrize("engine", engine_params())
 def test_three_rotations_under_continuous_load_fail_no_connection(engine: str, tmp_path: Path) -> None:
     """Backend sidecar on trio, frontend on uvloop: both runtimes rotate under the same load."""
-    if engine == "fastpath" and not fastpath_available():
-        pytest.skip("the compiled engine is not built")
     lines: list[str] = []
     demo = Demo(DemoOptions(svid_ttl=4.0, rotations=3, rotation_timeout=40.0, engine=engine, out=lines.append),
                 tmp_path)

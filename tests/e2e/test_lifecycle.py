@@ -10,10 +10,11 @@ import pytest
 
 from support import pki
 from support.net import EchoServer, free_port, recv_all
+from support.combos import RUNTIMES
 from support.sidecar import Identity, SidecarHarness
 
 
-@pytest.mark.parametrize("runtime", ["trio", "uvloop"])
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_without_an_svid_listeners_refuse_and_startup_gives_up_after_the_bound(runtime: str, tmp_path: Path) -> None:
     port = free_port()
     sc = SidecarHarness(tmp_path, runtime=runtime, engine="python", name="lonely",
@@ -58,7 +59,7 @@ def test_first_svid_timeout_from_the_config_file_bounds_the_startup_wait(tmp_pat
     assert "no X.509-SVID within 2s" in sc.log()
 
 
-@pytest.mark.parametrize("runtime", ["trio", "uvloop"])
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_sigterm_stops_the_sidecar_with_exit_code_zero(runtime: str, tmp_path: Path, ca: pki.Ca) -> None:
     echo = EchoServer()
     port = free_port()

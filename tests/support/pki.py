@@ -1,12 +1,17 @@
-"""A test PKI that can mint valid SVIDs and every kind of broken one.
+"""The test PKI: the one builder of CAs, X.509-SVIDs (valid and every kind of broken) and TLS material.
 
 Tests use it to make real certificates (never canned PEM blobs) so that a
-rule is exercised by a certificate that breaks exactly that rule.
+rule is exercised by a certificate that breaks exactly that rule. One
+``make_ca`` and one ``make_svid`` build every certificate; the
+``make_constrained_ca`` / ``make_svid_with_*`` names are shorthands for
+their options. (bench/pki.py is separate on purpose: the benchmark never
+imports the test tree.)
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from proxy.tls.material import TlsMaterial
 
 UTC = dt.timezone.utc
 
@@ -83,24 +90,36 @@ class Ca:
 
 def make_ca(trust_domain: str, *, parent: Ca | None = None, key_kind: str = "ec",
             lifetime: dt.timedelta = dt.timedelta(days=1), not_before: dt.datetime | None = None,
-            key_cert_sign: bool = True) -> Ca:
-    """A root CA (or an intermediate when parent is given) for trust_domain."""
-    key = new_key(key_kind)
+            key_cert_sign: bool = True, path_length: int | None = None,
+            permitted_uri_hosts: list[str] | None = None, key: object | None = None,
+            subject: x509.Name | None = None) -> Ca:
+    """A root CA (or an intermediate when parent is given) for trust_domain.
+
+    ``path_length`` / ``permitted_uri_hosts`` add a pathLenConstraint and URI
+    name constraints (RFC 5280 4.2.1.9-10); ``key`` and ``subject`` reuse a
+    key or a name (impostor CAs that all sign each other).
+    """
+    key = key if key is not None else new_key(key_kind)
     start = not_before or (_now() - dt.timedelta(minutes=5))
-    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "spiffe-sidecar tests"),
-                         x509.NameAttribute(NameOID.COMMON_NAME, f"{trust_domain} CA {id(key) & 0xffff:x}")])
+    subject = subject or x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "spiffe-sidecar tests"),
+        x509.NameAttribute(NameOID.COMMON_NAME, f"{trust_domain} CA {id(key) & 0xffff:x}")])
     issuer_name = parent.cert.subject if parent else subject
     signer = parent.key if parent else key
     b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name)
          .public_key(key.public_key()).serial_number(x509.random_serial_number())  # type: ignore[attr-defined]
          .not_valid_before(start).not_valid_after(start + lifetime)
-         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
                                       data_encipherment=False, key_agreement=False, key_cert_sign=key_cert_sign,
                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
          .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]),
                         critical=False)
          .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))  # type: ignore[attr-defined]
+    if permitted_uri_hosts is not None:
+        b = b.add_extension(x509.NameConstraints(
+            permitted_subtrees=[x509.UniformResourceIdentifier(h) for h in permitted_uri_hosts],
+            excluded_subtrees=None), critical=True)
     if parent:
         b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()), critical=False)  # type: ignore[attr-defined]
     cert = b.sign(signer, digest_for(signer))  # type: ignore[arg-type]
@@ -141,13 +160,15 @@ def make_svid(ca: Ca, spiffe_id: str | None = "/workload", *, uris: list[str] | 
               crl_sign: bool = False, eku: list[x509.ObjectIdentifier] | None = None, no_eku: bool = False,
               no_key_usage: bool = False, lifetime: dt.timedelta = dt.timedelta(hours=1),
               not_before: dt.datetime | None = None, key_kind: str = "ec", dns_names: list[str] | None = None,
-              signer: Ca | None = None) -> Leaf:
+              signer: Ca | None = None, key_usage: x509.KeyUsage | None = None,
+              extensions: Sequence[tuple[x509.ExtensionType, bool]] = ()) -> Leaf:
     """Mint a leaf under `ca`.
 
     spiffe_id: a path ("/workload", joined to ca's trust domain), a full
     URI, or None for no URI SAN; `uris` overrides it with a raw list.
     `signer` signs with a different CA's key while naming `ca` as issuer
-    (a forged chain).
+    (a forged chain). `key_usage` replaces the key usage verbatim;
+    `extensions` adds (extension, critical) pairs.
     """
     key = new_key(key_kind)
     if uris is None:
@@ -164,10 +185,10 @@ def make_svid(ca: Ca, spiffe_id: str | None = "/workload", *, uris: list[str] | 
          .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
          .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False))  # type: ignore[attr-defined]
     if not no_key_usage:
-        b = b.add_extension(x509.KeyUsage(digital_signature=digital_signature, content_commitment=False,
-                                          key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                          key_cert_sign=key_cert_sign, crl_sign=crl_sign, encipher_only=False,
-                                          decipher_only=False), critical=True)
+        b = b.add_extension(key_usage or x509.KeyUsage(
+            digital_signature=digital_signature, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=key_cert_sign, crl_sign=crl_sign,
+            encipher_only=False, decipher_only=False), critical=True)
     if not no_eku:
         b = b.add_extension(x509.ExtendedKeyUsage(eku if eku is not None else
                                                   [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
@@ -176,6 +197,8 @@ def make_svid(ca: Ca, spiffe_id: str | None = "/workload", *, uris: list[str] | 
     names += [x509.DNSName(d) for d in dns_names or []]
     if names:
         b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    for extension, critical in extensions:
+        b = b.add_extension(extension, critical=critical)
     signing_key = (signer or ca).key
     cert = b.sign(signing_key, digest_for(signing_key))  # type: ignore[arg-type]
     return Leaf(cert=cert, key=key, chain=[cert, *ca.chain_above()])
@@ -184,63 +207,35 @@ def make_svid(ca: Ca, spiffe_id: str | None = "/workload", *, uris: list[str] | 
 def make_constrained_ca(trust_domain: str, *, parent: Ca | None = None, path_length: int | None = None,
                         permitted_uri_hosts: list[str] | None = None,
                         lifetime: dt.timedelta = dt.timedelta(days=1)) -> Ca:
-    """A CA with a pathLenConstraint and/or URI name constraints (RFC 5280 §4.2.1.9-10).
-
-    Separate from make_ca so its signature stays as callers know it.
-    """
-    key = new_key()
-    start = _now() - dt.timedelta(minutes=5)
-    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "spiffe-sidecar tests"),
-                         x509.NameAttribute(NameOID.COMMON_NAME, f"{trust_domain} constrained CA {id(key) & 0xffff:x}")])
-    b = (x509.CertificateBuilder().subject_name(subject).issuer_name(parent.cert.subject if parent else subject)
-         .public_key(key.public_key()).serial_number(x509.random_serial_number())
-         .not_valid_before(start).not_valid_after(start + lifetime)
-         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-         .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                      data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                      crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
-    if permitted_uri_hosts is not None:
-        b = b.add_extension(x509.NameConstraints(
-            permitted_subtrees=[x509.UniformResourceIdentifier(h) for h in permitted_uri_hosts],
-            excluded_subtrees=None), critical=True)
-    if parent:
-        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()), critical=False)  # type: ignore[attr-defined]
-    cert = b.sign(parent.key if parent else key, hashes.SHA256())  # type: ignore[arg-type]
-    return Ca(trust_domain=trust_domain, key=key, cert=cert, parent=parent)
+    """A CA with a pathLenConstraint and/or URI name constraints (make_ca's options, by their old name)."""
+    return make_ca(trust_domain, parent=parent, path_length=path_length, permitted_uri_hosts=permitted_uri_hosts,
+                   lifetime=lifetime)
 
 
 def make_svid_with_extension(ca: Ca, extension: x509.ExtensionType, *, critical: bool,
                              spiffe_id: str = "/workload") -> Leaf:
     """A valid SVID under `ca` that also carries `extension` (e.g. an unknown critical one)."""
-    key = new_key()
-    start = _now() - dt.timedelta(minutes=1)
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIRE")]))
-            .issuer_name(ca.cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(start)
-            .not_valid_after(start + dt.timedelta(hours=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(f"spiffe://{ca.trust_domain}{spiffe_id}")]), critical=False)
-            .add_extension(extension, critical=critical)
-            .sign(ca.key, hashes.SHA256()))  # type: ignore[arg-type]
-    return Leaf(cert=cert, key=key, chain=[cert, *ca.chain_above()])
+    return make_svid(ca, spiffe_id, no_eku=True, extensions=[(extension, critical)])
 
 
 def make_svid_with_key_usage(ca: Ca, key_usage: x509.KeyUsage, *, spiffe_id: str = "/workload") -> Leaf:
     """A valid SVID under `ca` except for its (critical) key usage, given verbatim."""
-    key = new_key()
-    start = _now() - dt.timedelta(minutes=1)
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIRE")]))
-            .issuer_name(ca.cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(start)
-            .not_valid_after(start + dt.timedelta(hours=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(key_usage, critical=True)
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(f"spiffe://{ca.trust_domain}{spiffe_id}")]), critical=False)
-            .sign(ca.key, hashes.SHA256()))  # type: ignore[arg-type]
-    return Leaf(cert=cert, key=key, chain=[cert, *ca.chain_above()])
+    return make_svid(ca, spiffe_id, no_eku=True, key_usage=key_usage)
+
+
+def tls_material(leaf: Leaf, bundles: Mapping[str, Sequence[bytes]], *, generation: int = 1,
+                 chain_der: Sequence[bytes] | None = None, key_der: bytes | None = None) -> TlsMaterial:
+    """The engines' input for `leaf` (its one URI SAN, chain, key, expiry) trusting `bundles`.
+
+    ``chain_der`` / ``key_der`` replace the leaf's (broken material for the engines' refusals).
+    """
+    try:
+        sans = leaf.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound:
+        uris = []
+    return TlsMaterial(spiffe_id=uris[0] if uris else "",
+                       chain_der=tuple(leaf.chain_der if chain_der is None else chain_der),
+                       key_der=leaf.key_der if key_der is None else key_der,
+                       bundles={td: tuple(ders) for td, ders in bundles.items()},
+                       not_after=leaf.cert.not_valid_after_utc.timestamp(), generation=generation)

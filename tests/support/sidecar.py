@@ -10,7 +10,7 @@
         ...
         sc.wait_record(lambda r: r["peer_id"] == ...)
 
-The four scenario combinations are ``COMBOS`` (runtime x engine); the engine
+The four scenario combinations are ``COMBOS`` (runtime x engine, support/combos.py); the engine
 is chosen in the subprocess by SPIFFE_SIDECAR_NO_EXTENSIONS=1 (python) or
 SPIFFE_SIDECAR_REQUIRE_EXTENSIONS=1 (fastpath: fail rather than fall back).
 """
@@ -29,7 +29,6 @@ from pathlib import Path
 from dataclasses import field
 from typing import Any, Callable, Iterator
 
-import pytest
 
 from proxy.connection.close import ConnectionRecord
 from proxy.connection.machine import ConnectionSpec, Direction
@@ -43,22 +42,11 @@ from proxy.tls.material import TlsMaterial
 from proxy.demo.processes import SidecarProcess
 
 from support import pki
+from support.combos import COMBOS, ENGINES, RUNTIMES, engine_module, fastpath_available  # noqa: F401 (re-exported)
 
-RUNTIMES = ("trio", "uvloop")
-ENGINES = ("python", "fastpath")
-COMBOS = [(r, e) for r in RUNTIMES for e in ENGINES]
 FRONTEND, BACKEND = "spiffe://example.org/frontend", "spiffe://example.org/backend"
 ENGINE_ENV = {"python": {"SPIFFE_SIDECAR_NO_EXTENSIONS": "1"},
               "fastpath": {"SPIFFE_SIDECAR_REQUIRE_EXTENSIONS": "1", "SPIFFE_SIDECAR_NO_EXTENSIONS": "0"}}
-
-
-def fastpath_available() -> bool:
-    """True when the compiled engine is built and implements the contract."""
-    try:
-        from proxy import _fastpath  # type: ignore[attr-defined]
-    except ImportError:
-        return False
-    return all(hasattr(_fastpath, n) for n in ("ServerContext", "ClientContext", "Relay"))
 
 
 @dataclass(frozen=True)
@@ -306,23 +294,8 @@ def running(*sidecars: SidecarHarness) -> Iterator[tuple[SidecarHarness, ...]]:
 
 
 
-def engine_module(name: str) -> Any:
-    if name == "python":
-        from proxy.tls import engine_py
-
-        return engine_py
-    if not fastpath_available():
-        pytest.skip("the compiled engine is not built")
-    from proxy import _fastpath  # type: ignore[attr-defined]
-
-    return _fastpath
-
-
 def material(ca: pki.Ca, path: str, generation: int = 1, **kw: Any) -> TlsMaterial:
-    leaf = pki.make_svid(ca, path, **kw)
-    return TlsMaterial(spiffe_id=f"spiffe://{ca.trust_domain}{path}", chain_der=tuple(leaf.chain_der),
-                       key_der=leaf.key_der, bundles={ca.trust_domain: (ca.der,)},
-                       not_after=leaf.cert.not_valid_after_utc.timestamp(), generation=generation)
+    return pki.tls_material(pki.make_svid(ca, path, **kw), {ca.trust_domain: (ca.der,)}, generation=generation)
 
 
 @dataclass

@@ -7,7 +7,8 @@ from typing import Iterator
 import pytest
 
 from support import pki
-from support.sidecar import COMBOS, Plane, engine_module, material
+from support.combos import COMBOS, engine_module
+from support.sidecar import Plane, material
 
 
 @pytest.fixture(scope="session")

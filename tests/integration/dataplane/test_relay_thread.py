@@ -22,21 +22,22 @@ from proxy.connection.machine import Direction
 from proxy.errors import CloseReason
 from support import pki
 from support.net import EchoServer
-from support.sidecar import FRONTEND, Peer, Plane, eventually, fastpath_available, material
+from support.combos import RUNTIMES, fastpath, requires_fastpath
+from support.sidecar import FRONTEND, Peer, Plane, eventually, material
+
+#: The relay thread is the compiled engine's: without the extension there is nothing to test here.
+pytestmark = requires_fastpath
 
 
 def _compiled_plane(runtime: str, ca: pki.Ca) -> Plane:
-    if not fastpath_available():
-        pytest.fail("the compiled engine is not built: these tests need it")
-    from proxy import _fastpath  # type: ignore[attr-defined]
-
+    _fastpath = fastpath()
     p = Plane(engine=_fastpath, runtime=runtime)
     p.contexts["server"] = _fastpath.ServerContext(material(ca, "/backend"))
     p.contexts["client"] = _fastpath.ClientContext(material(ca, "/frontend"))
     return p
 
 
-@pytest.fixture(params=["trio", "uvloop"])
+@pytest.fixture(params=RUNTIMES)
 def compiled(request: pytest.FixtureRequest, ca: pki.Ca) -> Plane:
     p = _compiled_plane(request.param, ca)
     yield p  # type: ignore[misc]

@@ -14,6 +14,7 @@ from proxy.connection.machine import ConnectionSpec, Direction
 from proxy.runtime.base import DataPlane, ListenerPlan
 from proxy.runtime.sockets import open_listening_socket
 from support.net import EchoServer, recv_all
+from support.combos import RUNTIMES
 from support.sidecar import Plane
 
 
@@ -53,7 +54,7 @@ def test_a_connection_whose_setup_raises_costs_that_connection_not_the_data_plan
 @pytest.mark.parametrize("exc", [TimeoutError("fn's own timeout"),
                                  OSError(errno.ETIMEDOUT, "Connection timed out")],
                          ids=["TimeoutError", "ETIMEDOUT"])
-@pytest.mark.parametrize("runtime", ["trio", "uvloop"])
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_run_until_lets_a_timeout_error_of_fn_through(runtime: str, exc: OSError) -> None:
     async def fn() -> None:
         raise exc
@@ -99,7 +100,7 @@ def _idle_plane() -> DataPlane:
     return DataPlane(engine=None, listeners=plans, emit=lambda record: None)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("runtime", ["trio", "uvloop"])
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_serve_data_plane_returns_when_stop_is_set_before_it_starts(runtime: str) -> None:
     # trio may run the parent before or after the listener tasks: repeat so an order-dependent hang shows.
     for _ in range(20):

@@ -30,9 +30,9 @@ from proxy.runtime.happy_eyeballs import interleave_families
 from proxy.runtime.sockets import open_tcp_connection
 from proxy.runtime.trio_driver import TrioIo
 from proxy.runtime.uvloop_driver import AsyncioIo
+from support.combos import RUNTIMES
 from support.netns import Pod, PodNetwork, entered, require_netns, sweep_stale
 
-RUNTIMES = ["trio", "uvloop"]
 #: The connect deadline; the old one-address-at-a-time connect spent all of it in the first black hole.
 DEADLINE = 10.0
 HOLE4, HOLE6, HOLE6_B = "10.77.0.2", "fd77::2", "fd77::3"

@@ -19,26 +19,14 @@ from typing import Any
 
 import pytest
 from support import pki
+from support.combos import engine_module, engine_params
 
 from proxy.tls.material import TlsMaterial
 
-ENGINES = ["python", "fastpath"]
-
-
-def load(name: str) -> ModuleType:
-    if name == "fastpath":
-        from proxy import _fastpath  # type: ignore[attr-defined]
-
-        return _fastpath
-    from proxy.tls import engine_py
-
-    return engine_py
-
-
-@pytest.fixture(params=ENGINES)
+@pytest.fixture(params=engine_params())
 def engine(request: pytest.FixtureRequest) -> ModuleType:
-    """The engine under test (compiled, then reference)."""
-    return load(request.param)
+    """The engine under test (reference, then compiled: skipped, with the reason, when not built)."""
+    return engine_module(request.param)
 
 
 @dataclass
@@ -56,11 +44,7 @@ class Pki:
 
     def material(self, leaf: pki.Leaf, *, bundles: dict[str, tuple[bytes, ...]] | None = None,
                  generation: int = 1) -> TlsMaterial:
-        uri = leaf.cert.extensions.get_extension_for_class(pki.x509.SubjectAlternativeName).value
-        uris = uri.get_values_for_type(pki.x509.UniformResourceIdentifier)
-        return TlsMaterial(spiffe_id=uris[0] if uris else "", chain_der=tuple(leaf.chain_der),
-                           key_der=leaf.key_der, bundles=self.bundles if bundles is None else bundles,
-                           not_after=leaf.cert.not_valid_after_utc.timestamp(), generation=generation)
+        return pki.tls_material(leaf, self.bundles if bundles is None else bundles, generation=generation)
 
 
 @pytest.fixture(scope="session")

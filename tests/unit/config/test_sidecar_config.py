@@ -139,8 +139,8 @@ def test_non_loopback_plaintext_needs_an_explicit_opt_in(cfgdir: Path) -> None:
      "expected one of json, text, auto"),
     ("policy_file: policy.yaml", "policy_file: policy.yaml\nextra: 1", 13, "extra", "unknown key"),
     ("unix:///run/spiffe/agent.sock", "/run/spiffe/agent.sock", 1, "identity.workload_api",
-     "expected unix:///path/to/agent.sock or tcp://IP:port"),
-    ("unix:///run/spiffe/agent.sock", "tcp://agent:8081", 1, "identity.workload_api", "needs an IP address"),
+     "no scheme: a socket path is written as a URI, unix:///run/spiffe/agent.sock"),
+    ("unix:///run/spiffe/agent.sock", "tcp://agent:8081", 1, "identity.workload_api", "must be an IP literal"),
     ("{workload_api: unix:///run/spiffe/agent.sock}",
      "{workload_api: unix:///a.sock, files: {cert: c, key: k, bundle: b}}", 1, "identity.files", "not both"),
     ("{workload_api: unix:///run/spiffe/agent.sock}", "{files: {cert: c, key: k}}", 1, "identity.files.bundle",
@@ -208,6 +208,29 @@ def test_spiffe_endpoint_socket_is_the_fallback_identity(cfgdir: Path) -> None:
     assert err.field == "identity" and "SPIFFE_ENDPOINT_SOCKET" in err.detail
     err = error_of(text, cfgdir, env={"SPIFFE_ENDPOINT_SOCKET": "agent.sock"})
     assert err.file == "$SPIFFE_ENDPOINT_SOCKET"
+
+
+ADDRESSES = ["unix:///run/a.sock", "unix:/run/a.sock", "/tmp/agent.sock", "unix://host/a.sock", "unix:rel.sock",
+             "unix:///a.sock?x", "tcp://127.0.0.1:8081", "tcp://[::1]:8081", "tcp://agent:8081", "tcp://127.0.0.1",
+             "tcp://127.0.0.1:8081/p", "tcp://u@127.0.0.1:1", "http://127.0.0.1:1", "agent.sock", ""]
+
+
+@pytest.mark.parametrize("address", ADDRESSES)
+def test_sidecar_yaml_the_environment_and_the_client_accept_the_same_addresses(cfgdir: Path, address: str) -> None:
+    """One parser: what the client (--address, SPIFFE_ENDPOINT_SOCKET) accepts, sidecar.yaml accepts, and no more."""
+    from proxy.identity.address import parse_address
+
+    try:
+        expected: str | None = str(parse_address(address))
+    except ConfigError:
+        expected = None
+    without = BASE.replace("identity: {workload_api: unix:///run/spiffe/agent.sock}\n", "")
+    in_file = BASE.replace("unix:///run/spiffe/agent.sock", json.dumps(address))
+    for text, env in ((in_file, {}), (without, {"SPIFFE_ENDPOINT_SOCKET": address})):
+        if expected is None:
+            error_of(text, cfgdir, env=env)
+        else:
+            assert load(text, cfgdir, env=env).identity.workload_api == expected
 
 
 def test_environment_variables_override_one_field_each(cfgdir: Path, tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ from proxy.identity.address import ENDPOINT_ENV, WorkloadApiAddress, parse_addre
 @pytest.mark.parametrize("value, expected", [
     ("unix:///run/spire/agent.sock", WorkloadApiAddress("unix", path="/run/spire/agent.sock")),
     ("unix:/run/spire/agent.sock", WorkloadApiAddress("unix", path="/run/spire/agent.sock")),
-    ("/tmp/agent.sock", WorkloadApiAddress("unix", path="/tmp/agent.sock")),
     ("tcp://127.0.0.1:8081", WorkloadApiAddress("tcp", host="127.0.0.1", port=8081)),
     ("tcp://[::1]:8081", WorkloadApiAddress("tcp", host="::1", port=8081)),
 ])
@@ -35,6 +34,7 @@ def test_accepts_spec_forms(value: str, expected: WorkloadApiAddress) -> None:
     ("tcp://user@127.0.0.1:8081", "userinfo"),
     ("http://127.0.0.1:8081", "scheme must be unix or tcp"),
     ("relative/agent.sock", "no scheme"),
+    ("/tmp/agent.sock", "no scheme: a socket path is written as a URI, unix:///tmp/agent.sock"),
 ])
 def test_rejects_with_value_and_rule(value: str, rule: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -51,6 +51,13 @@ def test_explicit_address_wins_over_environment() -> None:
     env = {ENDPOINT_ENV: "unix:///from/env.sock"}
     assert resolve_address("unix:///explicit.sock", env).path == "/explicit.sock"
     assert resolve_address(None, env).path == "/from/env.sock"
+
+
+def test_a_bare_path_in_the_environment_is_refused_like_everywhere_else() -> None:
+    """The spec makes SPIFFE_ENDPOINT_SOCKET a URI with a mandatory scheme (go-spiffe refuses a bare path too)."""
+    with pytest.raises(ConfigError) as err:
+        resolve_address(None, {ENDPOINT_ENV: "/tmp/agent.sock"})
+    assert err.value.file == ENDPOINT_ENV and "unix:///tmp/agent.sock" in str(err.value)
 
 
 def test_missing_address_names_the_environment_variable() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.combos import fastpath, requires_fastpath
 
 from proxy.errors import InvalidSpiffeIdError
 from proxy.spiffe.id import SpiffeId
@@ -39,14 +40,13 @@ def _python(value: str) -> tuple[str, str] | str:
 
 
 def _fastpath(value: str) -> tuple[str, str] | str:
-    from proxy import _fastpath  # type: ignore[attr-defined]
-
     try:
-        return tuple(_fastpath.parse_spiffe_id(value))  # type: ignore[return-value]
+        return tuple(fastpath().parse_spiffe_id(value))  # type: ignore[return-value]
     except InvalidSpiffeIdError as exc:
         return "rejected: " + exc.rule
 
 
+@requires_fastpath
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(candidates)
 def test_compiled_parser_agrees_with_python_parser(value: str) -> None:

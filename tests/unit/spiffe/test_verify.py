@@ -12,7 +12,6 @@ import time
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from support import pki
 
@@ -309,17 +308,9 @@ def test_rejects_quickly_a_chain_of_intermediates_that_all_sign_each_other(impl,
     # Same name and key on every impostor CA: every ordering is a signature-valid
     # path, none reaches the real root; the search must stay bounded.
     key = pki.new_key()
-    name = foo_root.cert.subject
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
-    impostors = [
-        pki.der(x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(start)
-                .not_valid_after(start + dt.timedelta(days=1))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .sign(key, hashes.SHA256()))
-        for _ in range(8)]
-    fake = pki.Ca(trust_domain="foo.test", key=key, cert=x509.load_der_x509_certificate(impostors[0]))
-    leaf = pki.make_svid(fake)
+    fakes = [pki.make_ca("foo.test", key=key, subject=foo_root.cert.subject) for _ in range(8)]
+    impostors = [fake.der for fake in fakes]
+    leaf = pki.make_svid(fakes[0])
     # A search that is not bounded would not end; the timeout marker catches that.
     _fails(impl, [leaf.chain_der[0], *impostors], bundles, VerifyFailure.UNTRUSTED_CHAIN)
 

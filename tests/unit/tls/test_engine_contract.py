@@ -14,7 +14,8 @@ from typing import Any, Iterator
 import pytest
 
 from support import pki
-from support.sidecar import engine_module, material
+from support.combos import engine_module
+from support.sidecar import material
 
 
 @pytest.fixture

@@ -7,12 +7,16 @@ import os
 import pathlib
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
 import proxy
-from proxy import _fastpath  # type: ignore[attr-defined]
+from support.combos import engine_module, engine_params, fastpath, fastpath_available, requires_fastpath
+
 from proxy.tls import engine_py
+
+_fastpath: Any = fastpath() if fastpath_available() else None
 
 CONTRACT = ["NAME", "DONE", "WANT_READ", "WANT_WRITE", "WANT_TLS_READ", "WANT_TLS_WRITE", "WANT_PLAIN_READ",
             "WANT_PLAIN_WRITE", "EOF", "ServerContext", "ClientContext", "TlsConnection", "Relay",
@@ -28,6 +32,7 @@ def _engine_in_subprocess(**env: str) -> str:
     return out.stdout.strip()
 
 
+@requires_fastpath
 def test_compiled_engine_is_the_default() -> None:
     assert _engine_in_subprocess() == "fastpath"
 
@@ -36,12 +41,14 @@ def test_no_extensions_env_selects_the_python_engine() -> None:
     assert _engine_in_subprocess(SPIFFE_SIDECAR_NO_EXTENSIONS="1") == "python"
 
 
-@pytest.mark.parametrize("engine", [_fastpath, engine_py], ids=["fastpath", "python"])
-def test_engine_exposes_the_whole_contract(engine) -> None:
+@pytest.mark.parametrize("engine_name", engine_params())
+def test_engine_exposes_the_whole_contract(engine_name: str) -> None:
+    engine = engine_module(engine_name)
     missing = [name for name in CONTRACT if not hasattr(engine, name)]
     assert missing == []
 
 
+@requires_fastpath
 def test_both_engines_use_the_same_status_numbers() -> None:
     assert {n: getattr(_fastpath, n) for n in CONSTANTS} == {n: getattr(engine_py, n) for n in CONSTANTS}
     relay = [getattr(_fastpath, n) for n in CONSTANTS if n.startswith(("WANT_TLS", "WANT_PLAIN", "EOF"))]
@@ -51,10 +58,12 @@ def test_both_engines_use_the_same_status_numbers() -> None:
 @pytest.mark.parametrize("detail", ["wrong version number", "http request", "peer did not return a certificate",
                                     "tlsv1 alert unknown ca", "unexpected eof while reading", "no shared cipher",
                                     "unsupported protocol", "sslv3 alert certificate expired", ""])
+@requires_fastpath
 def test_both_engines_classify_openssl_errors_alike(detail: str) -> None:
     assert _fastpath.classify_tls_error(detail) is engine_py.classify_tls_error(detail)
 
 
+@requires_fastpath
 def test_stub_file_matches_the_compiled_module() -> None:
     stub = pathlib.Path(proxy.__file__).parent / "_fastpath.pyi"
     tree = ast.parse(stub.read_text())
@@ -74,5 +83,6 @@ def test_stub_file_matches_the_compiled_module() -> None:
             assert hasattr(obj, member), f"{name}.{member} is in the .pyi but not in the module"
 
 
+@requires_fastpath
 def test_fastpath_reports_the_openssl_it_drives() -> None:
     assert _fastpath.openssl_version().startswith("OpenSSL ")

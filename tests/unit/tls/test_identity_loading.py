@@ -15,13 +15,10 @@ from typing import Any, Callable
 import pytest
 from cryptography.hazmat.primitives import serialization
 from support import pki
-from support.sidecar import engine_module
+from support.combos import ENGINES, engine_module
 
 from proxy.errors import HandshakeFailure, TlsError
 from proxy.tls.material import TlsMaterial
-
-ENGINES = ["python", "fastpath"]
-
 
 @pytest.fixture(scope="module")
 def world() -> dict[str, Any]:
@@ -31,10 +28,7 @@ def world() -> dict[str, Any]:
 
 
 def _material(w: dict[str, Any], chain: list[bytes] | None = None, key: bytes | None = None) -> TlsMaterial:
-    leaf: pki.Leaf = w["leaf"]
-    return TlsMaterial(spiffe_id="spiffe://example.org/a", chain_der=tuple(leaf.chain_der if chain is None else chain),
-                       key_der=leaf.key_der if key is None else key, bundles={"example.org": (w["root"].der,)},
-                       not_after=leaf.cert.not_valid_after_utc.timestamp(), generation=1)
+    return pki.tls_material(w["leaf"], {"example.org": (w["root"].der,)}, chain_der=chain, key_der=key)
 
 
 def _encrypted_key(w: dict[str, Any]) -> bytes:

@@ -14,10 +14,14 @@ from typing import Any, Callable
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from support import pki
+from support.combos import fastpath, fastpath_available, requires_fastpath
 
-from proxy import _fastpath  # type: ignore[attr-defined]
 from proxy.errors import InvalidSpiffeIdError, VerificationError
 from proxy.tls import engine_py
+
+#: Every test here compares the compiled engine with its twin: none means anything without it.
+pytestmark = requires_fastpath
+_fastpath: Any = fastpath() if fastpath_available() else None
 
 NOW = time.time()
 NOW_FROM_WALL_CLOCK = True  # refreshed before each test by tests/conftest.py
