@@ -20,7 +20,7 @@ import socket
 import time
 from typing import Any, Callable
 
-from proxy.admin import AdminServer
+from proxy.operations.admin import AdminServer
 from proxy.config.model import (
     HostPort,
     IdentityConfig,
@@ -37,10 +37,10 @@ from proxy.connection.transparent import transparent_inbound_spec, transparent_o
 from proxy.identity.snapshot import IdentitySnapshot
 from proxy.identity.store import IdentityStore
 from proxy.identity.swap import ContextPair, ContextSwap
-from proxy.live import LiveSettings, inbound_spec, limits_keywords
-from proxy.metrics import Metrics
+from proxy.operations.live import LiveSettings, inbound_spec, limits_keywords
+from proxy.operations.metrics import Metrics
 from proxy.policy.evaluate import PolicySet
-from proxy.reload import Reloader
+from proxy.operations.reload import Reloader
 from proxy.runtime.base import DataPlane, ListenerPlan
 from proxy.runtime.sockets import close_quietly, open_listening_socket
 from proxy.tls.contract import Engine
@@ -315,8 +315,8 @@ def _tee(first: Callable[[ConnectionRecord], None],
 
 
 def access_log_sink(target: str, fmt: LogFormat = LogFormat.AUTO) -> Callable[[ConnectionRecord], None]:
-    """Where connection records go (see ``proxy.accesslog.open_sink``)."""
-    from proxy.accesslog import open_sink
+    """Where connection records go (see ``proxy.operations.accesslog.open_sink``)."""
+    from proxy.operations.accesslog import open_sink
 
     return open_sink(target, fmt)
 

@@ -169,6 +169,10 @@ def test_agent_killed_mid_traffic_fails_no_connection_and_its_restart_restores_t
                 _eventually(lambda: sc.get_json("/identity")["source"]["state"] == "connected", 15,
                             f"{sc.name} reconnected")
             assert backend.get_json("/identity")["generation"] > generation
+            for sc in (backend, frontend):  # said once each way, as a WARNING: not silent until expiry
+                log = sc.log()
+                assert log.count("stream lost") == 1 and log.count("reconnected after") == 1, log[-3000:]
+                assert "WARNING" in next(line for line in log.splitlines() if "stream lost" in line)
             time.sleep(0.5)
             stop.set()
             worker.join(10)

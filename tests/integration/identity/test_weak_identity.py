@@ -51,7 +51,7 @@ def test_weak_svid_files_are_refused_naming_the_file(tmp_path, case, reason, cap
     source = FileSource(files, store)
     with caplog.at_level(logging.ERROR, logger="proxy.identity.files"):
         assert not source.poll()
-    assert store.current(time.time()) is good and store.state.state == "invalid"
+    assert store.current(time.time()) is good and store.state.state.value == "invalid"
     error = source.last_error or ""
     assert files.cert in error and reason in error, error
     assert files.cert in caplog.text and reason in caplog.text

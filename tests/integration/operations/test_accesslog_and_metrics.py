@@ -15,12 +15,12 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.accesslog import format_text
+from proxy.operations.accesslog import format_text
 from proxy.connection.close import ConnectionRecord
 from proxy.connection.machine import Direction
 from proxy.errors import CloseReason, DenyReason, Verdict
 from proxy.identity.store import IdentityStore
-from proxy.metrics import Metrics
+from proxy.operations.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[3]
 RECORD = ConnectionRecord(listener="api", direction=Direction.INBOUND, peer_id="spiffe://example.org/frontend",
@@ -30,7 +30,7 @@ RECORD = ConnectionRecord(listener="api", direction=Direction.INBOUND, peer_id="
 
 
 _WRITE_ONE = """
-from proxy.accesslog import open_sink
+from proxy.operations.accesslog import open_sink
 from proxy.config.model import LogFormat
 from proxy.connection.close import ConnectionRecord
 from proxy.connection.machine import Direction

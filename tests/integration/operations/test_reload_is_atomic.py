@@ -64,8 +64,8 @@ def test_a_reload_renaming_a_policy_never_exposes_half_of_itself(tmp_path: Path)
 
 def test_policy_explain_reads_the_listeners_and_the_policy_set_of_one_reload(tmp_path: Path) -> None:
     """/policy/explain must not pair the old listener's policy name with the new policy set."""
-    from proxy.admin import explain
-    from proxy.live import LiveSettings
+    from proxy.operations.admin import explain
+    from proxy.operations.live import LiveSettings
 
     port = free_port()
     (config_a, policies_a), (config_b, policies_b) = _version(tmp_path, "a", port), _version(tmp_path, "b", port)

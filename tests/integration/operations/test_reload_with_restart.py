@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from proxy.config.load import load_sidecar
-from proxy.reload import Reloader
+from proxy.operations.reload import Reloader
 from proxy.sidecar import Sidecar
 
 PEER = "spiffe://example.org/frontend"

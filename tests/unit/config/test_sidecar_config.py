@@ -313,7 +313,7 @@ def test_redacted_is_json_ready_and_readable(cfgdir: Path) -> None:
 
 def test_a_listeners_own_buffer_size_is_carried_to_its_connections(cfgdir: Path) -> None:
     """Per-listener limits.buffer_size was parsed and then ignored (the plane used the global one)."""
-    from proxy.live import LiveSettings
+    from proxy.operations.live import LiveSettings
 
     text = BASE.replace("    expect: spiffe://example.org/ns/prod/sa/payments\n",
                         "    expect: spiffe://example.org/ns/prod/sa/payments\n    limits: {buffer_size: 1MiB}\n")

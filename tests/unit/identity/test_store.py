@@ -141,7 +141,7 @@ def test_every_source_state_is_documented_in_the_readme_and_the_metric_help() ->
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    from proxy.metrics import Metrics
+    from proxy.operations.metrics import Metrics
 
     readme = (pathlib.Path(__file__).parents[3] / "README.md").read_text()
     families = {f.name: f for f in text_string_to_metric_families(Metrics(IdentityStore()).render().decode())}

@@ -181,7 +181,7 @@ def test_the_readiness_probe_is_the_images_healthcheck_and_liveness_asks_live(k8
 
 def test_the_admin_endpoint_the_probes_use_exists() -> None:
     """/ready and /live are served by the admin endpoint, not promised for later."""
-    admin = (ROOT / "proxy" / "admin.py").read_text()
+    admin = (ROOT / "proxy" / "operations" / "admin.py").read_text()
     assert 'url.path == "/ready"' in admin and 'url.path == "/live"' in admin
     for path in (DOCKERFILE, K8S / "deployment.yaml", TRANSPARENT_DOC):
         text = path.read_text()

@@ -45,8 +45,8 @@ FORBIDDEN_MODULES = {"socket", "trio", "asyncio", "uvloop", "grpc", "selectors",
                      "ssl", "signal", "multiprocessing", "concurrent", "http", "urllib", "importlib"}
 #: The project's modules that do I/O: importing one brings its I/O into the core.
 IO_MODULES = ("proxy.runtime", "proxy.interception", "proxy.agent", "proxy.identity.client",
-              "proxy.identity.source", "proxy.identity.files", "proxy.workload_api.grpc_client", "proxy.admin",
-              "proxy.reload", "proxy.sidecar", "proxy.cli", "proxy.commands", "proxy.demo", "proxy.accesslog")
+              "proxy.identity.source", "proxy.identity.files", "proxy.workload_api.grpc_client", "proxy.operations.admin",
+              "proxy.operations.reload", "proxy.sidecar", "proxy.cli", "proxy.commands", "proxy.demo", "proxy.operations.accesslog")
 #: Clock readers: module -> its functions that read (or wait on) a clock.
 CLOCKS = {
     "time": {"time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns", "process_time",

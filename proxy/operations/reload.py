@@ -45,7 +45,7 @@ from proxy.errors import ConfigError
 if TYPE_CHECKING:
     from proxy.config.model import SidecarConfig
     from proxy.identity.store import IdentityStore
-    from proxy.metrics import Metrics
+    from proxy.operations.metrics import Metrics
     from proxy.policy.evaluate import PolicySet
 
 _log = logging.getLogger("spiffe_sidecar")

@@ -42,9 +42,9 @@ if TYPE_CHECKING:
     from proxy.config.model import SidecarConfig
     from proxy.identity.store import IdentityStore
     from proxy.identity.swap import ContextSwap
-    from proxy.live import LiveSettings
-    from proxy.metrics import Metrics
-    from proxy.reload import ReloadStatus
+    from proxy.operations.live import LiveSettings
+    from proxy.operations.metrics import Metrics
+    from proxy.operations.reload import ReloadStatus
     from proxy.runtime.base import DataPlane
 
 _log = logging.getLogger("spiffe_sidecar")
@@ -136,7 +136,7 @@ def identity_view(sidecar: Observed, now: float) -> dict[str, Any]:
 
 def explain(sidecar: Observed, listener: str, peer: str) -> tuple[int, dict[str, Any]]:
     """What the running policy decides for ``peer`` on ``listener`` (inbound), without a connection."""
-    from proxy.live import evaluate
+    from proxy.operations.live import evaluate
     from proxy.policy.evaluate import Decision
 
     live = sidecar.live  # read once: a reload swaps the listeners and the policy set together
