@@ -222,8 +222,13 @@ class TlsConnection:
         self._verified = True
         return DONE
 
+    def peer_certificates_received(self, chain: list[bytes] | None) -> None:
+        """Keep the chain the peer just sent; it is verified anew (a later one, e.g. post-handshake auth, too)."""
+        self.peer_certificates = chain
+        self._verify_code = None
+
     def verify_in_handshake(self) -> int:
-        """SPIFFE verification of the peer's chain, once, from OpenSSL's verify callback.
+        """SPIFFE verification of the peer's chain, once per chain, from OpenSSL's verify callback.
 
         Returns 0 to go on, or the X509 error whose alert refuses the peer;
         handshake() then raises the VerificationError kept here.
