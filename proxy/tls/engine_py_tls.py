@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
 from proxy.errors import HandshakeFailure, TlsError, VerificationError, VerifyFailure
+from proxy.tls import engine_py_verify
 from proxy.tls.contract import DONE, WANT_READ, WANT_WRITE
 from proxy.tls.material import TlsMaterial
-from proxy.tls import engine_py_verify
 from proxy.tls.openssl_terms import SESSION_ID_CONTEXT, TLS12_CIPHERS, classify_tls_error, verify_error_code
 
 # Bounded, so a client talking to many upstream keys cannot grow without limit.
