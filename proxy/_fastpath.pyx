@@ -94,6 +94,7 @@ def openssl_version():
     return OpenSSL_version(OPENSSL_VERSION).decode()
 
 
+include "_fastpath_strength.pxi"
 include "_fastpath_spiffe.pxi"
 include "_fastpath_tls.pxi"
 include "_fastpath_relay.pxi"

@@ -3,7 +3,7 @@
 One explicit policy, applied to each certificate of a peer's chain (leaf and
 intermediates), to the authorities of a bundle (their keys), and to our own
 SVID and bundles when they are loaded, identically in both TLS engines
-(the compiled twin is ``_strength_failure`` in proxy/_fastpath_spiffe.pxi):
+(the compiled twin is proxy/_fastpath_strength.pxi):
 
 - keys: RSA (rsaEncryption) of at least 2048 bits; EC only on the named curves P-256,
   P-384 and P-521 (explicit curve parameters are refused whatever curve

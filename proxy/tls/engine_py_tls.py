@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
 from proxy.errors import HandshakeFailure, TlsError, VerificationError, VerifyFailure
+from proxy.tls import engine_py_verify
 from proxy.tls.contract import DONE, WANT_READ, WANT_WRITE
 from proxy.tls.material import TlsMaterial
-from proxy.tls import engine_py_verify
 from proxy.tls.openssl_terms import SESSION_ID_CONTEXT, TLS12_CIPHERS, classify_tls_error, verify_error_code
 
 # Bounded, so a client talking to many upstream keys cannot grow without limit.
@@ -222,8 +222,13 @@ class TlsConnection:
         self._verified = True
         return DONE
 
+    def peer_certificates_received(self, chain: list[bytes] | None) -> None:
+        """Keep the chain the peer just sent; it is verified anew (a later one, e.g. post-handshake auth, too)."""
+        self.peer_certificates = chain
+        self._verify_code = None
+
     def verify_in_handshake(self) -> int:
-        """SPIFFE verification of the peer's chain, once, from OpenSSL's verify callback.
+        """SPIFFE verification of the peer's chain, once per chain, from OpenSSL's verify callback.
 
         Returns 0 to go on, or the X509 error whose alert refuses the peer;
         handshake() then raises the VerificationError kept here.

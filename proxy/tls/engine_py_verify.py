@@ -38,10 +38,11 @@ _APPLICATION_VERIFICATION = 50  # X509_V_ERR_APPLICATION_VERIFICATION
 class HandshakeVerifier(Protocol):
     """What a connection offers the callbacks (proxy.tls.engine_py_tls.TlsConnection)."""
 
-    peer_certificates: list[bytes] | None
+    def peer_certificates_received(self, chain: list[bytes] | None) -> None:
+        """The peer's Certificate message arrived (None: unreadable); a verdict before it is void."""
 
     def verify_in_handshake(self) -> int:
-        """Verify the peer once; return 0 (X509_V_OK) to go on, else the X509 error for the alert."""
+        """Verify the peer once per Certificate message; 0 (X509_V_OK) to go on, else the X509 error."""
 
 
 def install(ctx: SSL.Context) -> None:
@@ -95,9 +96,10 @@ def _on_message(write_p: int, version: int, content_type: int, buf: Any, length:
     if verifier is None:
         return
     try:
-        verifier.peer_certificates = certificate_list(bytes(data), version == _TLS1_3)
+        chain: list[bytes] | None = certificate_list(bytes(data), version == _TLS1_3)
     except (ValueError, IndexError):
-        verifier.peer_certificates = None  # verified as "no readable chain": refused
+        chain = None  # verified as "no readable chain": refused
+    verifier.peer_certificates_received(chain)
 
 
 def _on_verify(ok: int, store_ctx: Any) -> int:

@@ -35,7 +35,7 @@ def inbound(module_combo: tuple[str, str], tmp_path_factory: pytest.TempPathFact
     ident = Identity.mint(d, ca, "/backend", federated={"other.org": other_ca})
     sc = SidecarHarness(d, runtime=runtime, engine=engine, identity=ident, policy=POLICY, name="backend",
                         inbound=[{"name": "api", "listen": f"127.0.0.1:{port}",
-                                  "forward_to": f"127.0.0.1:{app.port}", "policy": "api"}])
+                                  "forward_to": f"127.0.0.1:{app.port}", "policy": "api"}], admin=True)
     with sc:
         yield {"sidecar": sc, "port": port, "dir": d, "bundle": ident.bundle}
     app.close()
@@ -118,5 +118,8 @@ def test_inbound_refuses_and_logs_why(case: str, inbound: dict[str, Any], ca: pk
     assert record["bytes_in"] == 0 and record["bytes_out"] == 0
     if close_reason == "verify_failed":
         assert ALERTS.get(case, "alert bad certificate") in output, output
+    if case.startswith("weak_"):  # the new reasons are metric labels too, not folded into "other"
+        assert inbound["sidecar"].metric("spiffe_sidecar_handshakes_total", listener="api", result="failure",
+                                         reason=record["reason"]) >= 1
     if case == "denied_by_policy":
         assert record["rule"] == "no-batch" and "no-batch" in record["detail"]

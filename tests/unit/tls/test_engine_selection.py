@@ -86,3 +86,20 @@ def test_stub_file_matches_the_compiled_module() -> None:
 @requires_fastpath
 def test_fastpath_reports_the_openssl_it_drives() -> None:
     assert _fastpath.openssl_version().startswith("OpenSSL ")
+
+
+def test_certificate_message_parser_reads_both_tls_versions_and_refuses_truncation() -> None:
+    # The reference engine's in-handshake verification reads the peer's chain from this message.
+    from proxy.tls.engine_py_verify import certificate_list
+
+    certs = [b"\x30\x03\x02\x01\x01", b"\x30\x03\x02\x01\x02"]
+    tls12_list = b"".join(len(c).to_bytes(3, "big") + c for c in certs)
+    tls12 = b"\x0b" + (len(tls12_list) + 3).to_bytes(3, "big") + len(tls12_list).to_bytes(3, "big") + tls12_list
+    tls13_list = b"".join(len(c).to_bytes(3, "big") + c + b"\x00\x00" for c in certs)
+    body13 = b"\x00" + len(tls13_list).to_bytes(3, "big") + tls13_list
+    tls13 = b"\x0b" + len(body13).to_bytes(3, "big") + body13
+    assert certificate_list(tls12, tls13=False) == certs
+    assert certificate_list(tls13, tls13=True) == certs
+    for bad, is_tls13 in ((tls12[:-1], False), (tls12[:8], False), (tls13[:-2], True), (tls12, True)):
+        with pytest.raises((ValueError, IndexError)):
+            certificate_list(bad, tls13=is_tls13)
