@@ -269,6 +269,14 @@ def test_compose_sidecars_and_agent_share_one_socket_path(tmp_path: Path) -> Non
     assert f"workload-api:{agent_dir}" in compose["services"]["agent"]["volumes"]
 
 
+def test_compose_agent_keeps_its_ca_on_a_volume() -> None:
+    compose = _compose()
+    agent = parse_agent_config(compose["configs"]["agent-yaml"]["content"], "docker-compose.yaml#agent-yaml")
+    assert agent.state_dir is not None
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in compose["services"]["agent"]["volumes"]}
+    assert mounts.get(str(agent.state_dir)) in compose["volumes"], "the agent's CA must outlive its container"
+
+
 def test_compose_identities_line_up_with_expectations_and_policy(tmp_path: Path) -> None:
     compose = _compose()
     agent = parse_agent_config(compose["configs"]["agent-yaml"]["content"])
