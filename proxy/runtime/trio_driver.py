@@ -15,16 +15,14 @@ import math
 import signal
 import socket
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import trio
 
 from proxy.runtime.base import DataPlane, Grace, ListenerPlan, TaskGroup, drained, serve_listener
 from proxy.runtime.offload import relay_thread_for
 from proxy.runtime.primitives import AddrInfo
-
-if TYPE_CHECKING:  # sidecar.py starts the driver; the driver only names it
-    from proxy.sidecar import Sidecar
+from proxy.runtime.served import ServedSidecar
 
 T = TypeVar("T")
 _log = logging.getLogger("spiffe_sidecar")
@@ -118,7 +116,7 @@ async def _serve_listeners(io: TrioIo, plane: DataPlane, stop: trio.Event, grace
             scope.cancel()
 
 
-async def _handle_signals(sidecar: Sidecar, stop: trio.Event, everything: trio.CancelScope) -> None:
+async def _handle_signals(sidecar: ServedSidecar, stop: trio.Event, everything: trio.CancelScope) -> None:
     """SIGHUP reloads; the first SIGTERM/SIGINT drains; a second one cancels everything at once."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
@@ -135,12 +133,12 @@ async def _handle_signals(sidecar: Sidecar, stop: trio.Event, everything: trio.C
                 return
 
 
-def run_sidecar(sidecar: Sidecar) -> int:
+def run_sidecar(sidecar: ServedSidecar) -> int:
     """Run a ``proxy.sidecar.Sidecar`` on trio until SIGINT/SIGTERM; returns the exit code."""
     return trio.run(_main, sidecar)
 
 
-async def _main(sidecar: Sidecar) -> int:
+async def _main(sidecar: ServedSidecar) -> int:
     plane = sidecar.open_data_plane()
     stop = trio.Event()
     failed: list[str] = []
@@ -160,7 +158,7 @@ async def _main(sidecar: Sidecar) -> int:
     return 1 if failed else 0
 
 
-async def _run_identity_source(sidecar: Sidecar, stop: trio.Event, failed: list[str]) -> None:
+async def _run_identity_source(sidecar: ServedSidecar, stop: trio.Event, failed: list[str]) -> None:
     """The identity source; a fatal error (e.g. the server says INVALID_ARGUMENT) stops the sidecar with 1."""
     from proxy.errors import SidecarError
 
@@ -172,7 +170,7 @@ async def _run_identity_source(sidecar: Sidecar, stop: trio.Event, failed: list[
         stop.set()
 
 
-async def _ready_or_stop(sidecar: Sidecar, stop: trio.Event, failed: list[str]) -> None:
+async def _ready_or_stop(sidecar: ServedSidecar, stop: trio.Event, failed: list[str]) -> None:
     """Log the ready line at the first SVID, or stop with 1 when none came within the bound."""
     from proxy.errors import NoIdentityError
     from proxy.identity.source import wait_for_first_svid

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Corou
 from proxy.runtime.base import DataPlane, Grace, ListenerPlan, TaskGroup, drained, serve_listener
 from proxy.runtime.offload import relay_thread_for
 from proxy.runtime.primitives import AddrInfo
+from proxy.runtime.served import ServedSidecar
 from proxy.runtime.threads import TrioThread
 
-if TYPE_CHECKING:  # sidecar.py starts the driver; the driver only names it
+if TYPE_CHECKING:
     from proxy.identity.snapshot import IdentitySnapshot
-    from proxy.sidecar import Sidecar
 
 T = TypeVar("T")
 #: Seconds between "still waiting for the first SVID" lines (as the trio driver's wait_for_first_svid).
@@ -152,14 +152,14 @@ async def serve_data_plane(plane: DataPlane, stop: asyncio.Event, *, grace: Grac
                     await deliver
 
 
-def run_sidecar(sidecar: Sidecar) -> int:
+def run_sidecar(sidecar: ServedSidecar) -> int:
     """Run a ``proxy.sidecar.Sidecar`` on uvloop until SIGINT/SIGTERM; returns the exit code."""
     import uvloop
 
     return int(uvloop.run(_main(sidecar)))
 
 
-def _follow_identity(sidecar: Sidecar, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+def _follow_identity(sidecar: ServedSidecar, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
     """Log identity changes on the loop; the returned event is set by the first SVID."""
     have_identity = asyncio.Event()
 
@@ -176,7 +176,7 @@ def _follow_identity(sidecar: Sidecar, loop: asyncio.AbstractEventLoop) -> async
     return have_identity
 
 
-async def _main(sidecar: Sidecar) -> int:
+async def _main(sidecar: ServedSidecar) -> int:
     loop = asyncio.get_running_loop()
     plane = sidecar.open_data_plane()
     stop = asyncio.Event()
@@ -188,7 +188,7 @@ async def _main(sidecar: Sidecar) -> int:
         sidecar.stop_operations()
 
 
-def _handle_signals(sidecar: Sidecar, loop: asyncio.AbstractEventLoop, stop: asyncio.Event,
+def _handle_signals(sidecar: ServedSidecar, loop: asyncio.AbstractEventLoop, stop: asyncio.Event,
                     main: asyncio.Task[Any] | None) -> None:
     """SIGHUP reloads; the first SIGTERM/SIGINT drains; a second one cancels everything at once."""
     def on_stop(sig: signal.Signals) -> None:
@@ -209,7 +209,7 @@ def _handle_signals(sidecar: Sidecar, loop: asyncio.AbstractEventLoop, stop: asy
     loop.add_signal_handler(signal.SIGHUP, on_reload)
 
 
-async def _serve(sidecar: Sidecar, loop: asyncio.AbstractEventLoop, plane: DataPlane, stop: asyncio.Event) -> int:
+async def _serve(sidecar: ServedSidecar, loop: asyncio.AbstractEventLoop, plane: DataPlane, stop: asyncio.Event) -> int:
     have_identity = _follow_identity(sidecar, loop)
     failed: list[str] = []
     source = TrioThread(lambda: _run_identity_source(sidecar, loop, stop, failed), name="identity-source")
@@ -226,7 +226,7 @@ async def _serve(sidecar: Sidecar, loop: asyncio.AbstractEventLoop, plane: DataP
     return 1 if failed else 0
 
 
-async def _run_identity_source(sidecar: Sidecar, loop: asyncio.AbstractEventLoop, stop: asyncio.Event,
+async def _run_identity_source(sidecar: ServedSidecar, loop: asyncio.AbstractEventLoop, stop: asyncio.Event,
                                failed: list[str]) -> None:
     """Runs in the identity thread (trio); a fatal error stops the sidecar with 1 via the loop."""
     from proxy.errors import SidecarError
@@ -239,7 +239,7 @@ async def _run_identity_source(sidecar: Sidecar, loop: asyncio.AbstractEventLoop
         loop.call_soon_threadsafe(stop.set)
 
 
-async def _ready_or_stop(sidecar: Sidecar, have_identity: asyncio.Event, stop: asyncio.Event, failed: list[str]) -> None:
+async def _ready_or_stop(sidecar: ServedSidecar, have_identity: asyncio.Event, stop: asyncio.Event, failed: list[str]) -> None:
     """Log the ready line at the first SVID, or stop with 1 when none came within the bound."""
     from proxy.identity.diagnose import first_svid_diagnostic, waiting_note
 
