@@ -36,6 +36,7 @@ OTHER_VARIABLES = {
     "SPIFFE_SIDECAR_REQUIRE_EXTENSIONS": "fail rather than fall back when the compiled engine is missing",
     "SPIFFE_SIDECAR_RELAY_THREAD": "the runtime's relay thread setting",
     "SPIFFE_SIDECAR_AGENT_SOCKET": "agent: socket_path",
+    "SPIFFE_SIDECAR_AGENT_STATE_DIR": "agent: state_dir",
 }
 
 #: Families of variables of other subcommands that may share a pod's environment (flags of `iptables`).

@@ -108,4 +108,4 @@ def waiting_note(store: IdentityStore, waited: float, timeout: float) -> str:
     state = store.state
     error = f"; last error: {state.last_error}" if state.last_error else ""
     return (f"waiting for the first X.509-SVID from {state.source or 'the identity source'} ({waited:.0f}s): "
-            f"{state.state}, {state.attempt} failed attempt(s){error}; giving up in {max(0.0, timeout - waited):.0f}s")
+            f"{state.state.value}, {state.attempt} failed attempt(s){error}; giving up in {max(0.0, timeout - waited):.0f}s")

@@ -97,7 +97,7 @@ store = IdentityStore()
 
 def on_state(state):
     held = store.current(time.time())
-    print(json.dumps({"state": state.state, "error": state.last_error,
+    print(json.dumps({"state": state.state.value, "error": state.last_error,
                       "serving": held.spiffe_id if held else None}), flush=True)
 
 async def main():

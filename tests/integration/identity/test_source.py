@@ -102,7 +102,7 @@ def test_a_lost_stream_and_its_return_are_logged_as_warnings(serving, caplog: py
         assert not [r for r in caplog.records if r.levelname == "WARNING"], "a warning before anything went wrong"
         serving.fail_next("FetchX509SVID", grpc.StatusCode.UNAVAILABLE, "restarting", count=3)
         serving.abort_streams(grpc.StatusCode.UNAVAILABLE, "restarting")
-        await wait_until(lambda: serving.count_calls("FetchX509SVID") >= 5 and store.state.state == "connected")
+        await wait_until(lambda: serving.count_calls("FetchX509SVID") >= 5 and store.state.state is SourceStatus.CONNECTED)
 
     run_source(serving.address, IdentityStore(), body)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]

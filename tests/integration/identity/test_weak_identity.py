@@ -19,7 +19,7 @@ from support.grpcio_workload_server import x509_response
 
 from proxy.identity.files import FileSource, SvidFiles
 from proxy.identity.source import Backoff, run_x509_source, wait_for_first_svid
-from proxy.identity.store import IdentityStore
+from proxy.identity.store import IdentityStore, SourceStatus
 
 
 def _files(d: Path, leaf: pki.Leaf, bundle: pki.Ca) -> SvidFiles:
@@ -51,7 +51,7 @@ def test_weak_svid_files_are_refused_naming_the_file(tmp_path, case, reason, cap
     source = FileSource(files, store)
     with caplog.at_level(logging.ERROR, logger="proxy.identity.files"):
         assert not source.poll()
-    assert store.current(time.time()) is good and store.state.state == "invalid"
+    assert store.current(time.time()) is good and store.state.state is SourceStatus.INVALID
     error = source.last_error or ""
     assert files.cert in error and reason in error, error
     assert files.cert in caplog.text and reason in caplog.text
