@@ -171,6 +171,9 @@ cdef extern from "openssl/ssl.h" nogil:
     void SSL_CTX_sess_set_new_cb(SSL_CTX* ctx, new_session_cb cb)
     int SSL_CTX_set_num_tickets(SSL_CTX* ctx, size_t n)
     long SSL_CTX_sess_set_cache_size(SSL_CTX* ctx, long t)
+    long SSL_CTX_set_max_cert_list(SSL_CTX* ctx, long m)
+    int SSL_CTX_remove_session(SSL_CTX* ctx, SSL_SESSION* s)
+    long SSL_CTX_sess_number(SSL_CTX* ctx)
     void SSL_CTX_set_read_ahead(SSL_CTX* ctx, int yes)
     int SSL_get_ex_new_index(long argl, void* argp, void* new_func, void* dup_func, void* free_func)
 
@@ -207,6 +210,9 @@ cdef extern from "openssl/ssl.h" nogil:
     const char* SSL_CIPHER_get_name(const SSL_CIPHER* c)
     int SSL_session_reused(const SSL* s)
     int SSL_set_session(SSL* s, SSL_SESSION* session)
+    SSL_SESSION* SSL_get_session(const SSL* s)
+    int SSL_set_num_tickets(SSL* s, size_t n)
+    int SSL_set_session_id_context(SSL* s, const unsigned char* sid, unsigned int len)
     void SSL_SESSION_free(SSL_SESSION* s)
     int SSL_SESSION_is_resumable(const SSL_SESSION* s)
 

@@ -271,6 +271,10 @@ class _Runner:
 
     def _close_sockets(self) -> None:
         if self.tls is not None:
+            if self.conn.facts.decision != "allow":
+                # A refused peer (policy, expect, verification) leaves no session
+                # behind: it would hold the peer's chain in memory (issue 11.1).
+                self.tls.forget_session()
             try:
                 if self.conn.facts.tls_version:
                     # One non-blocking close_notify attempt: a peer of a connection
