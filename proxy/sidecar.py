@@ -185,8 +185,10 @@ class Sidecar:
 
     def _transparent_outbound_plan(self, tout: TransparentOutbound) -> ListenerPlan:
         sock = _listen(TRANSPARENT_OUTBOUND, tout.listen)
+        # Transparent listeners are fixed until a restart: the global tls settings, read once.
+        limits = {**limits_keywords(tout.limits), "session_resumption": self.config.tls.session_resumption}
         spec = functools.partial(transparent_outbound_spec, tout, own_ports=self._own_listen_ports(),
-                                 local_addresses=self.local_addresses, limits=limits_keywords(tout.limits))
+                                 local_addresses=self.local_addresses, limits=limits)
         return ListenerPlan(name=TRANSPARENT_OUTBOUND, direction=Direction.OUTBOUND, sock=sock, spec=spec,
                             context=self._context, transparent=True)
 

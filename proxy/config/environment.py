@@ -25,6 +25,7 @@ CONFIG_FIELDS = (
     "runtime", "policy_file", "drain_timeout", "first_svid_timeout",
     "limits.handshake_timeout", "limits.connect_timeout", "limits.idle_timeout", "limits.max_connections",
     "limits.buffer_size", "limits.max_connection_lifetime",
+    "tls.session_resumption",
     "admin.listen", "admin.allow_non_loopback", "admin.peer_id_labels",
     "log.level", "log.access", "log.format",
 )

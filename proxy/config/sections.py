@@ -14,7 +14,7 @@ from proxy.config.checks import (address, enum_choice, int_range, optional_durat
                                  relative_to)
 from proxy.config.envfields import ENDPOINT_SOCKET_ENV, Fields, mark_read
 from proxy.config.model import (AdminConfig, FilesSource, IdentityConfig, Limits, LogConfig, LogFormat, LogLevel,
-                                parse_size, parse_workload_api_address)
+                                TlsSettings, parse_size, parse_workload_api_address)
 from proxy.errors import ConfigError
 
 
@@ -40,6 +40,13 @@ def read_limits(f: Fields, base: Limits) -> Limits:
     )
     f.section.finish()
     return limits
+
+
+def read_tls(f: Fields, base: TlsSettings) -> TlsSettings:
+    """Read a ``tls:`` section; unset fields keep ``base`` (global or default)."""
+    tls = TlsSettings(session_resumption=bool(f.take("session_resumption", bool, default=base.session_resumption)))
+    f.section.finish()
+    return tls
 
 
 def read_identity(f: Fields, env: Mapping[str, str], base_dir: Path) -> IdentityConfig:

@@ -141,12 +141,18 @@ class _ScrapeTime:
                                      labels=["listener"])
         active = GaugeMetricFamily(f"{p}_connections_active", "Connections open now, by listener",
                                    labels=["listener"])
+        fallbacks = CounterMetricFamily(f"{p}_resumption_fallbacks", "Full-handshake retries after an upstream"
+                                        " refused a resumed session, by listener and failure reason",
+                                        labels=["listener", "reason"])
         plane = self.metrics.plane
         for plan in plane.listeners if plane is not None else ():
             opened.add_metric([plan.name], plan.accepted)
             active.add_metric([plan.name], plan.active)
+        for (listener, reason), count in (plane.resumption_fallbacks.items() if plane is not None else ()):
+            fallbacks.add_metric([listener, _reason_label(reason)], count)
         yield opened
         yield active
+        yield fallbacks
         yield from _identity_families(self.metrics.store, time.time())
 
 

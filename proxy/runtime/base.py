@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Callable
 
 from proxy.connection.close import ConnectionRecord
 from proxy.connection.machine import ConnectionSpec, Direction
+from proxy.connection.resumption import ResumptionBackoff
+from proxy.errors import HandshakeFailure
 from proxy.runtime.primitives import Event, Io, TaskGroup
 from proxy.runtime.sockets import RESOURCE_ERRNOS, accept_ready
 from proxy.tls.contract import Engine
@@ -78,6 +80,15 @@ class DataPlane:
     relay_on_thread: bool = True
     #: The extension's relay thread (runtime/offload.py) while the plane serves; None: relay on the loop.
     relay_thread: RelayThread | None = None
+    #: Upstreams that refused a resumed session, and until when none is offered to them (issue 10.3).
+    resumption: ResumptionBackoff = field(default_factory=ResumptionBackoff)
+    #: (listener, failure reason) -> full-handshake retries after an upstream refused a session.
+    resumption_fallbacks: dict[tuple[str, HandshakeFailure], int] = field(default_factory=dict)
+
+    def count_resumption_fallback(self, listener: str, reason: HandshakeFailure) -> None:
+        """One full-handshake retry after ``listener``'s upstream refused a session (read at scrape time)."""
+        key = (listener, reason)
+        self.resumption_fallbacks[key] = self.resumption_fallbacks.get(key, 0) + 1
 
 
 def print_record(record: ConnectionRecord) -> None:

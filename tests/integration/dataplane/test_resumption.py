@@ -50,3 +50,18 @@ def test_a_resumed_session_is_still_checked_against_expect(plane: Plane) -> None
     assert wrong.resumed is resumes and wrong.close_reason is CloseReason.DENIED
     assert wrong.reason is DenyReason.UNEXPECTED_PEER
     echo.close()
+
+
+def test_a_listener_with_session_resumption_off_makes_full_handshakes_only(plane: Plane) -> None:
+    """``tls.session_resumption: false`` (benchmarks' full-handshake figures): nothing is offered or resumed."""
+    echo = EchoServer()
+    backend = compile_matcher([BACKEND])
+    plane.add("in", Direction.INBOUND, echo.port)
+    plane.add("full", Direction.OUTBOUND, plane.port("in"), session_key=f"127.0.0.1:{plane.port('in')}",
+              authorize=lambda peer: check_expected_peer(peer, backend, "full"), session_resumption=False)
+    plane.start()
+    for n in range(1, 4):
+        assert roundtrip(plane.port("full")) == b"ping"
+        plane.wait_record(lambda r: len([x for x in plane.records if x.listener == "full"]) == n)
+    assert [r.resumed for r in plane.records if r.listener == "full"] == [False, False, False]
+    echo.close()
