@@ -37,6 +37,11 @@ def read_limits(f: Fields, base: Limits) -> Limits:
         buffer_size=f.take("buffer_size", (str, int), default=base.buffer_size,
                            check=lambda v: int_range(1024, 64 << 20)(parse_size(v))),
         max_connection_lifetime=opt("max_connection_lifetime", base.max_connection_lifetime),
+        max_pending_handshakes=f.take("max_pending_handshakes", int, default=base.max_pending_handshakes,
+                                      check=int_range(1, 10_000_000)),
+        max_pending_handshakes_per_source=f.take("max_pending_handshakes_per_source", int,
+                                                 default=base.max_pending_handshakes_per_source,
+                                                 check=int_range(1, 10_000_000)),
     )
     f.section.finish()
     return limits

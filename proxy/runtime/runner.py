@@ -20,6 +20,7 @@ from proxy.connection.actions import Action, Close, ConnectUpstream, Log, PeekFi
 from proxy.connection.handshake import handshake_failed
 from proxy.connection.machine import Connection, ConnectionState, Direction
 from proxy.errors import CloseReason, HandshakeFailure, SidecarError, TlsError, UpstreamError, Verdict
+from proxy.runtime.heap import give_back_heap
 from proxy.runtime.offload import RelayThread
 from proxy.runtime.primitives import Io, TaskGroup
 from proxy.runtime.sockets import PlainRelay, close_quietly, destination_of, open_tcp_connection, peek
@@ -31,17 +32,21 @@ if TYPE_CHECKING:  # only named: base's accept loop starts run_connection
 _log = logging.getLogger("spiffe_sidecar")
 
 
-async def run_connection(io: Io, plane: DataPlane, plan: ListenerPlan, sock: socket.socket) -> None:
+async def run_connection(io: Io, plane: DataPlane, plan: ListenerPlan, sock: socket.socket,
+                         source: str | None = None) -> None:
     """Serve one accepted socket to the end; always closes it and emits one record.
 
     The one exception: when the connection cannot even be set up (the
     listener's ``context``/``spec`` or the core raise), there is no
     connection to record; that is logged, the socket closed, and the
-    listener keeps serving.
+    listener keeps serving. ``source`` is the peer's address when the listener
+    counts pending handshakes (proxy.connection.pending): the runner
+    releases its slot when the handshake is over.
     """
+    runner: _Runner | None = None
     try:
         try:
-            runner = _Runner(io, plane, plan, sock)
+            runner = _Runner(io, plane, plan, sock, source)
         except Exception:  # a bug must cost one connection, never the listener (as in _Runner.run)
             _log.exception("connection on %s could not be set up", plan.name)
             io.notify_closing(sock)
@@ -51,13 +56,20 @@ async def run_connection(io: Io, plane: DataPlane, plan: ListenerPlan, sock: soc
     finally:
         plane.active -= 1
         plan.active -= 1
+        if runner is not None:
+            runner.handshake_over()
+        elif plan.handshake_limits is not None and source is not None:
+            plan.pending.leave(source)
 
 
 class _Runner:
     """The per-connection executor (one per task; never shared)."""
 
-    def __init__(self, io: Io, plane: DataPlane, plan: ListenerPlan, sock: socket.socket) -> None:
+    def __init__(self, io: Io, plane: DataPlane, plan: ListenerPlan, sock: socket.socket,
+                 source: str | None = None) -> None:
         self.io, self.plane, self.plan = io, plane, plan
+        #: The pending-handshake slot this connection holds (None: none, or released).
+        self.pending_source = source if plan.handshake_limits is not None else None
         self.accepted_sock: socket.socket | None = sock
         self.upstream: socket.socket | None = None
         self.tls: TlsConnection | None = None
@@ -118,6 +130,9 @@ class _Runner:
 
     async def _handshake(self, action: StartHandshake) -> None:
         assert self.tls_sock is not None and self.context is not None
+        if self.plan.direction is Direction.INBOUND and not await self._client_hello_arrived(action.deadline):
+            self._feed(ev.DeadlineExpired(time.time(), ev.DeadlineKind.HANDSHAKE))
+            return
         try:
             self.tls = self._new_tls(offer_session=True)
         except (SidecarError, OSError) as exc:
@@ -126,6 +141,7 @@ class _Runner:
         observe = self.plane.handshake_observer  # None when metrics are off: no clock read then
         started = time.monotonic() if observe is not None else 0.0
         finished, event = await self.io.run_until(action.deadline, self._handshake_steps)
+        self.handshake_over()
         if finished and isinstance(event, ev.HandshakeFailed) and self._resumption_refused(event):
             # Same deadline: the retry spends what is left of the handshake budget.
             failed = event
@@ -136,6 +152,22 @@ class _Runner:
             observe(self.spec.listener, time.monotonic() - started)
         self._feed(event if finished and event is not None
                    else ev.DeadlineExpired(time.time(), ev.DeadlineKind.HANDSHAKE))
+
+    async def _client_hello_arrived(self, deadline: float) -> bool:
+        """Wait for the peer's first bytes before any TLS state exists (False: the deadline came first).
+
+        A socket that never sends a ClientHello then costs no SSL object and
+        no handshake buffers while it waits out its handshake_timeout (issue 11.5).
+        """
+        fd = self.tls_sock.fileno()  # type: ignore[union-attr]
+        finished, _ = await self.io.run_until(deadline, lambda: self.io.wait_readable(fd))
+        return finished
+
+    def handshake_over(self) -> None:
+        """Release this connection's pending-handshake slot (idempotent); trim the heap after a flood."""
+        source, self.pending_source = self.pending_source, None
+        if source is not None and self.plan.pending.leave(source):
+            give_back_heap(self.plan.name)
 
     def _session_key(self) -> str | None:
         """The outbound connection's session key; None when resumption is off for the listener."""
@@ -245,6 +277,7 @@ class _Runner:
     # --- relay ---------------------------------------------------------
 
     async def _relay(self, action: StartRelay) -> None:
+        self.handshake_over()  # a permissive listener's plaintext connection never handshakes
         relays = self.plane.relay_thread
         if action.tls and relays is not None:
             await self._relay_on_thread(relays, action)

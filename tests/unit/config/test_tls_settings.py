@@ -77,3 +77,17 @@ def test_a_bad_value_names_file_line_and_field(cfgdir: Path, text: str, line: in
         load(text, cfgdir)
     assert (info.value.line, info.value.field) == (line, field), info.value
     assert info.value.file.endswith("sidecar.yaml")
+
+
+def test_pending_handshake_limits_have_defaults_overrides_and_variables(cfgdir: Path) -> None:
+    config = load(BASE, cfgdir)
+    assert (config.limits.max_pending_handshakes, config.limits.max_pending_handshakes_per_source) == (1024, 128)
+    text = BASE.replace("    policy: api\n", "    policy: api\n    limits: {max_pending_handshakes_per_source: 8}\n")
+    config = load(text + "limits: {max_pending_handshakes: 64}\n", cfgdir,
+                  env={"SPIFFE_SIDECAR_LIMITS_MAX_PENDING_HANDSHAKES_PER_SOURCE": "16"})
+    assert (config.inbound[0].limits.max_pending_handshakes, config.inbound[0].limits.max_pending_handshakes_per_source
+            ) == (64, 8)  # the listener's own value; the variable sets the global one
+    assert config.limits.max_pending_handshakes_per_source == 16
+    with pytest.raises(ConfigError) as info:
+        load(BASE + "limits: {max_pending_handshakes: 0}\n", cfgdir)
+    assert (info.value.line, info.value.field) == (13, "limits.max_pending_handshakes")
