@@ -35,7 +35,8 @@
 # whole parsed chain, so the Certificate message a peer may send is capped
 # (_MAX_CERT_LIST: SPIFFE chains are a leaf and a few intermediates, a few
 # KB), which bounds each session's size, and the count cap bounds their
-# number: together a byte bound. And only an authorized peer's session is
+# number; and a byte budget (_fastpath_sessions.pxi) bounds their total
+# whatever the count. And only an authorized peer's session is
 # kept: a peer that fails verification fails inside the handshake, before
 # any session exists, and one the policy or expect refuses has its session
 # removed (forget_session, called by the runner on every refusal), so a
@@ -245,8 +246,25 @@ cdef class _Context:
 cdef class ServerContext(_Context):
     """Accepts TLS from peers that present a valid X.509-SVID of a known trust domain."""
 
-    def __init__(self, material):
+    cdef _CacheBudget* budget
+
+    def __init__(self, material, session_cache_bytes=None):
         self.ctx = _new_ssl_ctx(material, True)
+        limit = _SERVER_CACHE_BYTES if session_cache_bytes is None else session_cache_bytes
+        self.budget = _install_cache_budget(self.ctx, limit)
+
+    def __dealloc__(self):
+        # The context first: freeing it empties its cache through the remove
+        # callback, which still needs the budget.
+        if self.ctx != NULL:
+            SSL_CTX_free(self.ctx)
+            self.ctx = NULL
+        _free_cache_budget(self.budget)
+
+    @property
+    def cached_session_bytes(self):
+        """Estimated bytes the cached sessions hold (at most the budget)."""
+        return _cache_budget_used(self.budget)
 
     def new_connection(self, int fd, bint resumable=True):
         """A server-side connection on the connected, non-blocking fd (not owned).

@@ -131,6 +131,15 @@ class ServerContext(_Context):
 
     _server = True
 
+    def __init__(self, material: TlsMaterial, session_cache_bytes: int | None = None) -> None:
+        # session_cache_bytes: the compiled engine's cache budget; this server caches nothing.
+        super().__init__(material)
+
+    @property
+    def cached_session_bytes(self) -> int:
+        """Always 0: this engine's server keeps no sessions."""
+        return 0
+
     def new_connection(self, fd: int, resumable: bool = True) -> TlsConnection:
         """A server-side connection on the connected, non-blocking fd (not owned).
 

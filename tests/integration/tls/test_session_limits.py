@@ -103,3 +103,25 @@ def test_a_listener_without_resumption_resumes_nothing(harness, test_pki, server
         assert not harness.handshake(server, s_sock, client, c_sock)
         assert not server.resumed
         assert server_ctx.cached_sessions == 0
+
+
+def test_the_server_cache_is_bounded_by_bytes_as_well_as_count(harness, test_pki, server_leaf, client_leaf):
+    fastpath = pytest.importorskip("proxy._fastpath")
+    if harness.engine is not fastpath:
+        pytest.skip("server sessions exist in the compiled engine only")
+    budget = 12 * 1024  # a few sessions' worth
+    server_ctx = fastpath.ServerContext(test_pki.material(server_leaf), session_cache_bytes=budget)
+    client_ctx = fastpath.ClientContext(test_pki.material(client_leaf))
+    counts = []
+    for _ in range(8):
+        est = harness.connect(server_ctx, client_ctx, "up")
+        plain, _ = harness.pair()
+        assert fastpath.Relay(est.client, plain.fileno()).tls_to_plain() == fastpath.WANT_TLS_READ
+        assert est.client.shutdown() == fastpath.DONE and est.server.shutdown() == fastpath.DONE
+        est.client.close()
+        est.server.close()
+        counts.append(server_ctx.cached_sessions)
+        assert 0 < server_ctx.cached_session_bytes <= budget
+    assert 1 <= max(counts) <= 3, counts  # the budget (a session here weighs ~3.5 KB), not the count (8192)
+    default = fastpath.ServerContext(test_pki.material(server_leaf))
+    assert default.cached_session_bytes == 0
