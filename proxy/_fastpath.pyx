@@ -96,6 +96,7 @@ def openssl_version():
 
 include "_fastpath_strength.pxi"
 include "_fastpath_spiffe.pxi"
+include "_fastpath_sessions.pxi"
 include "_fastpath_tls.pxi"
 include "_fastpath_relay.pxi"
 include "_fastpath_hub.pxi"

@@ -30,6 +30,17 @@
 # skips the verify callback, so handshake() re-checks the leaf stored in
 # the session (SPIFFE ID, leaf rules, known trust domain, NotAfter); the
 # chain itself was validated by this very context when the session was made.
+#
+# What a session may cost (issue 11.1): a server session holds the peer's
+# whole parsed chain, so the Certificate message a peer may send is capped
+# (_MAX_CERT_LIST: SPIFFE chains are a leaf and a few intermediates, a few
+# KB), which bounds each session's size, and the count cap bounds their
+# number; and a byte budget (_fastpath_sessions.pxi) bounds their total
+# whatever the count. And only an authorized peer's session is
+# kept: a peer that fails verification fails inside the handshake, before
+# any session exists, and one the policy or expect refuses has its session
+# removed (forget_session, called by the runner on every refusal), so a
+# refused peer leaves nothing behind however often it comes back.
 
 # The cipher list, session-id context and reason table are shared with the
 # reference engine (proxy/tls/openssl_terms.py): one copy, so both engines
@@ -39,6 +50,12 @@ cdef bytes _SESSION_ID_CONTEXT = openssl_terms.SESSION_ID_CONTEXT
 cdef int _MAX_CACHED_SESSIONS = 1024  # session keys (upstreams) remembered
 cdef int _SESSIONS_PER_KEY = 32       # unused sessions kept per key
 cdef int _MAX_SERVER_SESSIONS = 8192
+# Bytes of Certificate message a peer may send (OpenSSL's default: 100 KiB);
+# shared with the reference engine (openssl_terms.MAX_CERT_LIST).
+cdef long _MAX_CERT_LIST = openssl_terms.MAX_CERT_LIST
+# Session-id context of a connection that must neither resume nor be resumed:
+# no cached session (made under SESSION_ID_CONTEXT) matches it.
+cdef bytes _NO_RESUMPTION_CONTEXT = openssl_terms.NO_RESUMPTION_CONTEXT
 cdef int _APP_DATA = 0  # SSL ex_data index 0 is the "app data" slot
 
 classify_tls_error = openssl_terms.classify_tls_error
@@ -176,6 +193,7 @@ cdef SSL_CTX* _new_ssl_ctx(object material, bint server) except NULL:
         SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
                          | SSL_MODE_RELEASE_BUFFERS)
         SSL_CTX_set_read_ahead(ctx, 1)
+        SSL_CTX_set_max_cert_list(ctx, _MAX_CERT_LIST)
         if SSL_CTX_set_cipher_list(ctx, _TLS12_CIPHERS) != 1:
             raise TlsError(HandshakeFailure.INTERNAL, _ssl_error_detail())
         _load_identity(ctx, material)
@@ -228,12 +246,41 @@ cdef class _Context:
 cdef class ServerContext(_Context):
     """Accepts TLS from peers that present a valid X.509-SVID of a known trust domain."""
 
-    def __init__(self, material):
-        self.ctx = _new_ssl_ctx(material, True)
+    cdef _CacheBudget* budget
 
-    def new_connection(self, int fd):
-        """A server-side connection on the connected, non-blocking fd (not owned)."""
-        return TlsConnection(self, fd, True, None)
+    def __init__(self, material, session_cache_bytes=None):
+        self.ctx = _new_ssl_ctx(material, True)
+        limit = _SERVER_CACHE_BYTES if session_cache_bytes is None else session_cache_bytes
+        self.budget = _install_cache_budget(self.ctx, limit)
+
+    def __dealloc__(self):
+        # The context first: freeing it empties its cache through the remove
+        # callback, which still needs the budget.
+        if self.ctx != NULL:
+            SSL_CTX_free(self.ctx)
+            self.ctx = NULL
+        _free_cache_budget(self.budget)
+
+    @property
+    def cached_session_bytes(self):
+        """Estimated bytes the cached sessions hold (at most the budget)."""
+        return _cache_budget_used(self.budget)
+
+    def new_connection(self, int fd, bint resumable=True):
+        """A server-side connection on the connected, non-blocking fd (not owned).
+
+        ``resumable=False`` (a listener with session resumption off): no
+        session is resumed on it and none it makes is kept.
+        """
+        conn = TlsConnection(self, fd, True, None)
+        if not resumable:
+            conn.no_resumption()
+        return conn
+
+    @property
+    def cached_sessions(self):
+        """Sessions in this context's server cache now (tests, diagnostics)."""
+        return SSL_CTX_sess_number(self.ctx)
 
 
 @cython.final
@@ -257,18 +304,34 @@ cdef class ClientContext(_Context):
             pthread_mutex_destroy(&self.inbox.lock)
             free(self.inbox)
 
-    def new_connection(self, int fd, session_key=None):
-        """A client connection; offers the session cached under session_key, if any."""
+    def new_connection(self, int fd, session_key=None, bint offer_session=True):
+        """A client connection; offers the session cached under session_key, if any.
+
+        ``offer_session=False`` makes a full handshake (a retry after the
+        upstream refused a resumption, or while it is backed off); the
+        sessions the connection brings are still cached under the key.
+        """
         conn = TlsConnection(self, fd, False, session_key)
         cdef _Session s
         if session_key is not None:
             self.collect_sessions()
-            unused = self.sessions.get(session_key)
+            unused = self.sessions.get(session_key) if offer_session else None
             if unused:
                 s = unused.pop()  # the newest; SSL_set_session holds its own reference
                 SSL_set_session(conn.ssl, s.sess)
+                conn.session_offered = True
             conn.tag_for_sessions(self.inbox)
         return conn
+
+    def drop_sessions(self, session_key):
+        """Forget every session cached under session_key (the upstream refused one of them)."""
+        self.collect_sessions()
+        self.sessions.pop(session_key, None)
+
+    def cached_sessions(self, session_key):
+        """How many unused sessions are cached under session_key (tests, diagnostics)."""
+        self.collect_sessions()
+        return len(self.sessions.get(session_key, ()))
 
     cdef int collect_sessions(self) except -1:
         """Move what the callback left in the inbox into the cache (oldest first, so the newest wins)."""
@@ -357,6 +420,8 @@ cdef class TlsConnection:
     cdef readonly str version
     cdef readonly str cipher
     cdef readonly bint resumed
+    cdef public bint session_offered
+    cdef bint resumable
     cdef _SessionTag* tag
 
     def __cinit__(self, _Context context not None, int fd, bint server, object session_key=None):
@@ -366,6 +431,7 @@ cdef class TlsConnection:
         self.peer_spiffe_id = ""
         self.version = ""
         self.cipher = ""
+        self.resumable = True
         self.ssl = SSL_new(context.ctx)
         if self.ssl == NULL or SSL_set_fd(self.ssl, fd) != 1:
             raise TlsError(HandshakeFailure.INTERNAL, _ssl_error_detail())
@@ -405,6 +471,29 @@ cdef class TlsConnection:
         SSL_set_ex_data(self.ssl, _tag_index, <void*>tag)
         return 0
 
+    cdef int no_resumption(self) except -1:
+        """Server side: resume nothing on this connection and keep nothing it makes."""
+        self.resumable = False
+        SSL_set_num_tickets(self.ssl, 0)
+        SSL_set_session_id_context(self.ssl, _NO_RESUMPTION_CONTEXT, len(_NO_RESUMPTION_CONTEXT))
+        return 0
+
+    def forget_session(self):
+        """The peer was refused (or must not resume): keep no session of this connection.
+
+        Server: the session leaves the context's cache now, with the peer
+        chain it holds. Client: sessions that arrive later are not cached.
+        Idempotent; a no-op once closed.
+        """
+        cdef SSL_SESSION* sess
+        if self.tag != NULL:
+            self.tag.verified = False
+        if self.ssl == NULL or not self.server:
+            return
+        sess = SSL_get_session(self.ssl)
+        if sess != NULL:
+            SSL_CTX_remove_session(self.context.ctx, sess)
+
     cdef SSL* live(self) except NULL:
         if self.ssl == NULL:
             raise TlsError(HandshakeFailure.INTERNAL, "connection is closed")
@@ -443,6 +532,8 @@ cdef class TlsConnection:
         elif not self.peer_spiffe_id:
             raise TlsError(HandshakeFailure.INTERNAL, "handshake completed without peer verification")
         self.verified = True
+        if not self.resumable:
+            self.forget_session()  # TLS 1.2 caches at the end of every full handshake
         if self.tag != NULL:
             self.tag.verified = True  # from now on its sessions may be cached
         return 0

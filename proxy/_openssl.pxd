@@ -29,6 +29,7 @@ cdef extern from "openssl/x509.h" nogil:
 
     # Certificates from DER
     X509* d2i_X509(X509** px, const unsigned char** inp, long length)
+    int i2d_X509(const X509* x, unsigned char** out)
     void X509_free(X509* x)
     int X509_up_ref(X509* x)
     EVP_PKEY* d2i_AutoPrivateKey(EVP_PKEY** a, const unsigned char** pp, long length)
@@ -149,6 +150,7 @@ cdef extern from "openssl/ssl.h" nogil:
     ctypedef struct SSL_CIPHER
     ctypedef int (*cert_verify_cb)(X509_STORE_CTX*, void*) noexcept
     ctypedef int (*new_session_cb)(SSL*, SSL_SESSION*) noexcept
+    ctypedef void (*remove_session_cb)(SSL_CTX*, SSL_SESSION*) noexcept
 
     # Contexts: built once per identity snapshot, never mutated after
     const SSL_METHOD* TLS_server_method()
@@ -171,6 +173,18 @@ cdef extern from "openssl/ssl.h" nogil:
     void SSL_CTX_sess_set_new_cb(SSL_CTX* ctx, new_session_cb cb)
     int SSL_CTX_set_num_tickets(SSL_CTX* ctx, size_t n)
     long SSL_CTX_sess_set_cache_size(SSL_CTX* ctx, long t)
+    long SSL_CTX_set_max_cert_list(SSL_CTX* ctx, long m)
+    int SSL_CTX_remove_session(SSL_CTX* ctx, SSL_SESSION* s)
+    long SSL_CTX_sess_number(SSL_CTX* ctx)
+    void SSL_CTX_sess_set_remove_cb(SSL_CTX* ctx, remove_session_cb cb)
+    void SSL_CTX_flush_sessions(SSL_CTX* ctx, long tm)
+    int SSL_CTX_get_ex_new_index(long argl, void* argp, void* new_func, void* dup_func, void* free_func)
+    int SSL_CTX_set_ex_data(SSL_CTX* ctx, int idx, void* data)
+    void* SSL_CTX_get_ex_data(const SSL_CTX* ctx, int idx)
+    int SSL_SESSION_get_ex_new_index(long argl, void* argp, void* new_func, void* dup_func, void* free_func)
+    int SSL_SESSION_set_ex_data(SSL_SESSION* s, int idx, void* data)
+    void* SSL_SESSION_get_ex_data(const SSL_SESSION* s, int idx)
+    stack_st_X509* SSL_get_peer_cert_chain(const SSL* s)
     void SSL_CTX_set_read_ahead(SSL_CTX* ctx, int yes)
     int SSL_get_ex_new_index(long argl, void* argp, void* new_func, void* dup_func, void* free_func)
 
@@ -207,6 +221,10 @@ cdef extern from "openssl/ssl.h" nogil:
     const char* SSL_CIPHER_get_name(const SSL_CIPHER* c)
     int SSL_session_reused(const SSL* s)
     int SSL_set_session(SSL* s, SSL_SESSION* session)
+    SSL_SESSION* SSL_get_session(const SSL* s)
+    SSL_CTX* SSL_get_SSL_CTX(const SSL* s)
+    int SSL_set_num_tickets(SSL* s, size_t n)
+    int SSL_set_session_id_context(SSL* s, const unsigned char* sid, unsigned int len)
     void SSL_SESSION_free(SSL_SESSION* s)
     int SSL_SESSION_is_resumable(const SSL_SESSION* s)
 

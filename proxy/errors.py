@@ -199,6 +199,13 @@ class Verdict(enum.Enum):
 RefusalReason = DenyReason | HandshakeFailure | VerifyFailure
 
 
+class AdmissionRefusal(enum.Enum):
+    """Why an inbound connection was closed at accept, before any handshake (metric label)."""
+
+    PENDING_HANDSHAKES = "pending_handshakes"
+    PENDING_HANDSHAKES_PER_SOURCE = "pending_handshakes_per_source"
+
+
 class CloseReason(enum.Enum):
     """Why a connection ended (metric label)."""
 

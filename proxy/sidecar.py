@@ -163,8 +163,12 @@ class Sidecar:
             found = live.inbound_specs.get(name)  # built with the reload, not per accept
             return found if found is not None else inbound_spec(listener, live.policies)
 
+        def handshake_limits() -> tuple[int, int]:
+            limits = self.live.inbound[name].limits  # reloadable: read per accept
+            return limits.max_pending_handshakes, limits.max_pending_handshakes_per_source
+
         return ListenerPlan(name=name, direction=Direction.INBOUND, sock=sock, spec=spec,
-                            context=self._context)
+                            context=self._context, handshake_limits=handshake_limits)
 
     def _outbound_plan(self, listener: OutboundListener) -> ListenerPlan:
         sock = _listen(listener.name, listener.listen)
@@ -180,13 +184,16 @@ class Sidecar:
             # routed ports: built with the reload, read once per accept
             return transparent_inbound_spec(self.live.transparent_inbound_specs, destination)
 
+        pending = (tin.limits.max_pending_handshakes, tin.limits.max_pending_handshakes_per_source)
         return ListenerPlan(name=TRANSPARENT_INBOUND, direction=Direction.INBOUND, sock=sock, spec=spec,
-                            context=self._context, transparent=True)
+                            context=self._context, transparent=True, handshake_limits=lambda: pending)
 
     def _transparent_outbound_plan(self, tout: TransparentOutbound) -> ListenerPlan:
         sock = _listen(TRANSPARENT_OUTBOUND, tout.listen)
+        # Transparent listeners are fixed until a restart: the global tls settings, read once.
+        limits = {**limits_keywords(tout.limits), "session_resumption": self.config.tls.session_resumption}
         spec = functools.partial(transparent_outbound_spec, tout, own_ports=self._own_listen_ports(),
-                                 local_addresses=self.local_addresses, limits=limits_keywords(tout.limits))
+                                 local_addresses=self.local_addresses, limits=limits)
         return ListenerPlan(name=TRANSPARENT_OUTBOUND, direction=Direction.OUTBOUND, sock=sock, spec=spec,
                             context=self._context, transparent=True)
 

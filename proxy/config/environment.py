@@ -24,7 +24,9 @@ CONFIG_FIELDS = (
     "identity.files.cert", "identity.files.key", "identity.files.bundle",
     "runtime", "policy_file", "drain_timeout", "first_svid_timeout",
     "limits.handshake_timeout", "limits.connect_timeout", "limits.idle_timeout", "limits.max_connections",
-    "limits.buffer_size", "limits.max_connection_lifetime",
+    "limits.buffer_size", "limits.max_connection_lifetime", "limits.max_pending_handshakes",
+    "limits.max_pending_handshakes_per_source",
+    "tls.session_resumption",
     "admin.listen", "admin.allow_non_loopback", "admin.peer_id_labels",
     "log.level", "log.access", "log.format",
 )

@@ -14,8 +14,8 @@ from ruamel.yaml.comments import CommentedMap
 
 from proxy.config.checks import address
 from proxy.config.envfields import Fields
-from proxy.config.model import HostPort, InboundListener, Limits, OutboundListener
-from proxy.config.sections import read_limits
+from proxy.config.model import HostPort, InboundListener, Limits, OutboundListener, TlsSettings
+from proxy.config.sections import read_limits, read_tls
 from proxy.config.transparent import RESERVED_LISTENER_NAMES
 from proxy.yamlfields import Section
 from proxy.errors import ConfigError
@@ -42,7 +42,7 @@ def _loopback_only(sec: Section, key: str, addr: HostPort, opt_out: str, what: s
                         f" {opt_out}: true is set")
 
 
-def read_inbound(sec: Section, limits: Limits) -> InboundListener:
+def read_inbound(sec: Section, limits: Limits, tls: TlsSettings = TlsSettings()) -> InboundListener:
     """Read one ``inbound[]`` item."""
     name = sec.take("name", str, required=True, check=check_listener_name)
     listen = sec.take("listen", str, required=True, check=address(ip_only=True))
@@ -51,13 +51,14 @@ def read_inbound(sec: Section, limits: Limits) -> InboundListener:
     optout = bool(sec.take("allow_non_loopback_forward", bool, default=False))
     policy = sec.take("policy", str, required=True)
     own = own_limits(sec, limits)
+    own_settings = own_tls(sec, tls)
     sec.finish()
     return InboundListener(name=name, listen=listen, forward_to=forward_to, policy=policy,
-                           allow_non_loopback_forward=optout, limits=own, line=sec.line,
+                           allow_non_loopback_forward=optout, limits=own, tls=own_settings, line=sec.line,
                            policy_line=sec.line_of("policy"))
 
 
-def read_outbound(sec: Section, limits: Limits) -> OutboundListener:
+def read_outbound(sec: Section, limits: Limits, tls: TlsSettings = TlsSettings()) -> OutboundListener:
     """Read one ``outbound[]`` item."""
     name = sec.take("name", str, required=True, check=check_listener_name)
     listen = sec.take("listen", str, required=True, check=address(ip_only=True))
@@ -68,9 +69,10 @@ def read_outbound(sec: Section, limits: Limits) -> OutboundListener:
         raise sec.missing("expect", "is required: the SPIFFE ID (pattern) the upstream must present")
     expect = read_peer_patterns(sec, "expect", single_ok=True)
     own = own_limits(sec, limits)
+    own_settings = own_tls(sec, tls)
     sec.finish()
     return OutboundListener(name=name, listen=listen, connect_to=connect_to, expect=expect,
-                            allow_non_loopback_listen=optout, limits=own, line=sec.line)
+                            allow_non_loopback_listen=optout, limits=own, tls=own_settings, line=sec.line)
 
 
 def own_limits(listener: Section, limits: Limits) -> Limits:
@@ -79,10 +81,16 @@ def own_limits(listener: Section, limits: Limits) -> Limits:
     return read_limits(Fields(sec, {}), limits)
 
 
-def read_listeners(root: Section, limits: Limits) -> Listeners:
+def own_tls(listener: Section, tls: TlsSettings) -> TlsSettings:
+    """A listener's effective TLS settings: its ``tls:`` overrides on top of the global ``tls``."""
+    sec = listener.take_section("tls") or Section(CommentedMap(), listener.file, listener.field("tls"), None)
+    return read_tls(Fields(sec, {}), tls)
+
+
+def read_listeners(root: Section, limits: Limits, tls: TlsSettings = TlsSettings()) -> Listeners:
     """Read both lists; a name used twice (across both) is an error at the second one's line."""
-    inbound = tuple(_items(root, "inbound", lambda sec: read_inbound(sec, limits)))
-    outbound = tuple(_items(root, "outbound", lambda sec: read_outbound(sec, limits)))
+    inbound = tuple(_items(root, "inbound", lambda sec: read_inbound(sec, limits, tls)))
+    outbound = tuple(_items(root, "outbound", lambda sec: read_outbound(sec, limits, tls)))
     seen: dict[str, int | None] = {}
     both: list[tuple[str, int, InboundListener | OutboundListener]] = [
         *(("inbound", i, x) for i, x in enumerate(inbound)), *(("outbound", i, x) for i, x in enumerate(outbound))]

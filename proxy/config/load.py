@@ -21,7 +21,8 @@ variable: ``SPIFFE_SIDECAR_`` + the field path upper-cased with ``.`` as
 ``SPIFFE_SIDECAR_POLICY_FILE=/etc/sidecar/policy.yaml``,
 ``SPIFFE_SIDECAR_LOG_LEVEL=debug``, ``SPIFFE_SIDECAR_LIMITS_IDLE_TIMEOUT=1m``,
 ``SPIFFE_SIDECAR_ADMIN_LISTEN=127.0.0.1:15000``,
-``SPIFFE_SIDECAR_FIRST_SVID_TIMEOUT=10s``. A variable wins over the
+``SPIFFE_SIDECAR_FIRST_SVID_TIMEOUT=10s``,
+``SPIFFE_SIDECAR_TLS_SESSION_RESUMPTION=false``. A variable wins over the
 file; errors in it are reported as ``$NAME: field: detail``. Listeners
 (lists) are file-only. When ``identity`` is absent from both the file and
 the variables, the standard ``SPIFFE_ENDPOINT_SOCKET`` names the Workload API.
@@ -43,8 +44,8 @@ from proxy.config.checks import enum_choice, positive_duration, relative_to
 from proxy.config.durations import parse_duration
 from proxy.config.envfields import ENDPOINT_SOCKET_ENV, ENV_PREFIX, Fields, env_var_name
 from proxy.config.listeners import own_limits, read_listeners
-from proxy.config.model import FIRST_SVID_TIMEOUT, Limits, Runtime, SidecarConfig
-from proxy.config.sections import read_admin, read_identity, read_limits, read_log
+from proxy.config.model import FIRST_SVID_TIMEOUT, Limits, Runtime, SidecarConfig, TlsSettings
+from proxy.config.sections import read_admin, read_identity, read_limits, read_log, read_tls
 from proxy.config.transparent import read_transparent
 from proxy.yamlfields import Section, load_yaml_file, load_yaml_text
 from proxy.errors import ConfigError
@@ -65,12 +66,13 @@ def build_sidecar_config(doc: Any, file: str, *, env: Mapping[str, str] | None =
     identity = read_identity(f.sub("identity"), env, base)
     runtime = f.take("runtime", str, default=Runtime.TRIO, check=enum_choice(Runtime))
     limits = read_limits(f.sub("limits"), Limits())
-    inbound, outbound = read_listeners(root, limits)
+    tls = read_tls(f.sub("tls"), TlsSettings())
+    inbound, outbound = read_listeners(root, limits, tls)
     tsec = root.take_section("transparent")
     config = SidecarConfig(
         file=file, identity=identity, runtime=runtime, inbound=inbound, outbound=outbound,
         transparent=read_transparent(tsec, lambda s: own_limits(s, limits)) if tsec else None,
-        policy_file=f.take("policy_file", str, check=relative_to(base)), limits=limits,
+        policy_file=f.take("policy_file", str, check=relative_to(base)), limits=limits, tls=tls,
         admin=read_admin(f.sub("admin")), log=read_log(f.sub("log")),
         drain_timeout=f.take("drain_timeout", (str, int, float), default=30.0, check=parse_duration),
         first_svid_timeout=f.take("first_svid_timeout", (str, int, float), default=FIRST_SVID_TIMEOUT,

@@ -96,6 +96,19 @@ class IdentityConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TlsSettings:
+    """TLS behaviour of a listener (``tls:``, globally and per listener).
+
+    Attributes:
+        session_resumption: resume TLS sessions (inbound: accept resumed
+            sessions; outbound: offer cached ones). False forces a full
+            handshake on every connection (e.g. for full-handshake benchmark figures).
+    """
+
+    session_resumption: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InboundListener:
     """Terminate mTLS on ``listen``, authorize the peer by ``policy``, forward plaintext.
 
@@ -106,6 +119,7 @@ class InboundListener:
         policy: the policy name in the policy file.
         allow_non_loopback_forward: opt-in to forward plaintext off the host.
         limits: the effective limits (global ones with this listener's overrides).
+        tls: the effective TLS settings (global ones with this listener's overrides).
         line: line of the listener in sidecar.yaml (for errors found later).
         policy_line: line of its ``policy`` field (a missing policy is reported there).
     """
@@ -116,6 +130,7 @@ class InboundListener:
     policy: str
     allow_non_loopback_forward: bool = False
     limits: Limits = Limits()
+    tls: TlsSettings = TlsSettings()
     line: int | None = None
     policy_line: int | None = None
 
@@ -131,6 +146,7 @@ class OutboundListener:
         expect: the upstream's SPIFFE ID must match (``expect.matches(peer_id)``).
         allow_non_loopback_listen: opt-in to accept plaintext from off the host.
         limits: the effective limits.
+        tls: the effective TLS settings.
         line: line of the listener in sidecar.yaml.
     """
 
@@ -140,6 +156,7 @@ class OutboundListener:
     expect: PeerMatcher
     allow_non_loopback_listen: bool = False
     limits: Limits = Limits()
+    tls: TlsSettings = TlsSettings()
     line: int | None = None
 
 
@@ -185,6 +202,8 @@ class SidecarConfig:
         transparent: iptables-fed listeners (``proxy.config.transparent``), or None.
         policy_file: resolved path of the policy file, or None when there are no inbound listeners.
         limits: global limits (each listener holds its effective copy).
+        tls: global TLS settings (each explicit listener holds its effective copy; transparent
+            listeners use these).
         admin: the admin endpoint, or None.
         log: logging.
         drain_timeout: seconds to let connections finish on SIGTERM.
@@ -200,6 +219,7 @@ class SidecarConfig:
     transparent: TransparentConfig | None = None
     policy_file: Path | None = None
     limits: Limits = Limits()
+    tls: TlsSettings = TlsSettings()
     admin: AdminConfig | None = None
     log: LogConfig = LogConfig()
     drain_timeout: float = 30.0

@@ -14,7 +14,7 @@ from proxy.config.checks import (address, enum_choice, int_range, optional_durat
                                  relative_to)
 from proxy.config.envfields import ENDPOINT_SOCKET_ENV, Fields, mark_read
 from proxy.config.model import (AdminConfig, FilesSource, IdentityConfig, Limits, LogConfig, LogFormat, LogLevel,
-                                parse_size, parse_workload_api_address)
+                                TlsSettings, parse_size, parse_workload_api_address)
 from proxy.errors import ConfigError
 
 
@@ -37,9 +37,21 @@ def read_limits(f: Fields, base: Limits) -> Limits:
         buffer_size=f.take("buffer_size", (str, int), default=base.buffer_size,
                            check=lambda v: int_range(1024, 64 << 20)(parse_size(v))),
         max_connection_lifetime=opt("max_connection_lifetime", base.max_connection_lifetime),
+        max_pending_handshakes=f.take("max_pending_handshakes", int, default=base.max_pending_handshakes,
+                                      check=int_range(1, 10_000_000)),
+        max_pending_handshakes_per_source=f.take("max_pending_handshakes_per_source", int,
+                                                 default=base.max_pending_handshakes_per_source,
+                                                 check=int_range(1, 10_000_000)),
     )
     f.section.finish()
     return limits
+
+
+def read_tls(f: Fields, base: TlsSettings) -> TlsSettings:
+    """Read a ``tls:`` section; unset fields keep ``base`` (global or default)."""
+    tls = TlsSettings(session_resumption=bool(f.take("session_resumption", bool, default=base.session_resumption)))
+    f.section.finish()
+    return tls
 
 
 def read_identity(f: Fields, env: Mapping[str, str], base_dir: Path) -> IdentityConfig:

@@ -70,6 +70,10 @@ class Limits:
         buffer_size: bytes buffered per direction per connection (backpressure beyond it).
         max_connection_lifetime: seconds; None = only the peer certificate's NotAfter bounds it
             (a connection is always closed at the earlier of the two).
+        max_pending_handshakes: inbound connections of a listener still before the end of their
+            TLS handshake; beyond it new connections are closed at accept (established ones are
+            not counted, so a handshake flood cannot starve them).
+        max_pending_handshakes_per_source: the same, from one source address.
     """
 
     handshake_timeout: float = 10.0
@@ -78,6 +82,8 @@ class Limits:
     max_connections: int = 10000
     buffer_size: int = 64 * 1024
     max_connection_lifetime: float | None = None
+    max_pending_handshakes: int = 1024
+    max_pending_handshakes_per_source: int = 128
 
 
 _HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?")

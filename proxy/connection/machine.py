@@ -81,6 +81,7 @@ class ConnectionSpec:
     ``listener`` stays the listener's one name, a bounded metric label).
     Timeouts are seconds; None disables one. ``buffer_size`` is the
     listener's relay buffer per direction (None: the data plane's).
+    ``session_resumption`` False: full handshakes only (``tls.session_resumption``).
     """
 
     listener: str
@@ -98,6 +99,7 @@ class ConnectionSpec:
     max_lifetime: float | None = None
     max_connections: int | None = None
     buffer_size: int | None = None
+    session_resumption: bool = True
 
 
 @dataclass(slots=True)

@@ -56,7 +56,8 @@ class LiveSettings:
                    inbound=MappingProxyType({x.name: x for x in config.inbound}),
                    inbound_specs=MappingProxyType({x.name: inbound_spec(x, policies) for x in config.inbound}),
                    outbound_specs=MappingProxyType({x.name: outbound_spec(x) for x in config.outbound}),
-                   transparent_inbound_specs=MappingProxyType(transparent_inbound_specs(tin, policies)))
+                   transparent_inbound_specs=MappingProxyType(transparent_inbound_specs(
+                       tin, policies, config.tls.session_resumption)))
 
 
 def inbound_spec(listener: InboundListener, policies: PolicySet | None) -> ConnectionSpec:
@@ -64,11 +65,11 @@ def inbound_spec(listener: InboundListener, policies: PolicySet | None) -> Conne
     return ConnectionSpec(
         listener=listener.name, direction=Direction.INBOUND, upstream_host=listener.forward_to.host,
         upstream_port=listener.forward_to.port, authorize=functools.partial(evaluate, policies, listener.policy),
-        **limits_keywords(listener.limits))
+        session_resumption=listener.tls.session_resumption, **limits_keywords(listener.limits))
 
 
-def transparent_inbound_specs(tin: TransparentInbound | None,
-                              policies: PolicySet | None) -> dict[int, ConnectionSpec]:
+def transparent_inbound_specs(tin: TransparentInbound | None, policies: PolicySet | None,
+                              resumption: bool = True) -> dict[int, ConnectionSpec]:
     """The transparent inbound listener's spec per routed original port (none without the listener)."""
     if tin is None:
         return {}
@@ -77,7 +78,8 @@ def transparent_inbound_specs(tin: TransparentInbound | None,
     return {route.port: ConnectionSpec(
         listener=TRANSPARENT_INBOUND, original_port=route.port, direction=Direction.INBOUND, mode=mode,
         upstream_host=route.forward_to.host, upstream_port=route.forward_to.port,
-        authorize=functools.partial(evaluate, policies, route.policy), **limits) for route in tin.ports}
+        authorize=functools.partial(evaluate, policies, route.policy), session_resumption=resumption,
+        **limits) for route in tin.ports}
 
 
 def outbound_spec(listener: OutboundListener) -> ConnectionSpec:
@@ -86,7 +88,7 @@ def outbound_spec(listener: OutboundListener) -> ConnectionSpec:
         listener=listener.name, direction=Direction.OUTBOUND, upstream_host=listener.connect_to.host,
         upstream_port=listener.connect_to.port, session_key=str(listener.connect_to),
         authorize=functools.partial(check_expected_peer, matcher=listener.expect, listener=listener.name),
-        **limits_keywords(listener.limits))
+        session_resumption=listener.tls.session_resumption, **limits_keywords(listener.limits))
 
 
 def limits_keywords(limits: Limits) -> dict[str, Any]:

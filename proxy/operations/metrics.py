@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from proxy.connection.close import ConnectionRecord
-from proxy.errors import CloseReason, RefusalReason
+from proxy.errors import AdmissionRefusal, CloseReason, RefusalReason
 from proxy.identity.store import SourceStatus
 
 if TYPE_CHECKING:
@@ -141,12 +141,29 @@ class _ScrapeTime:
                                      labels=["listener"])
         active = GaugeMetricFamily(f"{p}_connections_active", "Connections open now, by listener",
                                    labels=["listener"])
+        fallbacks = CounterMetricFamily(f"{p}_resumption_fallbacks", "Full-handshake retries after an upstream"
+                                        " refused a resumed session, by listener and failure reason",
+                                        labels=["listener", "reason"])
+        refused = CounterMetricFamily(f"{p}_connections_refused_at_accept", "Inbound connections closed at"
+                                      " accept, over a pending-handshake limit, by listener and reason",
+                                      labels=["listener", "reason"])
+        pending = GaugeMetricFamily(f"{p}_handshakes_pending", "Inbound connections still before the end of"
+                                    " their TLS handshake, by listener", labels=["listener"])
         plane = self.metrics.plane
         for plan in plane.listeners if plane is not None else ():
             opened.add_metric([plan.name], plan.accepted)
             active.add_metric([plan.name], plan.active)
+            if plan.handshake_limits is not None:
+                pending.add_metric([plan.name], plan.pending.total)
+                for refusal in AdmissionRefusal:
+                    refused.add_metric([plan.name, refusal.value], plan.refused.get(refusal.value, 0))
+        for (listener, reason), count in (plane.resumption_fallbacks.items() if plane is not None else ()):
+            fallbacks.add_metric([listener, _reason_label(reason)], count)
         yield opened
         yield active
+        yield fallbacks
+        yield refused
+        yield pending
         yield from _identity_families(self.metrics.store, time.time())
 
 

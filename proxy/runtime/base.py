@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Callable
 
 from proxy.connection.close import ConnectionRecord
 from proxy.connection.machine import ConnectionSpec, Direction
+from proxy.connection.pending import PendingHandshakes
+from proxy.connection.resumption import ResumptionBackoff
+from proxy.errors import AdmissionRefusal, HandshakeFailure
 from proxy.runtime.primitives import Event, Io, TaskGroup
 from proxy.runtime.sockets import RESOURCE_ERRNOS, accept_ready
 from proxy.tls.contract import Engine
@@ -34,6 +37,8 @@ ACCEPT_BACKOFF = 0.1
 ACCEPT_ERROR_EVERY = 10.0
 #: How often a drain looks whether the last connection has closed.
 DRAIN_POLL = 0.05
+#: At most one "refused at accept" log line per listener per this many seconds.
+REFUSAL_LOG_INTERVAL = 10.0
 
 __all__ = ["ACCEPT_BACKOFF", "DRAIN_POLL", "DataPlane", "Event", "Io", "ListenerPlan", "TaskGroup", "drained",
            "print_record", "serve_listener"]
@@ -60,6 +65,14 @@ class ListenerPlan:
     transparent: bool = False
     active: int = 0
     accepted: int = 0
+    #: Inbound only: the listener's current (max_pending_handshakes, max_pending_handshakes_per_source);
+    #: None admits every connection to a handshake (outbound: the app's own connections).
+    handshake_limits: Callable[[], tuple[int, int]] | None = None
+    pending: PendingHandshakes = field(default_factory=PendingHandshakes)
+    #: Connections closed at accept, by AdmissionRefusal value (read at scrape time).
+    refused: dict[str, int] = field(default_factory=dict)
+    refusals_unlogged: int = 0
+    refusal_logged_at: float = 0.0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -78,6 +91,15 @@ class DataPlane:
     relay_on_thread: bool = True
     #: The extension's relay thread (runtime/offload.py) while the plane serves; None: relay on the loop.
     relay_thread: RelayThread | None = None
+    #: Upstreams that refused a resumed session, and until when none is offered to them (issue 10.3).
+    resumption: ResumptionBackoff = field(default_factory=ResumptionBackoff)
+    #: (listener, failure reason) -> full-handshake retries after an upstream refused a session.
+    resumption_fallbacks: dict[tuple[str, HandshakeFailure], int] = field(default_factory=dict)
+
+    def count_resumption_fallback(self, listener: str, reason: HandshakeFailure) -> None:
+        """One full-handshake retry after ``listener``'s upstream refused a session (read at scrape time)."""
+        key = (listener, reason)
+        self.resumption_fallbacks[key] = self.resumption_fallbacks.get(key, 0) + 1
 
 
 def print_record(record: ConnectionRecord) -> None:
@@ -116,12 +138,18 @@ async def serve_listener(io: Io, plane: DataPlane, plan: ListenerPlan, connectio
     while True:
         await io.wait_readable(fd)
         try:
-            while (conn := accept_ready(plan.sock)) is not None:
+            while (accepted := accept_ready(plan.sock)) is not None:
+                conn, source = accepted
+                if plan.handshake_limits is not None:
+                    refusal = plan.pending.enter(source, *plan.handshake_limits())
+                    if refusal is not None:
+                        _refuse_at_accept(plan, conn, refusal)
+                        continue
                 plane.active += 1
                 plan.active += 1
                 plan.accepted += 1
                 plane.accepted += 1
-                connections.start_soon(run_connection, io, plane, plan, conn)
+                connections.start_soon(run_connection, io, plane, plan, conn, source)
         except OSError as exc:
             if exc.errno not in RESOURCE_ERRNOS:
                 raise
@@ -132,3 +160,23 @@ async def serve_listener(io: Io, plane: DataPlane, plan: ListenerPlan, connectio
                            ACCEPT_ERROR_EVERY)
                 quiet_until, unsaid = now + ACCEPT_ERROR_EVERY, 0
             await io.sleep(ACCEPT_BACKOFF)
+
+
+def _refuse_at_accept(plan: ListenerPlan, conn: socket.socket, refusal: AdmissionRefusal) -> None:
+    """Close a connection over the pending-handshake limits at once: no task, no TLS state, no record.
+
+    Under a flood this runs thousands of times a second, so the refusal is
+    counted (a metric) and logged at most once per REFUSAL_LOG_INTERVAL per
+    listener, with how many were refused since the last line.
+    """
+    conn.close()
+    key = refusal.value
+    plan.refused[key] = plan.refused.get(key, 0) + 1
+    plan.refusals_unlogged += 1
+    now = time.monotonic()
+    if now - plan.refusal_logged_at >= REFUSAL_LOG_INTERVAL:
+        _log.warning("listener %s: refused %d connections at accept (%s: %d handshakes pending);"
+                     " established connections are unaffected", plan.name, plan.refusals_unlogged, key,
+                     plan.pending.total)
+        plan.refusals_unlogged = 0
+        plan.refusal_logged_at = now

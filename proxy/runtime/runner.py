@@ -19,7 +19,8 @@ from proxy.connection import events as ev
 from proxy.connection.actions import Action, Close, ConnectUpstream, Log, PeekFirstBytes, StartHandshake, StartRelay
 from proxy.connection.handshake import handshake_failed
 from proxy.connection.machine import Connection, ConnectionState, Direction
-from proxy.errors import CloseReason, SidecarError, TlsError, UpstreamError
+from proxy.errors import CloseReason, HandshakeFailure, SidecarError, TlsError, UpstreamError, Verdict
+from proxy.runtime.heap import give_back_heap
 from proxy.runtime.offload import RelayThread
 from proxy.runtime.primitives import Io, TaskGroup
 from proxy.runtime.sockets import PlainRelay, close_quietly, destination_of, open_tcp_connection, peek
@@ -31,17 +32,21 @@ if TYPE_CHECKING:  # only named: base's accept loop starts run_connection
 _log = logging.getLogger("spiffe_sidecar")
 
 
-async def run_connection(io: Io, plane: DataPlane, plan: ListenerPlan, sock: socket.socket) -> None:
+async def run_connection(io: Io, plane: DataPlane, plan: ListenerPlan, sock: socket.socket,
+                         source: str | None = None) -> None:
     """Serve one accepted socket to the end; always closes it and emits one record.
 
     The one exception: when the connection cannot even be set up (the
     listener's ``context``/``spec`` or the core raise), there is no
     connection to record; that is logged, the socket closed, and the
-    listener keeps serving.
+    listener keeps serving. ``source`` is the peer's address when the listener
+    counts pending handshakes (proxy.connection.pending): the runner
+    releases its slot when the handshake is over.
     """
+    runner: _Runner | None = None
     try:
         try:
-            runner = _Runner(io, plane, plan, sock)
+            runner = _Runner(io, plane, plan, sock, source)
         except Exception:  # a bug must cost one connection, never the listener (as in _Runner.run)
             _log.exception("connection on %s could not be set up", plan.name)
             io.notify_closing(sock)
@@ -51,13 +56,20 @@ async def run_connection(io: Io, plane: DataPlane, plan: ListenerPlan, sock: soc
     finally:
         plane.active -= 1
         plan.active -= 1
+        if runner is not None:
+            runner.handshake_over()
+        elif plan.handshake_limits is not None and source is not None:
+            plan.pending.leave(source)
 
 
 class _Runner:
     """The per-connection executor (one per task; never shared)."""
 
-    def __init__(self, io: Io, plane: DataPlane, plan: ListenerPlan, sock: socket.socket) -> None:
+    def __init__(self, io: Io, plane: DataPlane, plan: ListenerPlan, sock: socket.socket,
+                 source: str | None = None) -> None:
         self.io, self.plane, self.plan = io, plane, plan
+        #: The pending-handshake slot this connection holds (None: none, or released).
+        self.pending_source = source if plan.handshake_limits is not None else None
         self.accepted_sock: socket.socket | None = sock
         self.upstream: socket.socket | None = None
         self.tls: TlsConnection | None = None
@@ -117,24 +129,105 @@ class _Runner:
     # --- handshake -----------------------------------------------------
 
     async def _handshake(self, action: StartHandshake) -> None:
-        sock = self.tls_sock
-        assert sock is not None and self.context is not None
+        assert self.tls_sock is not None and self.context is not None
+        if self.plan.direction is Direction.INBOUND and not await self._client_hello_arrived(action.deadline):
+            self._feed(ev.DeadlineExpired(time.time(), ev.DeadlineKind.HANDSHAKE))
+            return
         try:
-            if self.plan.direction is Direction.INBOUND:
-                self.tls = self.context.server.new_connection(sock.fileno())
-            else:
-                key = self.spec.session_key or self.plan.session_key
-                self.tls = self.context.client.new_connection(sock.fileno(), session_key=key)
+            self.tls = self._new_tls(offer_session=True)
         except (SidecarError, OSError) as exc:
             self._feed(handshake_failed(time.time(), exc))
             return
         observe = self.plane.handshake_observer  # None when metrics are off: no clock read then
         started = time.monotonic() if observe is not None else 0.0
         finished, event = await self.io.run_until(action.deadline, self._handshake_steps)
+        self.handshake_over()
+        if finished and isinstance(event, ev.HandshakeFailed) and self._resumption_refused(event):
+            # Same deadline: the retry spends what is left of the handshake budget.
+            failed = event
+            finished, event = await self.io.run_until(action.deadline, lambda: self._retry_without_session(failed))
+        elif isinstance(event, ev.HandshakeCompleted) and event.resumed and self.plane.resumption.backing_off:
+            self.plane.resumption.resumed(self._session_key() or "")
         if observe is not None and isinstance(event, ev.HandshakeCompleted):
             observe(self.spec.listener, time.monotonic() - started)
         self._feed(event if finished and event is not None
                    else ev.DeadlineExpired(time.time(), ev.DeadlineKind.HANDSHAKE))
+
+    async def _client_hello_arrived(self, deadline: float) -> bool:
+        """Wait for the peer's first bytes before any TLS state exists (False: the deadline came first).
+
+        A socket that never sends a ClientHello then costs no SSL object and
+        no handshake buffers while it waits out its handshake_timeout (issue 11.5).
+        """
+        fd = self.tls_sock.fileno()  # type: ignore[union-attr]
+        finished, _ = await self.io.run_until(deadline, lambda: self.io.wait_readable(fd))
+        return finished
+
+    def handshake_over(self) -> None:
+        """Release this connection's pending-handshake slot (idempotent); trim the heap after a flood."""
+        source, self.pending_source = self.pending_source, None
+        if source is not None and self.plan.pending.leave(source):
+            give_back_heap(self.plan.name)
+
+    def _session_key(self) -> str | None:
+        """The outbound connection's session key; None when resumption is off for the listener."""
+        return (self.spec.session_key or self.plan.session_key) if self.spec.session_resumption else None
+
+    def _new_tls(self, *, offer_session: bool) -> TlsConnection:
+        sock = self.tls_sock
+        assert sock is not None and self.context is not None
+        fd = sock.fileno()
+        if self.plan.direction is Direction.INBOUND:
+            if self.spec.session_resumption:
+                return self.context.server.new_connection(fd)
+            return self.context.server.new_connection(fd, resumable=False)
+        key = self._session_key()
+        if key is None:
+            return self.context.client.new_connection(fd)
+        offer = offer_session and self.plane.resumption.may_offer(key, time.time())
+        return self.context.client.new_connection(fd, session_key=key, offer_session=offer)
+
+    def _resumption_refused(self, event: ev.HandshakeFailed) -> bool:
+        """True when an outbound handshake that offered a session failed the way a server that cannot resume fails.
+
+        Certificate failures are the peer's identity, not the session: no retry for those.
+        """
+        return (self.plan.direction is Direction.OUTBOUND and self.tls is not None and self.tls.session_offered
+                and isinstance(event.reason, HandshakeFailure) and event.reason not in _NOT_A_RESUMPTION_FAILURE)
+
+    async def _retry_without_session(self, failed: ev.HandshakeFailed) -> ev.Event:
+        """The upstream refused the offered session: drop its sessions, back off, one full handshake.
+
+        A new TCP connection (the refused one ended with an alert), on the
+        same deadline as the first attempt (issue 10.3).
+        """
+        key = self._session_key()
+        assert key is not None and self.context is not None and isinstance(failed.reason, HandshakeFailure)
+        self.context.client.drop_sessions(key)
+        backoff = self.plane.resumption.refused(key, time.time())
+        self.plane.count_resumption_fallback(self.spec.listener, failed.reason)
+        _log.info("listener %s: upstream %s refused a resumed session (%s); retrying with a full handshake,"
+                  " no sessions offered to it for %gs", self.spec.listener, key, failed.detail, backoff)
+        self._drop_upstream()
+        try:
+            self.upstream = await open_tcp_connection(self.spec.upstream_host, self.spec.upstream_port, self.io)
+            self.tls = self._new_tls(offer_session=False)
+        except (SidecarError, OSError) as exc:
+            return ev.HandshakeFailed(time.time(), failed.reason, f"{failed.detail}; full-handshake retry: {exc}")
+        return await self._handshake_steps()
+
+    def _drop_upstream(self) -> None:
+        """Close the TLS state and the upstream socket of a failed outbound attempt."""
+        if self.tls is not None:
+            try:
+                self.tls.close()
+            except (SidecarError, OSError):
+                pass
+        self.tls = None
+        if self.upstream is not None:
+            self.io.notify_closing(self.upstream)
+            close_quietly(self.upstream)
+            self.upstream = None
 
     async def _handshake_steps(self) -> ev.Event:
         sock, t = self.tls_sock, self.tls
@@ -184,6 +277,7 @@ class _Runner:
     # --- relay ---------------------------------------------------------
 
     async def _relay(self, action: StartRelay) -> None:
+        self.handshake_over()  # a permissive listener's plaintext connection never handshakes
         relays = self.plane.relay_thread
         if action.tls and relays is not None:
             await self._relay_on_thread(relays, action)
@@ -271,6 +365,10 @@ class _Runner:
 
     def _close_sockets(self) -> None:
         if self.tls is not None:
+            if self.conn.facts.decision is not Verdict.ALLOW:
+                # A refused peer (policy, expect, verification) leaves no session
+                # behind: it would hold the peer's chain in memory (issue 11.1).
+                self.tls.forget_session()
             try:
                 if self.conn.facts.tls_version:
                     # One non-blocking close_notify attempt: a peer of a connection
@@ -299,6 +397,11 @@ class _Runner:
         for action in self.conn.handle(ev.Closed(now, *self._byte_counts())):
             if isinstance(action, Log):
                 self.plane.emit(action.record)
+
+
+#: Handshake failures that say the peer's certificate (not our offered session) is the problem.
+_NOT_A_RESUMPTION_FAILURE = frozenset({HandshakeFailure.TIMEOUT, HandshakeFailure.VERIFY,
+                                       HandshakeFailure.NO_CLIENT_CERT})
 
 
 def _forever(io: Io) -> Callable[[], Awaitable[None]]:

@@ -76,14 +76,14 @@ def is_transparent(sock: socket.socket) -> bool:
 RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
-def accept_ready(listener: socket.socket) -> socket.socket | None:
-    """Accept one pending connection (non-blocking, TCP_NODELAY), or None if none is pending.
+def accept_ready(listener: socket.socket) -> tuple[socket.socket, str] | None:
+    """Accept one pending connection (non-blocking, TCP_NODELAY) and its source address, or None.
 
     Raises OSError with an errno in RESOURCE_ERRNOS when the process is out
     of resources (the caller backs off, like trio's serve_listeners).
     """
     try:
-        conn, _ = listener.accept()
+        conn, peer = listener.accept()
     except (BlockingIOError, InterruptedError):
         return None
     except OSError as exc:
@@ -92,7 +92,7 @@ def accept_ready(listener: socket.socket) -> socket.socket | None:
         raise
     conn.setblocking(False)
     _nodelay(conn)
-    return conn
+    return conn, peer[0] if isinstance(peer, tuple) else str(peer)
 
 
 def numeric_address(host: str, port: int) -> list[AddrInfo] | None:

@@ -55,6 +55,15 @@ class TlsConnection(Protocol):
         """Free the TLS state (idempotent; the fd stays open)."""
         ...
 
+    @property
+    def session_offered(self) -> bool:
+        """A cached session was offered (client side)."""
+        ...
+
+    def forget_session(self) -> None:
+        """The peer was refused: keep no session of this connection (server: out of the cache now)."""
+        ...
+
 
 class TlsContext(Protocol):
     """What server and client contexts share: built once from one snapshot's material, never mutated."""
@@ -68,13 +77,21 @@ class TlsContext(Protocol):
 class ServerContext(TlsContext, Protocol):
     """Accepts TLS from peers presenting a valid X.509-SVID (client certificate required)."""
 
-    def new_connection(self, fd: int) -> TlsConnection: ...
+    def new_connection(self, fd: int, resumable: bool = True) -> TlsConnection:
+        """``resumable=False``: nothing is resumed on this connection and nothing it makes is kept."""
+        ...
 
 
 class ClientContext(TlsContext, Protocol):
     """Originates TLS with our SVID; offers a cached session for ``session_key`` when it has one."""
 
-    def new_connection(self, fd: int, session_key: str | None = None) -> TlsConnection: ...
+    def new_connection(self, fd: int, session_key: str | None = None, offer_session: bool = True) -> TlsConnection:
+        """``offer_session=False``: a full handshake; its sessions are still cached under ``session_key``."""
+        ...
+
+    def drop_sessions(self, session_key: str) -> None:
+        """Forget every session cached under ``session_key`` (its upstream refused one)."""
+        ...
 
 
 class ByteCounts(Protocol):

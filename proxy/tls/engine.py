@@ -33,10 +33,16 @@ to be readable), ``WANT_WRITE = 2`` (wait for the TLS fd to be writable).
     certificate of the chain passes the key and signature strength policy
     (proxy/spiffe/strength.py). No hostname verification.
     ``.generation`` echoes material.generation.
-    ``new_connection(fd: int) -> TlsConnection`` (server), and
-    ``new_connection(fd: int, session_key: str | None = None)`` (client:
-    when given, a cached TLS session for that key, made by this same
-    context, is offered for resumption).
+    ``new_connection(fd: int, resumable: bool = True) -> TlsConnection``
+    (server; ``resumable=False``: nothing is resumed on it, nothing it
+    makes is kept), and ``new_connection(fd: int, session_key: str | None
+    = None, offer_session: bool = True)`` (client: when given, a cached TLS
+    session for that key, made by this same context, is offered for
+    resumption unless ``offer_session`` is False).
+    Client only: ``drop_sessions(key)`` forgets every session cached under
+    a key; ``cached_sessions(key) -> int``. A peer's Certificate message
+    may be at most ``openssl_terms.MAX_CERT_LIST`` bytes. The reference
+    engine's server keeps no sessions (its bindings cannot remove one).
 
 ``TlsConnection``:
     ``handshake() -> int``: one step; DONE, WANT_READ or WANT_WRITE. Raises
@@ -46,6 +52,9 @@ to be readable), ``WANT_WRITE = 2`` (wait for the TLS fd to be writable).
     After DONE: ``peer_spiffe_id: str``, ``peer_not_after: float`` (Unix
         seconds), ``version: str`` ("TLSv1.3"), ``cipher: str``,
         ``resumed: bool``.
+    ``session_offered: bool``: a cached session was offered (client).
+    ``forget_session()``: the peer was refused; keep no session of this
+        connection (server: out of the cache now; client: none cached later).
     ``shutdown() -> int``: send close_notify (DONE or WANT_WRITE).
     ``close()``: free the TLS state (idempotent; the fd stays open).
 

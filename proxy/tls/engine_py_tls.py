@@ -20,7 +20,8 @@ from proxy.errors import HandshakeFailure, TlsError, VerificationError, VerifyFa
 from proxy.tls import engine_py_verify
 from proxy.tls.contract import DONE, WANT_READ, WANT_WRITE
 from proxy.tls.material import TlsMaterial
-from proxy.tls.openssl_terms import SESSION_ID_CONTEXT, TLS12_CIPHERS, classify_tls_error, verify_error_code
+from proxy.tls.openssl_terms import (MAX_CERT_LIST, SESSION_ID_CONTEXT, TLS12_CIPHERS, classify_tls_error,
+                                     verify_error_code)
 
 # Bounded, so a client talking to many upstream keys cannot grow without limit.
 MAX_CACHED_SESSIONS = 1024  # session keys (upstreams) remembered
@@ -98,10 +99,15 @@ def _build_context(material: TlsMaterial, *, server: bool) -> SSL.Context:
     ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
     if server:
         ctx.set_session_id(SESSION_ID_CONTEXT)
-        # As the compiled engine: sessions stay in this context's memory
-        # (stateful TLS 1.3 tickets), not in tickets OpenSSL must decode.
+        # Unlike the compiled engine, this server keeps no sessions (issue
+        # 11.1): a server session holds the peer's whole chain, and the
+        # bindings pyOpenSSL drives expose neither SSL_CTX_remove_session
+        # nor a cache size or a maximum certificate list, so a refused
+        # peer's session (this engine verifies after the handshake, once
+        # OpenSSL has cached it) could never be taken out again. No cache
+        # and no tickets: every inbound handshake is a full one here.
         ctx.set_options(SSL.OP_NO_TICKET)
-        ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     else:
         # The client keeps sessions itself (per session_key), not OpenSSL.
         ctx.set_session_cache_mode(SSL.SESS_CACHE_CLIENT | SSL.SESS_CACHE_NO_INTERNAL)
@@ -125,8 +131,21 @@ class ServerContext(_Context):
 
     _server = True
 
-    def new_connection(self, fd: int) -> TlsConnection:
-        """A server-side connection on the connected, non-blocking fd (not owned)."""
+    def __init__(self, material: TlsMaterial, session_cache_bytes: int | None = None) -> None:
+        # session_cache_bytes: the compiled engine's cache budget; this server caches nothing.
+        super().__init__(material)
+
+    @property
+    def cached_session_bytes(self) -> int:
+        """Always 0: this engine's server keeps no sessions."""
+        return 0
+
+    def new_connection(self, fd: int, resumable: bool = True) -> TlsConnection:
+        """A server-side connection on the connected, non-blocking fd (not owned).
+
+        ``resumable`` is accepted for the contract's sake: this engine's
+        server never resumes (see _build_context).
+        """
         return TlsConnection(self, fd, server=True)
 
 
@@ -139,13 +158,26 @@ class ClientContext(_Context):
         super().__init__(material)
         self._sessions: dict[str, list[SSL.Session]] = {}
 
-    def new_connection(self, fd: int, session_key: str | None = None) -> TlsConnection:
-        """A client-side connection; offers the session cached under session_key, if any."""
+    def new_connection(self, fd: int, session_key: str | None = None, offer_session: bool = True) -> TlsConnection:
+        """A client-side connection; offers the session cached under session_key, if any.
+
+        ``offer_session=False`` makes a full handshake; the session the
+        connection brings is still cached under the key.
+        """
         conn = TlsConnection(self, fd, server=False, session_key=session_key)
-        unused = self._sessions.get(session_key) if session_key is not None else None
+        unused = self._sessions.get(session_key) if session_key is not None and offer_session else None
         if unused:
             conn.ssl.set_session(unused.pop())  # the newest, offered once
+            conn.session_offered = True
         return conn
+
+    def drop_sessions(self, session_key: str) -> None:
+        """Forget every session cached under session_key (the upstream refused one of them)."""
+        self._sessions.pop(session_key, None)
+
+    def cached_sessions(self, session_key: str) -> int:
+        """How many unused sessions are cached under session_key (tests, diagnostics)."""
+        return len(self._sessions.get(session_key, ()))
 
     def _store_session(self, key: str, session: SSL.Session) -> None:
         unused = self._sessions.pop(key, None)  # re-inserted: the dict's order is by last use
@@ -188,6 +220,8 @@ class TlsConnection:
         self.version = ""
         self.cipher = ""
         self.resumed = False
+        self.session_offered = False
+        self._forgotten = False
 
     @property
     def ssl(self) -> SSL.Connection:
@@ -215,6 +249,7 @@ class TlsConnection:
         self.cipher = conn.get_cipher_name() or ""
         # pyOpenSSL has no public "was this resumed" call; the binding does.
         self.resumed = bool(SSL._lib.SSL_session_reused(conn._ssl))  # type: ignore[attr-defined]
+        _check_chain_size(self._peer_chain_der(conn))
         if self.resumed:
             self._verify_resumed_peer(conn)
         elif not self.peer_spiffe_id:
@@ -285,6 +320,10 @@ class TlsConnection:
             raise VerificationError(VerifyFailure.UNKNOWN_TRUST_DOMAIN, f"{sid}: no bundle for its trust domain")
         return str(sid)
 
+    def forget_session(self) -> None:
+        """The peer was refused: keep no session of this connection (the server keeps none anyway)."""
+        self._forgotten = True
+
     def shutdown(self) -> int:
         """Send close_notify: DONE, or WANT_WRITE to call again when writable."""
         try:
@@ -306,10 +345,22 @@ class TlsConnection:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        if self._verified and not self._server and self._session_key is not None:
+        if self._verified and not self._server and self._session_key is not None and not self._forgotten:
             session = conn.get_session()
             if session is not None and isinstance(self._context, ClientContext):
                 self._context._store_session(self._session_key, session)
+
+
+def _check_chain_size(chain: Sequence[bytes]) -> None:
+    """Refuse a peer chain over MAX_CERT_LIST bytes, as OpenSSL does for the compiled engine.
+
+    OpenSSL counts the Certificate message (each certificate plus a few
+    bytes of framing); the DER total is the same limit to within those bytes.
+    """
+    size = sum(len(der) for der in chain)
+    if size > MAX_CERT_LIST:
+        raise TlsError(HandshakeFailure.PROTOCOL,
+                       f"excessive message size: the peer's chain is {size} bytes (at most {MAX_CERT_LIST})")
 
 
 # --- Twins of the SPIFFE core -----------------------------------------------------

@@ -22,6 +22,15 @@ TLS12_CIPHERS = (
 # A server must name a session-id context or OpenSSL refuses to resume
 # sessions that carried a client certificate.
 SESSION_ID_CONTEXT = b"spiffe-sidecar"
+# The session-id context of a connection on a listener with session
+# resumption off: no cached session matches it, so none is resumed.
+NO_RESUMPTION_CONTEXT = b"spiffe-sidecar/no-resumption"
+
+# The most Certificate-message bytes a peer may send (OpenSSL's default is
+# 100 KiB). A server session keeps the peer's parsed chain, so this bounds
+# what one session can cost; SPIFFE chains (a leaf and a few intermediates)
+# are a few KB. A longer chain fails the handshake ("excessive message size").
+MAX_CERT_LIST = 16 * 1024
 
 # OpenSSL reason strings (lower case, matched as substrings) -> why the handshake failed.
 REASON_TABLE: tuple[tuple[str, HandshakeFailure], ...] = (

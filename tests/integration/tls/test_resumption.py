@@ -24,8 +24,25 @@ def _first_connection(engine, harness, server_ctx, client_ctx, key="upstream-a",
 
 
 @pytest.fixture
-def contexts(engine, test_pki, server_leaf, client_leaf):
-    return (engine.ServerContext(test_pki.material(server_leaf)),
+def server_engine(engine):
+    """The engine of the resuming server: the compiled one, also under the reference engine's client.
+
+    The reference engine's server keeps no sessions (issue 11.1: its
+    bindings cannot take a refused peer's session out of OpenSSL's cache),
+    so the reference client's resumption is tested against the compiled server.
+    """
+    if engine.NAME == "fastpath":
+        return engine
+    try:
+        from proxy import _fastpath
+    except ImportError:
+        pytest.skip("resumption needs the compiled engine's server")
+    return _fastpath
+
+
+@pytest.fixture
+def contexts(engine, server_engine, test_pki, server_leaf, client_leaf):
+    return (server_engine.ServerContext(test_pki.material(server_leaf)),
             engine.ClientContext(test_pki.material(client_leaf)))
 
 
@@ -57,10 +74,10 @@ def test_new_client_context_does_not_resume(engine, harness, contexts, test_pki,
     assert not est.client.resumed and not est.server.resumed
 
 
-def test_new_server_context_refuses_old_tickets(engine, harness, contexts, test_pki, server_leaf):
+def test_new_server_context_refuses_old_tickets(engine, server_engine, harness, contexts, test_pki, server_leaf):
     server_ctx, client_ctx = contexts
     _first_connection(engine, harness, server_ctx, client_ctx)
-    rotated = engine.ServerContext(test_pki.material(server_leaf, generation=2))
+    rotated = server_engine.ServerContext(test_pki.material(server_leaf, generation=2))
     est = harness.connect(rotated, client_ctx, "upstream-a")
     assert not est.client.resumed and not est.server.resumed
     assert est.server.peer_spiffe_id == "spiffe://example.org/client"
@@ -74,7 +91,8 @@ def test_connection_closed_without_close_notify_leaves_no_session(engine, harnes
     assert not est.client.resumed
 
 
-def test_resumption_refuses_a_peer_whose_certificate_expired_since(engine, harness, test_pki, server_leaf):
+def test_resumption_refuses_a_peer_whose_certificate_expired_since(engine, server_engine, harness, test_pki,
+                                                                   server_leaf):
     """A ticket outlives the certificate it was made with: the resumed check still rejects the expired peer."""
     import datetime as dt
     import time
@@ -85,7 +103,7 @@ def test_resumption_refuses_a_peer_whose_certificate_expired_since(engine, harne
 
     short = pki.make_svid(test_pki.root, "/short-lived", not_before=pki._now() - dt.timedelta(seconds=1),
                           lifetime=dt.timedelta(seconds=3))
-    server_ctx = engine.ServerContext(test_pki.material(server_leaf))
+    server_ctx = server_engine.ServerContext(test_pki.material(server_leaf))
     client_ctx = engine.ClientContext(test_pki.material(short))
     _first_connection(engine, harness, server_ctx, client_ctx)
     time.sleep(max(0.0, short.cert.not_valid_after_utc.timestamp() - time.time() + 1.1))
@@ -126,3 +144,15 @@ def test_each_session_is_offered_once_and_concurrent_connections_each_get_their_
     concurrent = [harness.connect(server_ctx, client_ctx, "upstream-a") for _ in range(4)]
     assert [e.client.resumed for e in concurrent] == [True, True, True, False]
     assert [e.server.resumed for e in concurrent] == [True, True, True, False]
+
+
+def test_reference_engine_server_keeps_no_session(harness, test_pki, server_leaf, client_leaf):
+    """Issue 11.1: the reference engine's server never resumes, so it holds no peer's chain after a connection."""
+    from proxy.tls import engine_py
+
+    server_ctx = engine_py.ServerContext(test_pki.material(server_leaf))
+    client_ctx = engine_py.ClientContext(test_pki.material(client_leaf))
+    _first_connection(engine_py, harness, server_ctx, client_ctx)
+    assert client_ctx.cached_sessions("upstream-a") >= 1  # the client kept what it was given
+    est = harness.connect(server_ctx, client_ctx, "upstream-a")
+    assert est.client.session_offered and not est.client.resumed and not est.server.resumed
