@@ -6,7 +6,8 @@ background, the Workload API over its Unix socket, a real sidecar. Only the
 machine-specific values the README itself tells the user to adapt are changed
 in a private copy of examples/: the agent socket's path (a fixed /tmp name
 could collide with another run), the listen ports (free ones), and the uid/gid
-the example entries grant (README: "put your `id -u` there").
+the example entries grant (README: "put your `id -u` there"); the agent's
+state directory (its CA) is this run's own too.
 
 Long-running commands are started, probed (the sidecar's /ready answers 200,
 ``svid watch`` prints an update), then stopped with Ctrl-C (SIGINT): exit 0.
@@ -59,6 +60,8 @@ class Session:
     def __init__(self, workdir: Path, socket: Path) -> None:
         self.dir, self.socket = workdir, socket
         self.env = interpreter_env(base={k: v for k, v in os.environ.items() if not k.startswith("SPIFFE_")})
+        # The agent keeps its CA in a state directory (/var/lib/spiffe-sidecar for root): this run's own.
+        self.env["SPIFFE_SIDECAR_AGENT_STATE_DIR"] = str(workdir / "state")
         script = Path(sys.executable).parent / "spiffe-sidecar"
         self.entry = [str(script)] if script.exists() else [sys.executable, "-m", "proxy"]
         self.jobs: list[subprocess.Popen[str]] = []
