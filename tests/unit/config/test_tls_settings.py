@@ -9,7 +9,7 @@ import pytest
 from proxy.config.load import load_sidecar_config_text
 from proxy.config.model import SidecarConfig
 from proxy.errors import ConfigError
-from proxy.live import LiveSettings
+from proxy.operations.live import LiveSettings
 
 POLICY = "policies:\n  api:\n    - name: a\n      allow: [spiffe://example.org/frontend]\n"
 BASE = """\
