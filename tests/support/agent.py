@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import threading
 import socket
 import subprocess
@@ -80,6 +81,8 @@ class AgentProcess:
         self._args = [sys.executable, "-m", "proxy", "agent", "--config", str(config),
                       "--socket", str(socket_path), *extra_args]
         self._env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        if not re.search(r'^\s*"?state_dir"?\s*:', self.config.read_text(), re.M):  # never the machine's /var/lib
+            self._env.setdefault("SPIFFE_SIDECAR_AGENT_STATE_DIR", str(self.socket_path.parent / "agent-state"))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> "AgentProcess":
