@@ -10,8 +10,10 @@ a backend sidecar (inbound, policy file) in front of an echo app and a
 frontend sidecar (outbound, expect) in front of the load. Meanwhile, on a
 schedule: the agent is restarted (SIGTERM, then SIGKILL every other time),
 the policy file is replaced, the backend's inbound listener is flooded with
-connections that never start TLS, and a peer of the trust domain whom the
-policy denies presents a chain padded with junk certificates.
+connections that never start TLS (from 127.0.0.2), and a peer of the trust
+domain whom the policy denies presents a chain padded with junk certificates
+(from 127.0.0.3): attackers come from addresses of their own, as other hosts
+would, so per-source limits can keep them apart from the frontend sidecar.
 
 Reported: requests, failures (with the first errors), bytes verified (each
 request's echo compared by sha256), rotations and reloads seen, how long each
@@ -170,6 +172,20 @@ class Pair:
             else:
                 chaos.reconnect_seconds[name].append(round(took, 2))
 
+    def counters(self) -> dict[str, dict[str, Any]]:
+        """Rotations, reconnects, reloads and refusals as each sidecar counted them."""
+        out: dict[str, dict[str, Any]] = {name: {
+            "svid_rotations": metric(self.ports[name + "_admin"], "spiffe_sidecar_svid_rotations_total"),
+            "workload_api_reconnects": metric(self.ports[name + "_admin"],
+                                              "spiffe_sidecar_workload_api_reconnects_total")}
+            for name in ("backend", "frontend")}
+        admin = self.ports["backend_admin"]
+        out["backend"]["policy_reloads_ok"] = metric(admin, "spiffe_sidecar_policy_reloads_total", 'result="ok"')
+        out["backend"]["denied"] = metric(admin, "spiffe_sidecar_authz_decisions_total", 'decision="deny"')
+        out["backend"]["handshake_failures"] = by_label(admin, "spiffe_sidecar_handshakes_total", "reason",
+                                                        'result="failure"')
+        return out
+
     def usage(self) -> dict[str, tuple[int, int]]:
         procs = {**self.sidecars, "agent": self.agent}
         return {name: usage(p.pid) for name, p in procs.items() if p is not None}
@@ -205,6 +221,7 @@ def chaos_loop(pair: Pair, schedule: Schedule, deadline: float, chaos: Chaos) ->
 
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
+    """Start everything, run the load and the chaos until the deadline, stop, and report."""
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
     app = EchoApp()
     stats, chaos = LoadStats(), Chaos()
@@ -226,18 +243,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 w.join(30)
             time.sleep(2.0)  # let the flood's and the attack's connections close before the last sample
             at_end = pair.usage()
-            counters: dict[str, dict[str, Any]] = {name: {
-                "svid_rotations": metric(pair.ports[name + "_admin"], "spiffe_sidecar_svid_rotations_total"),
-                "workload_api_reconnects": metric(pair.ports[name + "_admin"],
-                                                  "spiffe_sidecar_workload_api_reconnects_total")}
-                for name in ("backend", "frontend")}
-            counters["backend"]["policy_reloads_ok"] = metric(pair.ports["backend_admin"],
-                                                              "spiffe_sidecar_policy_reloads_total", 'result="ok"')
-            counters["backend"]["denied"] = metric(pair.ports["backend_admin"], "spiffe_sidecar_authz_decisions_total",
-                                                   'decision="deny"')
-            counters["backend"]["handshake_failures"] = by_label(pair.ports["backend_admin"],
-                                                                 "spiffe_sidecar_handshakes_total", "reason",
-                                                                 'result="failure"')
+            counters = pair.counters()
             elapsed = time.monotonic() - started
     finally:
         app.close()

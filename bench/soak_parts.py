@@ -96,13 +96,19 @@ def run_load(port: int, payload_size: int, deadline: float, stats: LoadStats, ma
             stats.requests += 1
 
 
+#: Where the attacks come from: loopback addresses of their own, as another host would be, so a
+#: per-source limit can tell them from the frontend sidecar (127.0.0.1).
+FLOOD_SOURCE, PADDED_SOURCE = "127.0.0.2", "127.0.0.3"
+
+
 def handshake_flood(port: int, count: int, hold: float) -> int:
     """Open ``count`` TCP connections that never start TLS, hold them, close them; how many opened."""
     held = []
     try:
         for _ in range(count):
             try:
-                held.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=2,
+                                                     source_address=(FLOOD_SOURCE, 0)))
             except OSError:
                 break
         time.sleep(hold)
@@ -166,7 +172,7 @@ def padded_chain_attack(port: int, chain: Path, key: Path, count: int) -> int:
     through = 0
     for _ in range(count):
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(PADDED_SOURCE, 0)) as raw:
                 with ctx.wrap_socket(raw) as tls:
                     tls.sendall(b"let me in")
                     if tls.recv(9):

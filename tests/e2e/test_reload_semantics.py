@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -120,16 +121,25 @@ def test_a_policy_saved_in_place_in_two_parts_is_never_applied_half_written(
     intruder, other = Peer(tmp_path, ca, INTRUDER), Peer(tmp_path, ca, "spiffe://example.org/other")
     with sc:
         allowed: list[float] = []
+        probing = threading.Event()
+
+        def probe() -> None:  # its own thread, so a slow handshake never stretches the writer's pause
+            while not probing.is_set():
+                if intruder.echo(port):
+                    allowed.append(time.monotonic())
+                time.sleep(0.02)
+
+        prober = threading.Thread(target=probe, daemon=True)
         with open(sc.policy_path, "r+") as f:  # in place: same inode, truncated, then written in two parts
             f.truncate(0)
             f.write(WHOLE_FIRST)
             f.flush()
-            deadline = time.monotonic() + 0.6
-            while time.monotonic() < deadline:
-                if intruder.echo(port):
-                    allowed.append(time.monotonic())
-                time.sleep(0.02)
+            prober.start()
+            time.sleep(0.6)
             f.write(WHOLE_SECOND)
+        time.sleep(0.5)
+        probing.set()
+        prober.join(10)
         eventually(lambda: other.echo(port), 5, "the whole policy in force")
         for _ in range(20):
             if intruder.echo(port):

@@ -76,3 +76,18 @@ def test_unusable_ca_dir_fails_start_up_with_a_message(short_dir: Path) -> None:
     done = _agent("--config", str(cfg), "--socket", str(short_dir / "c.sock"))
     assert done.returncode != 0
     assert "cannot use ca_dir" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_state_dir_flag_keeps_the_ca_there_across_restarts(short_dir: Path) -> None:
+    cfg = agent_yaml(short_dir, entries=[("spiffe://example.org/a", ["unix:uid:0"])])
+    state = short_dir / "flag-state"
+    kept: list[set[str]] = []
+    for _ in range(2):
+        with AgentProcess(cfg, short_dir / "agent.sock", extra_args=["--state-dir", str(state)]) as agent:
+            pass
+        files = {p.name for p in (state / "ca" / "example.org").glob("authority-*.pem")}
+        assert files and all(stat.S_IMODE(os.stat(state / "ca" / "example.org" / f).st_mode) == 0o600 for f in files)
+        kept.append(files)
+        assert "CA kept in" in agent.log() and "EPHEMERAL" not in agent.log()
+    assert kept[0] == kept[1], "the restarted agent made a new CA"
+    assert not (short_dir / "agent.state").exists(), "--state-dir did not override state_dir"

@@ -68,3 +68,14 @@ def test_a_restart_only_change_with_fitting_policies_still_applies_them(tmp_path
     assert reloader.reload() is True
     assert not reloader.status.stale
     assert sidecar.policies is not None and not sidecar.policies.evaluate("a", PEER).allowed
+
+
+def test_a_listener_added_with_a_limit_change_applies_the_limit_and_waits_for_a_restart(tmp_path: Path) -> None:
+    sidecar, reloader = _sidecar(tmp_path)
+    config = _write(tmp_path, policy="a")
+    config.write_text(config.read_text() + "    limits: {idle_timeout: 7s}\n"
+                      "  - name: added\n    listen: 127.0.0.1:18445\n    forward_to: 127.0.0.1:9\n    policy: a\n")
+    assert reloader.reload() is True
+    assert [x.name for x in sidecar.config.inbound] == ["api"]  # not bound: it needs a restart
+    assert sidecar.live.inbound["api"].limits.idle_timeout == 7.0
+    assert sidecar.live.inbound_specs["api"].idle_timeout == 7.0
