@@ -159,7 +159,9 @@ class _Runner:
         A socket that never sends a ClientHello then costs no SSL object and
         no handshake buffers while it waits out its handshake_timeout (issue 11.5).
         """
-        fd = self.tls_sock.fileno()  # type: ignore[union-attr]
+        sock = self.tls_sock
+        assert sock is not None  # the accepted socket: set until the connection closes
+        fd = sock.fileno()
         finished, _ = await self.io.run_until(deadline, lambda: self.io.wait_readable(fd))
         return finished
 
