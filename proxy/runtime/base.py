@@ -1,8 +1,8 @@
-"""What both runtime drivers share: listener plans, the data plane, the accept loop.
+"""What both runtime drivers share: listener plans, the data plane, the drain.
 
 A driver (trio_driver.py, uvloop_driver.py) supplies an ``Io`` (primitives.py): readiness
 waits on fds, a wall-clock deadline, a sleep, a cancellable task group and a
-lock. Everything above that (the accept loop here, the per-connection
+lock. Everything above that (the accept loop in accept.py, the per-connection
 action executor in runner.py) is written once against ``Io``, so the two
 runtimes cannot drift apart in behaviour, only in their event loop. The
 decisions themselves live in proxy.connection; nothing here decides.
@@ -21,9 +21,8 @@ from proxy.connection.close import ConnectionRecord
 from proxy.connection.machine import ConnectionSpec, Direction
 from proxy.connection.pending import PendingHandshakes
 from proxy.connection.resumption import ResumptionBackoff
-from proxy.errors import AdmissionRefusal, HandshakeFailure
+from proxy.errors import HandshakeFailure
 from proxy.runtime.primitives import Event, Io, TaskGroup
-from proxy.runtime.sockets import RESOURCE_ERRNOS, accept_ready
 from proxy.tls.contract import Engine
 
 if TYPE_CHECKING:
@@ -31,17 +30,10 @@ if TYPE_CHECKING:
     from proxy.runtime.offload import RelayThread
 
 _log = logging.getLogger("spiffe_sidecar")
-#: Back-off when accept() reports resource exhaustion (trio's serve_listeners uses the same).
-ACCEPT_BACKOFF = 0.1
-#: At most one "accept failed" line per listener this often while the process is out of fds.
-ACCEPT_ERROR_EVERY = 10.0
 #: How often a drain looks whether the last connection has closed.
 DRAIN_POLL = 0.05
-#: At most one "refused at accept" log line per listener per this many seconds.
-REFUSAL_LOG_INTERVAL = 10.0
-
-__all__ = ["ACCEPT_BACKOFF", "DRAIN_POLL", "DataPlane", "Event", "Io", "ListenerPlan", "TaskGroup", "drained",
-           "print_record", "serve_listener"]
+__all__ = ["DRAIN_POLL", "DataPlane", "Event", "Grace", "Io", "ListenerPlan", "TaskGroup", "drained",
+           "print_record"]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -127,56 +119,3 @@ async def drained(io: Io, plane: DataPlane, grace: Grace) -> bool:
 
     finished, _ = await io.run_until(time.time() + grace, no_connections_left)
     return finished
-
-
-async def serve_listener(io: Io, plane: DataPlane, plan: ListenerPlan, connections: TaskGroup) -> None:
-    """Accept connections forever, one task per connection in ``connections``; never returns."""
-    from proxy.runtime.runner import run_connection
-
-    fd = plan.sock.fileno()
-    quiet_until, unsaid = 0.0, 0  # out of fds lasts: say so once per ACCEPT_ERROR_EVERY, not per back-off
-    while True:
-        await io.wait_readable(fd)
-        try:
-            while (accepted := accept_ready(plan.sock)) is not None:
-                conn, source = accepted
-                if plan.handshake_limits is not None:
-                    refusal = plan.pending.enter(source, *plan.handshake_limits())
-                    if refusal is not None:
-                        _refuse_at_accept(plan, conn, refusal)
-                        continue
-                plane.active += 1
-                plan.active += 1
-                plan.accepted += 1
-                plane.accepted += 1
-                connections.start_soon(run_connection, io, plane, plan, conn, source)
-        except OSError as exc:
-            if exc.errno not in RESOURCE_ERRNOS:
-                raise
-            unsaid += 1
-            if (now := time.monotonic()) >= quiet_until:
-                _log.error("listener %s: accept failed: %s (%d since the last report); retrying every %gs,"
-                           " reporting at most every %gs", plan.name, exc.strerror, unsaid, ACCEPT_BACKOFF,
-                           ACCEPT_ERROR_EVERY)
-                quiet_until, unsaid = now + ACCEPT_ERROR_EVERY, 0
-            await io.sleep(ACCEPT_BACKOFF)
-
-
-def _refuse_at_accept(plan: ListenerPlan, conn: socket.socket, refusal: AdmissionRefusal) -> None:
-    """Close a connection over the pending-handshake limits at once: no task, no TLS state, no record.
-
-    Under a flood this runs thousands of times a second, so the refusal is
-    counted (a metric) and logged at most once per REFUSAL_LOG_INTERVAL per
-    listener, with how many were refused since the last line.
-    """
-    conn.close()
-    key = refusal.value
-    plan.refused[key] = plan.refused.get(key, 0) + 1
-    plan.refusals_unlogged += 1
-    now = time.monotonic()
-    if now - plan.refusal_logged_at >= REFUSAL_LOG_INTERVAL:
-        _log.warning("listener %s: refused %d connections at accept (%s: %d handshakes pending);"
-                     " established connections are unaffected", plan.name, plan.refusals_unlogged, key,
-                     plan.pending.total)
-        plan.refusals_unlogged = 0
-        plan.refusal_logged_at = now

@@ -13,7 +13,7 @@ import logging
 import socket
 import time
 from collections import deque
-from typing import TYPE_CHECKING, AsyncContextManager, Awaitable, Callable
+from typing import AsyncContextManager, Awaitable, Callable
 
 from proxy.connection import events as ev
 from proxy.connection.actions import Action, Close, ConnectUpstream, Log, PeekFirstBytes, StartHandshake, StartRelay
@@ -21,13 +21,12 @@ from proxy.connection.handshake import handshake_failed
 from proxy.connection.machine import Connection, ConnectionState, Direction
 from proxy.errors import CloseReason, HandshakeFailure, SidecarError, TlsError, UpstreamError, Verdict
 from proxy.runtime.heap import give_back_heap
+from proxy.runtime.base import DataPlane, ListenerPlan
 from proxy.runtime.offload import RelayThread
 from proxy.runtime.primitives import Io, TaskGroup
 from proxy.runtime.sockets import PlainRelay, close_quietly, destination_of, open_tcp_connection, peek
 from proxy.tls.contract import DONE, WANT_READ, ByteCounts, HubEngine, OffloadedRelay, Relay, TlsConnection
 
-if TYPE_CHECKING:  # only named: base's accept loop starts run_connection
-    from proxy.runtime.base import DataPlane, ListenerPlan
 
 _log = logging.getLogger("spiffe_sidecar")
 
@@ -159,7 +158,9 @@ class _Runner:
         A socket that never sends a ClientHello then costs no SSL object and
         no handshake buffers while it waits out its handshake_timeout (issue 11.5).
         """
-        fd = self.tls_sock.fileno()  # type: ignore[union-attr]
+        sock = self.tls_sock
+        assert sock is not None  # the accepted socket: set until the connection closes
+        fd = sock.fileno()
         finished, _ = await self.io.run_until(deadline, lambda: self.io.wait_readable(fd))
         return finished
 

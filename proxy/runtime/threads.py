@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+if TYPE_CHECKING:  # names only: _run imports trio in the thread that runs it
+    import trio
 
 _log = logging.getLogger("spiffe_sidecar")
 
@@ -20,10 +23,10 @@ class TrioThread:
     kept in ``error`` and logged.
     """
 
-    def __init__(self, source: Callable[[], Awaitable[Any]], *, name: str = "trio") -> None:
+    def __init__(self, source: Callable[[], Awaitable[object]], *, name: str = "trio") -> None:
         self._source = source
-        self._token: Any = None
-        self._scope: Any = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._scope: trio.CancelScope | None = None
         self._started = threading.Event()
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)

@@ -19,7 +19,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import trio
 
-from proxy.runtime.base import DataPlane, Grace, ListenerPlan, TaskGroup, drained, serve_listener
+from proxy.runtime.accept import serve_listener
+from proxy.runtime.base import DataPlane, Grace, ListenerPlan, TaskGroup, drained
 from proxy.runtime.offload import relay_thread_for
 from proxy.runtime.primitives import AddrInfo
 from proxy.runtime.served import ServedSidecar
