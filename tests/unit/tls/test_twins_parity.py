@@ -232,3 +232,53 @@ def test_strength_verdicts_agree_and_are_the_policy(strength_world, case) -> Non
     reference = _outcome(engine_py.verify_x509_svid_chain, chain, bundles, None)
     assert compiled == reference
     assert _verdict(compiled) == want, compiled
+
+
+# Every combination of a weak or strong choice at each of the five places a
+# chain can be weak (leaf key, leaf signature, intermediate key, its
+# signature, authority key): both engines must report the first weak one in
+# the contract's order (leaf key, leaf signature, intermediate key and
+# signature, then the authority), or accept when none is.
+# (Two choices per place keep it to 32 chains; the table above covers every kind.)
+COMBO_LEAF_KEYS = {"p256": OK, "p224": WEAK_KEY}
+COMBO_INTER_KEYS = {"rsa2048": OK, "explicit_p256": WEAK_KEY}
+COMBO_DIGESTS = {"sha256": OK, "sha1": WEAK_SIG}
+COMBO_ANCHORS = {"rsa2048": OK, "rsa1024": WEAK_KEY}
+COMBOS = [(leaf, dl, inter, di, anchor) for leaf in COMBO_LEAF_KEYS for dl in COMBO_DIGESTS
+          for inter in COMBO_INTER_KEYS for di in COMBO_DIGESTS for anchor in COMBO_ANCHORS]
+
+
+@pytest.fixture(scope="module")
+def combo_cas() -> dict[tuple[str, ...], Any]:
+    """Authorities and intermediates, minted on first use and shared by the combinations."""
+    return {}
+
+
+def _combo_ca(cache: dict[tuple[str, ...], Any], *key: str) -> Any:
+    from support import pki_cli as cli
+
+    if key not in cache:
+        if len(key) == 1:
+            cache[key] = cli.make_ca("example.org", key_kind=key[0])
+        else:
+            anchor, inter, digest = key
+            cache[key] = cli.make_ca("example.org", parent=_combo_ca(cache, anchor), key_kind=inter, digest=digest)
+    return cache[key]
+
+
+@pytest.mark.parametrize("leaf, leaf_digest, inter, inter_digest, anchor", COMBOS)
+def test_every_weak_combination_reports_its_first_weakness_in_both_engines(combo_cas, leaf, leaf_digest, inter,
+                                                                             inter_digest, anchor) -> None:
+    from support import pki_cli as cli
+
+    root = _combo_ca(combo_cas, anchor)
+    chain = cli.make_svid(_combo_ca(combo_cas, anchor, inter, inter_digest), key_kind=leaf,
+                          digest=leaf_digest).chain_der
+    bundles = {"example.org": [root.der]}
+    verdicts = [COMBO_LEAF_KEYS[leaf], COMBO_DIGESTS[leaf_digest], COMBO_INTER_KEYS[inter],
+                COMBO_DIGESTS[inter_digest], COMBO_ANCHORS[anchor]]
+    want = next((v for v in verdicts if v != OK), OK)
+    compiled = _outcome(_fastpath.verify_x509_svid_chain, chain, bundles, None)
+    reference = _outcome(engine_py.verify_x509_svid_chain, chain, bundles, None)
+    assert compiled == reference
+    assert _verdict(compiled) == want, compiled
