@@ -273,12 +273,17 @@ class TlsConnection:
                 chain = self.peer_certificates
                 if not chain:
                     raise VerificationError(VerifyFailure.NO_CERTIFICATE, "no readable certificate from the peer")
+                # Before verifying: OpenSSL refuses an oversized Certificate
+                # message before the compiled engine's callback ever runs.
+                _check_chain_size(chain)
                 peer_id = verify_x509_svid_chain(chain, self._context.bundles)  # now=None: the current time
                 self.peer_not_after = x509.load_der_x509_certificate(chain[0]).not_valid_after_utc.timestamp()
                 self.peer_spiffe_id = peer_id
                 self._verify_code = 0
             except VerificationError as exc:
                 self._verify_error, self._verify_code = exc, verify_error_code(exc.reason)
+            except TlsError as exc:
+                self._verify_error, self._verify_code = exc, verify_error_code(VerifyFailure.BAD_CERTIFICATE)
             except Exception as exc:  # noqa: BLE001 - a crash refuses the peer, and says so
                 self._verify_error = TlsError(HandshakeFailure.INTERNAL, f"peer verification crashed: {exc!r}")
                 self._verify_code = verify_error_code(VerifyFailure.BAD_CERTIFICATE)
