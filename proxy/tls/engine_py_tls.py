@@ -102,10 +102,10 @@ def _build_context(material: TlsMaterial, *, server: bool) -> SSL.Context:
         # Unlike the compiled engine, this server keeps no sessions (issue
         # 11.1): a server session holds the peer's whole chain, and the
         # bindings pyOpenSSL drives expose neither SSL_CTX_remove_session
-        # nor a cache size or a maximum certificate list, so the session of
-        # a peer the policy refuses (after the handshake, once OpenSSL has
-        # cached it) could never be taken out again. No cache and no
-        # tickets: every inbound handshake is a full one here.
+        # nor a cache size or a maximum certificate list, so a refused
+        # peer's session (this engine verifies after the handshake, once
+        # OpenSSL has cached it) could never be taken out again. No cache
+        # and no tickets: every inbound handshake is a full one here.
         ctx.set_options(SSL.OP_NO_TICKET)
         ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     else:
@@ -249,6 +249,7 @@ class TlsConnection:
         self.cipher = conn.get_cipher_name() or ""
         # pyOpenSSL has no public "was this resumed" call; the binding does.
         self.resumed = bool(SSL._lib.SSL_session_reused(conn._ssl))  # type: ignore[attr-defined]
+        _check_chain_size(self._peer_chain_der(conn))
         if self.resumed:
             self._verify_resumed_peer(conn)
         elif not self.peer_spiffe_id:
@@ -272,14 +273,16 @@ class TlsConnection:
                 chain = self.peer_certificates
                 if not chain:
                     raise VerificationError(VerifyFailure.NO_CERTIFICATE, "no readable certificate from the peer")
-                _check_chain_size(chain)  # first, as OpenSSL's max_cert_list does in the compiled engine
+                # Before verifying: OpenSSL refuses an oversized Certificate
+                # message before the compiled engine's callback ever runs.
+                _check_chain_size(chain)
                 peer_id = verify_x509_svid_chain(chain, self._context.bundles)  # now=None: the current time
                 self.peer_not_after = x509.load_der_x509_certificate(chain[0]).not_valid_after_utc.timestamp()
                 self.peer_spiffe_id = peer_id
                 self._verify_code = 0
             except VerificationError as exc:
                 self._verify_error, self._verify_code = exc, verify_error_code(exc.reason)
-            except TlsError as exc:  # an oversized chain
+            except TlsError as exc:
                 self._verify_error, self._verify_code = exc, verify_error_code(VerifyFailure.BAD_CERTIFICATE)
             except Exception as exc:  # noqa: BLE001 - a crash refuses the peer, and says so
                 self._verify_error = TlsError(HandshakeFailure.INTERNAL, f"peer verification crashed: {exc!r}")

@@ -17,7 +17,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from proxy.tls.material import TlsMaterial
@@ -47,8 +47,8 @@ def new_key(kind: str = "ec") -> Any:
 
 
 def digest_for(key: object) -> hashes.HashAlgorithm | None:
-    """The hash to sign with: SHA-256, or None for Ed25519 (which hashes internally)."""
-    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    """The hash to sign with: SHA-256, or None for EdDSA (which hashes internally)."""
+    return None if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) else hashes.SHA256()
 
 
 def key_pkcs8_der(key: object) -> bytes:

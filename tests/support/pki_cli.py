@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from support import pki
 
 #: Key kinds only the CLI makes; every pki.KEY_KINDS kind works here too.
-CLI_KEY_KINDS = ("rsa512", "explicit_p256")
+CLI_KEY_KINDS = ("rsa512", "explicit_p256", "ed448")
 #: Digests accepted by `openssl x509 -req -<digest>`.
 DIGESTS = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
 
@@ -62,6 +62,8 @@ def _key_pem(kind: str, work: Path) -> bytes:
     path = work / "key.pem"
     if kind == "rsa512":
         _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:512", "-out", str(path))
+    elif kind == "ed448":
+        _openssl("genpkey", "-algorithm", "ED448", "-out", str(path))
     elif kind == "explicit_p256":
         _openssl("ecparam", "-name", "prime256v1", "-genkey", "-param_enc", "explicit", "-noout", "-out", str(path))
     else:
@@ -99,7 +101,7 @@ def _sign(work: Path, key_pem: bytes, subject: str, extensions: str, issuer: pki
 
 
 def _digest(digest: str, key_kind: str) -> str:
-    # Ed25519 signs without a separate digest; openssl refuses one.
+    # EdDSA signs without a separate digest; openssl refuses one.
     return "" if key_kind == "ed25519" else digest
 
 
@@ -134,6 +136,6 @@ def make_svid(ca: pki.Ca, path: str = "/workload", *, key_kind: str = "ec", dige
 
 
 def _kind_of(ca: pki.Ca) -> str:
-    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
 
-    return "ed25519" if isinstance(ca.key, ed25519.Ed25519PrivateKey) else "other"
+    return "ed25519" if isinstance(ca.key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) else "other"

@@ -141,7 +141,7 @@ def test_parse_spiffe_id_agrees(value: str) -> None:
 WEAK_KEY, WEAK_SIG, OK = "weak_key", "weak_signature", "ok"
 LEAF_KEYS = {"rsa512": WEAK_KEY, "rsa1024": WEAK_KEY, "rsa2048": OK, "rsa3072": OK, "rsa4096": OK,
              "p192": WEAK_KEY, "p224": WEAK_KEY, "p256": OK, "p384": OK, "p521": OK, "ed25519": OK,
-             "explicit_p256": WEAK_KEY}
+             "explicit_p256": WEAK_KEY, "ed448": WEAK_KEY}
 DIGESTS = {"md5": WEAK_SIG, "sha1": WEAK_SIG, "sha224": WEAK_SIG, "sha256": OK, "sha384": OK, "sha512": OK}
 
 
@@ -155,12 +155,14 @@ def _strength_cases() -> dict[str, tuple[Callable[[dict[str, Any]], tuple[list[b
     for kind, want in LEAF_KEYS.items():
         cases[f"leaf_key_{kind}"] = (lambda w, k=kind: (cli.make_svid(w["root"], key_kind=k).chain_der,
                                                         under("root")(w)), want)
+        # An Ed448 CA's signature on the certificate below it is judged before the CA itself.
+        want_ca = WEAK_SIG if kind == "ed448" else want
         cases[f"intermediate_key_{kind}"] = (
             lambda w, k=kind: (pki.make_svid(cli.make_ca("example.org", parent=w["root"], key_kind=k)).chain_der,
-                               under("root")(w)), want)
+                               under("root")(w)), want_ca)
         cases[f"authority_key_{kind}"] = (
             lambda w, k=kind: (lambda r: (pki.make_svid(r).chain_der, {"example.org": [r.der]}))(
-                cli.make_ca("example.org", key_kind=k)), want)
+                cli.make_ca("example.org", key_kind=k)), want_ca)
     for digest, want in DIGESTS.items():
         cases[f"leaf_rsa_signed_{digest}"] = (lambda w, d=digest: (cli.make_svid(w["rsa_root"], digest=d).chain_der,
                                                                    under("rsa_root")(w)), want)
@@ -228,6 +230,56 @@ def _verdict(outcome: Any) -> str:
 def test_strength_verdicts_agree_and_are_the_policy(strength_world, case) -> None:
     make, want = STRENGTH_CASES[case]
     chain, bundles = make(strength_world)
+    compiled = _outcome(_fastpath.verify_x509_svid_chain, chain, bundles, None)
+    reference = _outcome(engine_py.verify_x509_svid_chain, chain, bundles, None)
+    assert compiled == reference
+    assert _verdict(compiled) == want, compiled
+
+
+# Every combination of a weak or strong choice at each of the five places a
+# chain can be weak (leaf key, leaf signature, intermediate key, its
+# signature, authority key): both engines must report the first weak one in
+# the contract's order (leaf key, leaf signature, intermediate key and
+# signature, then the authority), or accept when none is.
+# (Two choices per place keep it to 32 chains; the table above covers every kind.)
+COMBO_LEAF_KEYS = {"p256": OK, "p224": WEAK_KEY}
+COMBO_INTER_KEYS = {"rsa2048": OK, "explicit_p256": WEAK_KEY}
+COMBO_DIGESTS = {"sha256": OK, "sha1": WEAK_SIG}
+COMBO_ANCHORS = {"rsa2048": OK, "rsa1024": WEAK_KEY}
+COMBOS = [(leaf, dl, inter, di, anchor) for leaf in COMBO_LEAF_KEYS for dl in COMBO_DIGESTS
+          for inter in COMBO_INTER_KEYS for di in COMBO_DIGESTS for anchor in COMBO_ANCHORS]
+
+
+@pytest.fixture(scope="module")
+def combo_cas() -> dict[tuple[str, ...], Any]:
+    """Authorities and intermediates, minted on first use and shared by the combinations."""
+    return {}
+
+
+def _combo_ca(cache: dict[tuple[str, ...], Any], *key: str) -> Any:
+    from support import pki_cli as cli
+
+    if key not in cache:
+        if len(key) == 1:
+            cache[key] = cli.make_ca("example.org", key_kind=key[0])
+        else:
+            anchor, inter, digest = key
+            cache[key] = cli.make_ca("example.org", parent=_combo_ca(cache, anchor), key_kind=inter, digest=digest)
+    return cache[key]
+
+
+@pytest.mark.parametrize("leaf, leaf_digest, inter, inter_digest, anchor", COMBOS)
+def test_every_weak_combination_reports_its_first_weakness_in_both_engines(combo_cas, leaf, leaf_digest, inter,
+                                                                             inter_digest, anchor) -> None:
+    from support import pki_cli as cli
+
+    root = _combo_ca(combo_cas, anchor)
+    chain = cli.make_svid(_combo_ca(combo_cas, anchor, inter, inter_digest), key_kind=leaf,
+                          digest=leaf_digest).chain_der
+    bundles = {"example.org": [root.der]}
+    verdicts = [COMBO_LEAF_KEYS[leaf], COMBO_DIGESTS[leaf_digest], COMBO_INTER_KEYS[inter],
+                COMBO_DIGESTS[inter_digest], COMBO_ANCHORS[anchor]]
+    want = next((v for v in verdicts if v != OK), OK)
     compiled = _outcome(_fastpath.verify_x509_svid_chain, chain, bundles, None)
     reference = _outcome(engine_py.verify_x509_svid_chain, chain, bundles, None)
     assert compiled == reference
