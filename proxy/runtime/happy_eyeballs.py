@@ -21,10 +21,10 @@ import select
 import socket
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
-    from proxy.runtime.primitives import Io
+    from proxy.runtime.primitives import AddrInfo, Io, SockAddr
 
 #: How long an attempt may stay unanswered before the next one starts (RFC 8305's recommended 250 ms).
 ATTEMPT_DELAY = 0.25
@@ -32,16 +32,16 @@ ATTEMPT_DELAY = 0.25
 _DONE_EVENTS = select.POLLOUT | select.POLLERR | select.POLLHUP
 
 
-def interleave_families(infos: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+def interleave_families(infos: Sequence[AddrInfo]) -> list[AddrInfo]:
     """getaddrinfo results reordered to alternate families, the resolver's first family first.
 
     Order within a family is kept: the resolver (RFC 6724) ranked them.
     """
-    by_family: dict[int, deque[tuple[Any, ...]]] = {}
+    by_family: dict[int, deque[AddrInfo]] = {}
     for info in infos:
         by_family.setdefault(info[0], deque()).append(info)
     queues = list(by_family.values())
-    out: list[tuple[Any, ...]] = []
+    out: list[AddrInfo] = []
     while queues:
         for queue in queues:
             out.append(queue.popleft())
@@ -49,14 +49,14 @@ def interleave_families(infos: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...
     return out
 
 
-async def race_connect(infos: Sequence[tuple[Any, ...]], io: Io, failures: list[str]) -> socket.socket | None:
+async def race_connect(infos: Sequence[AddrInfo], io: Io, failures: list[str]) -> socket.socket | None:
     """The first socket to connect to one of ``infos``; None (reasons in ``failures``) if every one fails.
 
     Every other attempt is closed before this returns or raises (also when
     the caller's deadline cancels it): the caller owns only what it gets.
     """
     pending = deque(interleave_families(infos))
-    racing: list[tuple[socket.socket, Any]] = []
+    racing: list[tuple[socket.socket, SockAddr]] = []
     winner: socket.socket | None = None
     next_start = 0.0
     try:
@@ -85,7 +85,7 @@ async def race_connect(infos: Sequence[tuple[Any, ...]], io: Io, failures: list[
                 sock.close()
 
 
-def _start(info: tuple[Any, ...], failures: list[str]) -> tuple[socket.socket, Any] | None:
+def _start(info: AddrInfo, failures: list[str]) -> tuple[socket.socket, SockAddr] | None:
     """Begin one non-blocking connect; None (reason recorded) when it fails at once."""
     family, _, _, _, addr = info
     try:
@@ -106,7 +106,7 @@ def _start(info: tuple[Any, ...], failures: list[str]) -> tuple[socket.socket, A
     return sock, addr
 
 
-def _settle(racing: list[tuple[socket.socket, Any]], failures: list[str]) -> tuple[socket.socket | None, bool]:
+def _settle(racing: list[tuple[socket.socket, SockAddr]], failures: list[str]) -> tuple[socket.socket | None, bool]:
     """Without waiting: (a connected socket or None, whether an attempt failed); finished attempts leave ``racing``."""
     poller = select.poll()
     for sock, _ in racing:
@@ -125,7 +125,7 @@ def _settle(racing: list[tuple[socket.socket, Any]], failures: list[str]) -> tup
     return None, failed
 
 
-def _failure(addr: Any, code: int) -> str:
+def _failure(addr: SockAddr, code: int) -> str:
     return f"{addr[0]}: {errno.errorcode.get(code, code)} ({code})"
 
 

@@ -8,10 +8,11 @@ base.py, which imports them: the runtime package has no import circle.
 from __future__ import annotations
 
 import socket
-from typing import Any, AsyncContextManager, Awaitable, Callable, Coroutine, Protocol, TypeVar
+from typing import AsyncContextManager, Awaitable, Callable, Coroutine, Protocol, TypeVar
 
-#: One getaddrinfo result: (family, type, proto, canonname, sockaddr).
-AddrInfo = tuple[Any, ...]
+#: One getaddrinfo result: (family, type, proto, canonname, sockaddr), as typeshed types socket.getaddrinfo.
+SockAddr = tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes]
+AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, SockAddr]
 
 T = TypeVar("T")
 

@@ -98,7 +98,8 @@ def accept_ready(listener: socket.socket) -> tuple[socket.socket, str] | None:
 def numeric_address(host: str, port: int) -> list[AddrInfo] | None:
     """getaddrinfo for an IP literal (never touches DNS, so safe on the loop); None for a name."""
     try:
-        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+        return [info for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                    flags=socket.AI_NUMERICHOST)]
     except socket.gaierror:
         return None
 

@@ -16,7 +16,8 @@ import pytest
 import proxy
 
 ROOT = pathlib.Path(proxy.__file__).parent
-DATA_PATH = ["runtime/runner.py", "runtime/base.py", "runtime/offload.py", "runtime/served.py",
+DATA_PATH = ["runtime/runner.py", "runtime/base.py", "runtime/accept.py", "runtime/offload.py", "runtime/served.py",
+             "runtime/primitives.py", "runtime/sockets.py", "runtime/happy_eyeballs.py",
              "identity/swap.py", "tls/contract.py", "tls/engine.py", "_fastpath.pyi"]
 
 
