@@ -74,10 +74,18 @@ class StartRelay(Action):
 
 @dataclass(frozen=True, slots=True)
 class Close(Action):
-    """Stop everything, close the sockets, then report Closed with byte counts."""
+    """Stop everything, close the sockets, then report Closed with byte counts.
+
+    ``abort``: the sidecar ends a stream that was relaying and is not at its
+    end (drain timeout, expiry, idle, a failure): no close_notify, and a TCP
+    reset (SO_LINGER 0) on both sockets, so neither the TLS peer nor the app
+    can take the cut for an orderly end of stream. False: a real end, or a
+    refusal before any byte was relayed (nothing can be truncated then).
+    """
 
     reason: CloseReason
     detail: str = ""
+    abort: bool = False
 
 
 @dataclass(frozen=True, slots=True)

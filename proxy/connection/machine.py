@@ -278,7 +278,10 @@ class Connection:
         self.facts.close_reason = reason
         if detail or not self.facts.plaintext:
             self.facts.detail = detail
-        return Close(reason=reason, detail=detail)
+        # Handlers run before the state moves on: RELAYING here means bytes were
+        # flowing, so any end but the stream's own is a cut and must look like one.
+        abort = self.state is S.RELAYING and reason is not CloseReason.COMPLETED
+        return Close(reason=reason, detail=detail, abort=abort)
 
     def _note_decision(self, decision: ev.DecisionLike, verdict: Verdict) -> None:
         self.facts.decision = verdict

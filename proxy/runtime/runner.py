@@ -23,7 +23,7 @@ from proxy.errors import CloseReason, HandshakeFailure, SidecarError, TlsError, 
 from proxy.runtime.heap import give_back_heap
 from proxy.runtime.offload import RelayThread
 from proxy.runtime.primitives import Io, TaskGroup
-from proxy.runtime.sockets import PlainRelay, close_quietly, destination_of, open_tcp_connection, peek
+from proxy.runtime.sockets import PlainRelay, close_quietly, destination_of, open_tcp_connection, peek, reset_quietly
 from proxy.tls.contract import DONE, WANT_READ, ByteCounts, HubEngine, OffloadedRelay, Relay, TlsConnection
 
 if TYPE_CHECKING:  # only named: base's accept loop starts run_connection
@@ -111,7 +111,7 @@ class _Runner:
         elif isinstance(action, StartRelay):
             await self._relay(action)
         elif isinstance(action, Close):
-            self._close_sockets()
+            self._close_sockets(abort=action.abort)
             self._feed(ev.Closed(time.time(), *self._byte_counts()))
         elif isinstance(action, Log):
             self.plane.emit(action.record)
@@ -363,16 +363,17 @@ class _Runner:
             return 0, 0
         return int(self.relay.bytes_tls_to_plain), int(self.relay.bytes_plain_to_tls)
 
-    def _close_sockets(self) -> None:
+    def _close_sockets(self, *, abort: bool = False) -> None:
+        """Close both sides; ``abort`` (a stream cut short): no close_notify and a reset on both sockets."""
         if self.tls is not None:
             if self.conn.facts.decision is not Verdict.ALLOW:
                 # A refused peer (policy, expect, verification) leaves no session
                 # behind: it would hold the peer's chain in memory (issue 11.1).
                 self.tls.forget_session()
             try:
-                if self.conn.facts.tls_version:
-                    # One non-blocking close_notify attempt: a peer of a connection
-                    # we end (idle, lifetime, denied) then sees a clean EOF, not a reset.
+                if self.conn.facts.tls_version and not abort:
+                    # One non-blocking close_notify attempt: a peer refused before any
+                    # byte was relayed (denied, say) sees a clean end of an empty stream.
                     self.tls.shutdown()
             except (SidecarError, OSError):
                 pass
@@ -383,7 +384,7 @@ class _Runner:
         for sock in (self.accepted_sock, self.upstream):
             if sock is not None:
                 self.io.notify_closing(sock)
-                close_quietly(sock)
+                (reset_quietly if abort else close_quietly)(sock)
         self.accepted_sock = self.upstream = None
 
     def _abort(self, reason: CloseReason) -> None:
@@ -391,9 +392,11 @@ class _Runner:
         now = time.time()
         if self.conn.state is ConnectionState.CLOSED:
             return
+        # A Close already queued (and not yet run) or the one the stop yields says whether it cuts a stream.
+        abort = any(isinstance(a, Close) and a.abort for a in self.pending)
         if self.conn.state is not ConnectionState.CLOSING:
-            self.conn.handle(ev.StopRequested(now, reason))
-        self._close_sockets()
+            abort = any(isinstance(a, Close) and a.abort for a in self.conn.handle(ev.StopRequested(now, reason)))
+        self._close_sockets(abort=abort)
         for action in self.conn.handle(ev.Closed(now, *self._byte_counts())):
             if isinstance(action, Log):
                 self.plane.emit(action.record)
