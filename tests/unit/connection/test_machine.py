@@ -12,6 +12,7 @@ from proxy.connection import events as ev
 from proxy.connection.actions import Close, ConnectUpstream, Log, StartHandshake, StartRelay
 from proxy.connection.connect import is_loopback
 from proxy.connection.handshake import handshake_failed
+from proxy.connection.reauth import PeerExpiry
 from proxy.connection.machine import (
     Connection,
     ConnectionSpec,
@@ -123,12 +124,12 @@ def test_handshake_deadline_expiry_is_a_handshake_failure() -> None:
 
 
 def test_lifetime_is_bounded_by_the_earlier_of_peer_not_after_and_max_lifetime() -> None:
-    conn = Connection(spec(max_lifetime=3600.0), now=0.0)
+    conn = Connection(spec(max_lifetime=3600.0, peer_expiry=PeerExpiry.CLOSE), now=0.0)
     conn.start(0.0, ready=True, active=0)
     conn.handle(completed(1.0, not_after=120.0))
     (relay,) = conn.handle(ev.UpstreamConnected(1.0))
     assert relay == StartRelay(60.0, 120.0, ev.DeadlineKind.PEER_CERT_EXPIRED)
-    conn2 = Connection(spec(max_lifetime=30.0), now=0.0)
+    conn2 = Connection(spec(max_lifetime=30.0, peer_expiry=PeerExpiry.CLOSE), now=0.0)
     conn2.start(0.0, ready=True, active=0)
     conn2.handle(completed(1.0, not_after=120.0))
     assert conn2.handle(ev.UpstreamConnected(1.0)) == [StartRelay(60.0, 30.0, ev.DeadlineKind.MAX_LIFETIME)]
