@@ -18,7 +18,7 @@ from proxy.config.model import HostPort, InboundListener, Limits, OutboundListen
 from proxy.config.sections import read_limits, read_tls
 from proxy.config.transparent import RESERVED_LISTENER_NAMES
 from proxy.yamlfields import Section
-from proxy.connection.reauth import PeerExpiry
+from proxy.config.values import PeerExpiry
 from proxy.errors import ConfigError
 from proxy.policy.load import NAME_RE, read_peer_patterns
 

@@ -27,7 +27,7 @@ from proxy.config.values import Unmatched as Unmatched
 from proxy.config.values import parse_host_port as parse_host_port
 from proxy.errors import ConfigError
 from proxy.identity.address import parse_address
-from proxy.connection.reauth import PeerExpiry
+from proxy.config.values import PeerExpiry
 from proxy.policy.match import PeerMatcher
 
 if TYPE_CHECKING:

@@ -40,17 +40,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.config.values import PeerExpiry
+
+__all__ = ["MIN_INTERVAL", "PeerExpiry", "ReauthOutcome", "ReauthRecord", "next_reauth"]
+
 #: Never ask a peer again sooner than this (seconds): a peer that keeps answering with its
 #: old certificate must not turn re-authentication into a busy loop.
 MIN_INTERVAL = 1.0
-
-
-class PeerExpiry(enum.Enum):
-    """What a listener does when a relayed peer's certificate nears its NotAfter (see the module docstring)."""
-
-    REAUTHENTICATE = "reauthenticate"
-    CLOSE = "close"
-    KEEP = "keep"
 
 
 class ReauthOutcome(enum.Enum):

@@ -104,7 +104,8 @@ def test_unbuildable_snapshot_keeps_the_previous_pair(make_snapshot) -> None:
             raise ValueError("engine refused the key")
         return engine_py.ServerContext(material)
 
-    engine = SimpleNamespace(ServerContext=server_context, ClientContext=engine_py.ClientContext)
+    engine = SimpleNamespace(ServerContext=server_context, ClientContext=engine_py.ClientContext,
+                             ClientIdentity=engine_py.ClientIdentity)
     store = IdentityStore()
     swap = ContextSwap(engine, store)
     swap_events = []

@@ -1,0 +1,181 @@
+"""Long-lived connections outlive their peer's SVID, never the identity that authorized them (issue 11.2).
+
+Real processes: the embedded agent issuing 6-second SVIDs, a frontend
+sidecar (outbound) and a backend sidecar (inbound), an echo app, and one
+stream kept busy both ways through the pair. Before the fix the backend
+closed the stream at the frontend's first NotAfter (peer_cert_expired);
+now it re-authenticates the frontend on the same connection (TLS 1.3
+post-handshake auth) each time, and closes only when the renewed SVID is
+not allowed by the policy in force then.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from support.agent import AgentProcess, agent_yaml
+from support.net import EchoServer, free_port
+from support.sidecar import SidecarHarness, eventually, fastpath_available
+
+APP = "spiffe://example.org/app"
+TTL = "6s"
+
+
+@pytest.fixture()
+def short_dir() -> Iterator[Path]:
+    """A short directory for the agent's Unix socket (sun_path is 108 bytes)."""
+    d = Path(tempfile.mkdtemp(prefix="reauth-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _combos() -> list[Any]:
+    fast = "fastpath" if fastpath_available() else "python"
+    return [pytest.param(("trio", fast, "1"), id=f"trio-{fast}-relay-thread"),
+            pytest.param(("uvloop", fast, "0"), id=f"uvloop-{fast}-event-loop-relay"),
+            pytest.param(("trio", "python", "1"), id="trio-python")]
+
+
+class Pair:
+    """Agent + backend (inbound, policy 'api') + frontend (outbound) + echo app, all real processes."""
+
+    def __init__(self, d: Path, combo: tuple[str, str, str]) -> None:
+        runtime, engine, thread = combo
+        self.sock = d / "agent.sock"
+        self.agent_config = agent_yaml(d, entries=[(APP, [f"unix:uid:{os.getuid()}"])], x509_svid_ttl=TTL)
+        self.app, b_port, self.port = EchoServer(), free_port(), free_port()
+        identity = {"workload_api": f"unix://{self.sock}"}
+        self.backend = SidecarHarness(d, runtime=runtime, engine=engine, identity=identity, admin=True,
+                                      name="backend", inbound=[{"name": "api", "listen": f"127.0.0.1:{b_port}",
+                                                                "forward_to": f"127.0.0.1:{self.app.port}",
+                                                                "policy": "api"}],
+                                      policy={"api": [{"name": "app", "allow": [APP]}]})
+        self.frontend = SidecarHarness(d, runtime=runtime, engine=engine, identity=identity, name="frontend",
+                                       outbound=[{"name": "to-api", "listen": f"127.0.0.1:{self.port}",
+                                                  "connect_to": f"127.0.0.1:{b_port}", "expect": APP}])
+        for sc in (self.backend, self.frontend):
+            sc.process.env["SPIFFE_SIDECAR_RELAY_THREAD"] = thread
+
+    def __enter__(self) -> "Pair":
+        self.agent = AgentProcess(self.agent_config, self.sock).__enter__()
+        try:
+            self.backend.__enter__()
+            self.frontend.__enter__()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for part in (self.frontend, self.backend, self.agent):
+            try:
+                part.__exit__(None, None, None)
+            except Exception:
+                pass
+        self.app.close()
+
+
+class Stream:
+    """One connection through the pair, writing and reading a checked byte pattern both ways until stopped."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sent = self.received = 0
+        self.error: str | None = None
+        self.stop = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._writer = threading.Thread(target=self._write, daemon=True)
+        self._reader.start()
+        self._writer.start()
+
+    @staticmethod
+    def _pattern(offset: int, n: int) -> bytes:
+        return bytes((offset + i) % 251 for i in range(n))
+
+    def _write(self) -> None:
+        try:
+            while not self.stop.is_set():
+                chunk = self._pattern(self.sent, 16384)
+                self.sock.sendall(chunk)
+                self.sent += len(chunk)
+                time.sleep(0.002)
+        except OSError as exc:
+            self.error = self.error or f"write: {exc!r} after {self.sent} bytes"
+
+    def _read(self) -> None:
+        try:
+            while self.received < self.sent or not self.stop.is_set():
+                data = self.sock.recv(65536)
+                if not data:
+                    self.error = self.error or f"EOF after {self.received} of {self.sent} bytes"
+                    return
+                if data != self._pattern(self.received, len(data)):
+                    self.error = f"corrupted bytes at offset {self.received}"
+                    return
+                self.received += len(data)
+        except OSError as exc:
+            self.error = self.error or f"read: {exc!r} after {self.received} bytes"
+
+    def finish(self, timeout: float = 20) -> None:
+        self.stop.set()
+        self._writer.join(timeout)
+        self._reader.join(timeout)
+        self.sock.close()
+
+
+def _renewed(sc: SidecarHarness) -> list[dict[str, Any]]:
+    return [r for r in sc.reauth_records() if r["outcome"] == "renewed"]
+
+
+@pytest.mark.parametrize("combo", _combos())
+def test_a_busy_stream_survives_four_rotations_with_every_reauthentication_logged(
+        combo: tuple[str, str, str], short_dir: Path) -> None:
+    with Pair(short_dir, combo) as pair:
+        stream = Stream(pair.port)
+        try:
+            eventually(lambda: stream.received > 1 << 20 or stream.error is not None, 10, "bytes flowing")
+            eventually(lambda: len(_renewed(pair.backend)) >= 4 or stream.error is not None, 45,
+                       "four re-authentications with renewed SVIDs")
+        finally:
+            stream.finish()
+        assert stream.error is None, f"{stream.error}\n{pair.backend.log()[-3000:]}"
+        assert stream.received == stream.sent > 0
+        reauths = pair.backend.reauth_records()
+        renewed = _renewed(pair.backend)
+        assert len({r["not_after"] for r in renewed}) == len(renewed), "each renewal is a new certificate"
+        assert all(r["peer_id"] == APP and r["listener"] == "api" for r in reauths), reauths
+        assert not [r for r in reauths if r["outcome"] in ("failed", "denied", "unsupported")], reauths
+        # Still one connection, never closed: no connection record at all on either side yet.
+        assert not [r for r in pair.backend.records() if r["listener"] == "api"], pair.backend.records()
+        assert pair.backend.metric("spiffe_sidecar_reauthentications_total", listener="api",
+                                   outcome="renewed") == len(renewed)
+
+
+@pytest.mark.parametrize("combo", _combos()[:2])
+def test_a_peer_the_current_policy_no_longer_allows_is_closed_at_its_reauthentication(
+        combo: tuple[str, str, str], short_dir: Path) -> None:
+    with Pair(short_dir, combo) as pair:
+        stream = Stream(pair.port)
+        try:
+            eventually(lambda: stream.received > 1 << 16, 10, "bytes flowing")
+            pair.backend.write_policy('{"policies": {"api": [{"name": "only-batch",'
+                                      ' "allow": ["spiffe://example.org/batch"]}]}}')
+            eventually(lambda: "reload" in pair.backend.log(), 10, "the new policy is loaded")
+            eventually(lambda: stream.error is not None, 20, "the stream is closed at the next re-authentication")
+        finally:
+            stream.finish()
+        denied = [r for r in pair.backend.reauth_records() if r["outcome"] == "denied"]
+        assert len(denied) == 1 and denied[0]["peer_id"] == APP and denied[0]["reason"] == "no_matching_rule"
+        (record,) = [r for r in pair.backend.records() if r["listener"] == "api"]
+        assert record["close_reason"] == "denied" and record["decision"] == "deny"
+        assert "re-authentication" in record["detail"] and "current policy" in record["detail"], record
+        assert "Reset" in (stream.error or ""), f"a refused stream is cut with a reset: {stream.error}"
