@@ -30,6 +30,14 @@ same certificate (it has not rotated yet) is asked again halfway through
 what is left, no sooner than MIN_INTERVAL; when too little is left, the
 connection closes at the NotAfter.
 
+HTTP listeners (not built yet; a note for that work): a refused
+re-authentication here yields ``Close(abort=True)``, right for an opaque
+byte stream. An HTTP connection should instead finish the response in flight
+and close at the request boundary (HTTP/2 GOAWAY; ``Connection: close`` on
+HTTP/1.1) so the client's pool reconnects cleanly: the hook is the machine's
+``_on_reauth_denied`` / ``_on_reauth_failed``, which is where an HTTP mode
+would return its own close-at-boundary action instead.
+
 Pure: times come in as arguments; nothing here reads a clock.
 """
 

@@ -12,6 +12,7 @@ not allowed by the policy in force then.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
 import tempfile
@@ -89,10 +90,11 @@ class Stream:
 
     def __init__(self, port: int, pace: float = 0.002) -> None:
         self.pace = pace  # seconds between 16 KiB writes; 0: as fast as the pair takes them
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
         self.sent = self.received = 0
         self.error: str | None = None
         self.stop = threading.Event()
+        self.written = threading.Event()  # the writer is done: `sent` is final
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._writer = threading.Thread(target=self._write, daemon=True)
         self._reader.start()
@@ -112,10 +114,16 @@ class Stream:
                     time.sleep(self.pace)
         except OSError as exc:
             self.error = self.error or f"write: {exc!r} after {self.sent} bytes"
+        finally:
+            self.written.set()
 
     def _read(self) -> None:
         try:
-            while self.received < self.sent or not self.stop.is_set():
+            # Until the writer is done and every byte it sent came back (a chunk in the middle of
+            # sendall is not counted yet), looking again at least every 0.2 s.
+            while not (self.written.is_set() and self.received >= self.sent):
+                if not select.select([self.sock], [], [], 0.2)[0]:
+                    continue
                 data = self.sock.recv(65536)
                 if not data:
                     self.error = self.error or f"EOF after {self.received} of {self.sent} bytes"
@@ -128,20 +136,22 @@ class Stream:
             self.error = self.error or f"read: {exc!r} after {self.received} bytes"
 
     def finish(self, timeout: float = 20) -> None:
+        """Stop writing, read back what is in flight, then end the stream cleanly (FIN, read to EOF)."""
         self.stop.set()
         self._writer.join(timeout)
         self._reader.join(timeout)
-        self.sock.close()
+        self.ending = _end_cleanly(self.sock)
 
 
 def _renewed(sc: SidecarHarness) -> list[dict[str, Any]]:
     return [r for r in sc.reauth_records() if r["outcome"] == "renewed"]
 
 
+@pytest.mark.parametrize("pace", [0.002, 0.05], ids=["busy", "quiet"])
 @pytest.mark.parametrize("combo", _combos())
-def test_a_busy_stream_survives_four_rotations_with_every_reauthentication_logged(
-        combo: tuple[str, str, str], short_dir: Path) -> None:
-    _survives_four_rotations(combo, short_dir, pace=0.002)
+def test_a_stream_survives_four_rotations_with_every_reauthentication_logged(
+        combo: tuple[str, str, str], pace: float, short_dir: Path) -> None:
+    _survives_four_rotations(combo, short_dir, pace=pace)
 
 
 @pytest.mark.parametrize("combo", _combos())
@@ -155,21 +165,27 @@ def test_a_saturated_stream_survives_reauthentication_with_writes_pending_on_bot
 def _survives_four_rotations(combo: tuple[str, str, str], short_dir: Path, *, pace: float) -> None:
     with Pair(short_dir, combo) as pair:
         stream = Stream(pair.port, pace)
+        closed_early: list[Any] = []
         try:
             eventually(lambda: stream.received > 1 << 20 or stream.error is not None, 10, "bytes flowing")
             eventually(lambda: len(_renewed(pair.backend)) >= 4 or stream.error is not None, 45,
                        "four re-authentications with renewed SVIDs")
+            closed_early = [r for r in pair.backend.records() if r["listener"] == "api"]
         finally:
             stream.finish()
         assert stream.error is None, f"{stream.error}\n{pair.backend.log()[-3000:]}"
         assert stream.received == stream.sent > 0
+        assert not closed_early, f"the stream was closed during the rotations: {closed_early}"
+        # The app's own end after all those re-authentications is still an orderly end on both sides.
+        assert stream.ending == "eof", stream.ending
+        for sc, listener in ((pair.backend, "api"), (pair.frontend, "to-api")):
+            record = sc.wait_record(lambda r: r["listener"] == listener, 10)
+            assert record["close_reason"] == "completed", record
         reauths = pair.backend.reauth_records()
         renewed = _renewed(pair.backend)
         assert len({r["not_after"] for r in renewed}) == len(renewed), "each renewal is a new certificate"
         assert all(r["peer_id"] == APP and r["listener"] == "api" for r in reauths), reauths
         assert not [r for r in reauths if r["outcome"] in ("failed", "denied", "unsupported")], reauths
-        # Still one connection, never closed: no connection record at all on either side yet.
-        assert not [r for r in pair.backend.records() if r["listener"] == "api"], pair.backend.records()
         assert pair.backend.metric("spiffe_sidecar_reauthentications_total", listener="api",
                                    outcome="renewed") == len(renewed)
 
@@ -243,3 +259,40 @@ def test_peers_that_cannot_be_asked_are_logged_and_closed_at_their_not_after(tmp
     assert "TLSv1.2 has no post-handshake authentication" in details and "did not offer" in details, details
     closes = [r["close_reason"] for r in backend.records() if r["listener"] == "api"]
     assert closes == ["peer_cert_expired", "peer_cert_expired"], closes
+
+
+def _end_cleanly(sock: socket.socket) -> str:
+    """Half-close, then read to the end: 'eof' for an orderly end, else what went wrong."""
+    sock.settimeout(10)
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536):
+            pass
+        return "eof"
+    except OSError as exc:
+        return repr(exc)
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("last_word", [True, False], ids=["then-a-request", "then-silence"])
+@pytest.mark.parametrize("combo", _combos())
+def test_an_idle_session_is_reauthenticated_and_still_ends_cleanly(combo: tuple[str, str, str], last_word: bool,
+                                                                  short_dir: Path) -> None:
+    # An idle database session: one exchange, then silence across several renewals, then the app's own end.
+    with Pair(short_dir, combo) as pair:
+        with socket.create_connection(("127.0.0.1", pair.port), timeout=10) as sock:
+            sock.sendall(b"hello")
+            assert sock.recv(5) == b"hello"
+            eventually(lambda: len(_renewed(pair.backend)) >= 3, 30, "three renewals while idle")
+            if last_word:
+                sock.sendall(b"still here")
+                got = b""
+                while len(got) < 10:
+                    got += sock.recv(10 - len(got))
+                assert got == b"still here"
+            ending = _end_cleanly(sock)
+        assert ending == "eof", ending
+        for sc, listener in ((pair.backend, "api"), (pair.frontend, "to-api")):
+            record = sc.wait_record(lambda r: r["listener"] == listener, 10)
+            assert record["close_reason"] == "completed", record

@@ -10,6 +10,7 @@ engines.
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import time
 from typing import Any
 
@@ -142,3 +143,21 @@ def test_only_a_server_asks(engine, harness, test_pki, server_leaf, client_leaf)
                 engine.ClientContext(test_pki.material(client_leaf)))
     with pytest.raises(SidecarError):
         line.client.request_reauth()
+
+
+def test_the_app_closing_after_a_re_authentication_is_still_a_clean_end(engine, harness, test_pki, server_leaf,
+                                                                       client_leaf):
+    identity = engine.ClientIdentity()
+    first = engine.ClientContext(test_pki.material(client_leaf), identity)
+    identity.publish(first)
+    line = Line(engine, harness, engine.ServerContext(test_pki.material(server_leaf)), first)
+    assert line.reauthenticate()
+    line.client_app.shutdown(socket.SHUT_WR)  # the app is done: the client relay sends close_notify
+    end = time.monotonic() + 5
+    statuses: list[int] = []
+    while time.monotonic() < end:
+        statuses = [relay.tls_to_plain() for relay in line.relays] + [relay.plain_to_tls() for relay in line.relays]
+        if statuses[3] == engine.EOF and statuses[0] == engine.EOF:
+            break
+        time.sleep(0.005)
+    assert statuses[3] == engine.EOF and statuses[0] == engine.EOF, statuses
