@@ -328,7 +328,11 @@ class _Runner:
         self.group = None
 
     async def _relay_on_thread(self, relays: RelayThread, action: StartRelay) -> None:
-        """The relay on the extension's relay thread (offload.py): one wait, then the outcome's events."""
+        """The relay on the extension's relay thread (offload.py): wait for its end, then report it.
+
+        A wake-up while the hub still relays is a notice (a re-authentication's
+        answer, runtime/reauth.py): re-authorize, then rearm or take it back.
+        """
         tls_sock, plain_sock = self.tls_sock, self.plain_sock
         assert tls_sock is not None and plain_sock is not None and self.tls is not None
         # self.relay is the hub's handle: its byte counts are what _abort records if we are cancelled.
