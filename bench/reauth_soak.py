@@ -1,4 +1,4 @@
-"""Soak: long streams through a real sidecar pair across SVID rotations (issue 11.2), bounded in time.
+"""Soak: long streams through a real sidecar pair across SVID rotations, bounded in time.
 
     python bench/reauth_soak.py --minutes 10            # default SVID TTL 5m: 4 rotations in 10 minutes
     python bench/reauth_soak.py --minutes 1 --ttl 10s   # quick look

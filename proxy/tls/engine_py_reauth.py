@@ -5,17 +5,11 @@ OpenSSL bindings under it (``OpenSSL._util.lib``, cryptography's) expose
 every call it needs: SSL_verify_client_post_handshake on the server,
 SSL_CTX_set_post_handshake_auth and SSL_CTX_set_cert_cb on the client, and
 SSL_set_info_callback to follow the server's read states. So this engine
-does what the compiled one does, with two differences a reviewer should
-know:
-
-- Verification. Like this engine's handshake (see engine_py.py), the new
-  chain is accepted by OpenSSL's callback and verified by the SPIFFE core
-  as soon as the answer is complete (``answered``), before the caller
-  re-authorizes; a failure raises VerificationError and the caller closes
-  (the compiled engine refuses it inside the exchange, with an alert).
-- Tickets. The bindings cannot turn off the session tickets OpenSSL mints
-  after the answer, so they are written from inside the SSL_read that
-  reads it, as in any TLS 1.3 server.
+does what the compiled one does. The answer's chain goes through the same
+in-exchange SPIFFE verification as the handshake's (engine_py_verify: a bad
+chain gets an alert and the relay's read fails); the one difference is that
+the bindings cannot turn off the session tickets OpenSSL mints after the
+answer, so they are written from inside the SSL_read that reads it.
 
 The client's cert callback runs on the event loop (this engine never
 relays on a thread), so it may read the newest context from Python.

@@ -341,13 +341,13 @@ class TlsConnection:
             raise tls_error(exc) from None
 
     def reauth_answered(self) -> bool:
-        """True (once) when the peer's answer was read in full and its chain verified; raises VerificationError."""
-        if not self._reauth.take_answer():
-            return False
-        chain = self._peer_chain_der(self.ssl)
-        self.peer_spiffe_id = verify_x509_svid_chain(chain, self._context.bundles)
-        self.peer_not_after = x509.load_der_x509_certificate(chain[0]).not_valid_after_utc.timestamp()
-        return True
+        """True (once) when the peer's answer was read in full; peer_spiffe_id/peer_not_after are then its.
+
+        The chain was verified inside the exchange (engine_py_verify, as in the
+        handshake): a bad one was refused there with an alert, the relay's read
+        failed, and ``verify_failure`` says why.
+        """
+        return self._reauth.take_answer()
 
     @property
     def reauth_pending(self) -> bool:
@@ -356,8 +356,8 @@ class TlsConnection:
 
     @property
     def verify_failure(self) -> VerificationError | None:
-        """Always None here: this engine raises a re-authentication's failure from reauth_answered()."""
-        return None
+        """The last peer verification failure (a VerificationError), or None."""
+        return self._verify_error if isinstance(self._verify_error, VerificationError) else None
 
     def shutdown(self) -> int:
         """Send close_notify: DONE, or WANT_WRITE to call again when writable."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from proxy.accesslog import format_reauth_text, open_sinks
+from proxy.operations.accesslog import format_reauth_text, open_sinks
 from proxy.config.model import LogFormat
 from proxy.connection.close import ConnectionRecord
+from proxy.connection.machine import Direction
 from proxy.connection.reauth import ReauthOutcome, ReauthRecord
 from proxy.errors import CloseReason
 
@@ -32,7 +33,7 @@ def test_both_kinds_of_record_go_to_the_same_access_log(tmp_path: Path) -> None:
     path = tmp_path / "access.log"
     connections, reauths = open_sinks(str(path), LogFormat.JSON)
     reauths(DENIED)
-    connections(ConnectionRecord(listener="api", direction="inbound", peer_id=None, decision=None, rule=None,
+    connections(ConnectionRecord(listener="api", direction=Direction.INBOUND, peer_id=None, decision=None, rule=None,
                                  reason=None, detail="", bytes_in=0, bytes_out=0, duration=0.0,
                                  close_reason=CloseReason.COMPLETED, tls_version=None, cipher=None, resumed=False,
                                  start=0.0))
