@@ -88,6 +88,9 @@ WANT_PLAIN_READ = S_WANT_PLAIN_READ
 WANT_PLAIN_WRITE = S_WANT_PLAIN_WRITE
 EOF = S_EOF
 
+# TlsConnection.request_reauth(): the peer cannot be asked (TLS 1.2, or no post_handshake_auth offered).
+CANNOT_REAUTH = 3
+
 
 def openssl_version():
     """The OpenSSL this module runs on, e.g. "OpenSSL 3.0.19 27 Jan 2026"."""
@@ -97,6 +100,7 @@ def openssl_version():
 include "_fastpath_strength.pxi"
 include "_fastpath_spiffe.pxi"
 include "_fastpath_sessions.pxi"
+include "_fastpath_reauth.pxi"
 include "_fastpath_tls.pxi"
 include "_fastpath_relay.pxi"
 include "_fastpath_hub.pxi"

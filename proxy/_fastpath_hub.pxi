@@ -43,6 +43,15 @@
 # Timers: idle timeout and the lifetime deadline (the earlier of the peer
 # certificate's NotAfter and max_connection_lifetime) are checked by a
 # sweep every _SWEEP_MS while any live slot has one.
+#
+# Re-authentication (issue 11.2, _fastpath_reauth.pxi): a slot may carry
+# reauth_at. The sweep that finds it due, at a moment when neither
+# direction waits to write TLS, sends the post-handshake certificate
+# request; the ordinary pumps read the answer. A complete answer (or a peer
+# that cannot be asked) is a notice: the slot stays live and relaying, its
+# handle's ``notice`` is set and the done eventfd fires; Python re-authorizes
+# and calls rearm() with the new deadlines, or cancel() to close. A slot
+# without reauth_at costs nothing more than before: one compare per sweep.
 
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
@@ -98,6 +107,16 @@ RELAY_IDLE = O_IDLE
 RELAY_LIFETIME = O_LIFETIME
 RELAY_CANCELLED = O_CANCELLED
 
+# OffloadedRelay.notice values: news about a connection that is still relaying.
+cdef enum:
+    N_NONE = 0
+    N_REAUTHENTICATED = 1  # the peer answered the certificate request in full (and its chain verified)
+    N_CANNOT_REAUTH = 2    # the peer cannot be asked (no post_handshake_auth): it ends at its deadline
+
+NOTICE_NONE = N_NONE
+NOTICE_REAUTHENTICATED = N_REAUTHENTICATED
+NOTICE_CANNOT_REAUTH = N_CANNOT_REAUTH
+
 cdef enum:
     _SIDE_TLS = 0
     _SIDE_PLAIN = 1
@@ -128,6 +147,10 @@ cdef struct Slot:
     bint tls_failure     # O_FAILED on a TLS error (detail holds OpenSSL's reasons)
     char detail[_DETAIL_SIZE]
     bint registered
+    _Reauth* reauth      # the TlsConnection's re-authentication state (kept alive by the handle)
+    double reauth_at     # monotonic, 0: none (or already requested)
+    bint reauth_flush    # the certificate request still waits for the TLS socket to drain
+    int notice           # N_* waiting for noticed(); N_NONE: nothing
     PyObject* handle     # the OffloadedRelay (a reference); NULL once Python took it back
     Slot* prev
     Slot* next
@@ -155,7 +178,14 @@ cdef class OffloadedRelay:
     cdef readonly bint tls_to_plain_done
     cdef readonly bint plain_to_tls_done
     cdef readonly object error
+    cdef readonly int notice   # N_*: set by RelayHub.noticed() while the relay goes on; Python resets it
     cdef public object waiter  # whatever the runtime wakes when it ends
+
+    def take_notice(self):
+        """The notice noticed() delivered (NOTICE_*), cleared."""
+        n = self.notice
+        self.notice = N_NONE
+        return n
 
     cdef void take_result(self, Slot* s):
         """Copy the slot's final state (GIL held, hub lock held or slot already out of the loop)."""
@@ -185,6 +215,7 @@ cdef class RelayHub:
     cdef Slot* zombies
     cdef Py_ssize_t live_count
     cdef Py_ssize_t timed_count
+    cdef Py_ssize_t notice_count
     cdef char* pool[_POOL_MAX]
     cdef int pool_len
     cdef double next_sweep
@@ -253,13 +284,14 @@ cdef class RelayHub:
         return self.live_count
 
     def add(self, TlsConnection conn not None, int tls_fd, int plain_fd, double idle_timeout=0.0,
-            double lifetime_deadline=0.0, Py_ssize_t buffer_size=0):
+            double lifetime_deadline=0.0, Py_ssize_t buffer_size=0, double reauth_at=0.0):
         """Hand an established connection to the loop; returns its OffloadedRelay.
 
-        ``lifetime_deadline`` is Unix time (0: none); ``idle_timeout`` in
-        seconds (0: none); ``buffer_size`` 0 means the hub's. From here on
-        the caller must not use ``conn`` until the relay is finished or
-        cancelled.
+        ``lifetime_deadline`` and ``reauth_at`` are Unix time (0: none);
+        ``idle_timeout`` in seconds (0: none); ``buffer_size`` 0 means the
+        hub's. From here on the caller must not use ``conn`` until the relay
+        is finished or cancelled (it may read its peer_* attributes after a
+        notice).
         """
         cdef SSL* ssl = conn.live()
         cdef Slot* s = <Slot*>calloc(1, sizeof(Slot))
@@ -277,10 +309,9 @@ cdef class RelayHub:
         s.down.size = s.up.size = s.buffer_size
         s.idle_timeout = idle_timeout if idle_timeout > 0 else 0.0
         s.idle_since = now_mono
-        if lifetime_deadline > 0:
-            s.deadline = now_mono + (lifetime_deadline - <double>time(NULL))
-            if s.deadline <= 0:
-                s.deadline = 1e-9  # already past: the first sweep ends it
+        s.deadline = _to_monotonic(lifetime_deadline, now_mono)
+        s.reauth = &conn.reauth
+        s.reauth_at = _to_monotonic(reauth_at, now_mono)
         s.handle = <PyObject*>h
         Py_INCREF(h)  # the hub's reference, dropped when Python takes the slot back
         with nogil:
@@ -309,6 +340,7 @@ cdef class RelayHub:
             if s.outcome == O_RUNNING:
                 s.outcome = O_CANCELLED
                 self.live_count -= 1
+                self._forget_notice(s)
                 if s.registered:
                     self._unregister(s)
                     self._unlink_live(s)
@@ -321,6 +353,52 @@ cdef class RelayHub:
             Py_DECREF(h)
         finally:
             pthread_mutex_unlock(&self.lock)
+
+    def noticed(self):
+        """Relays with news that still run (list of OffloadedRelay; see their ``notice``)."""
+        cdef Slot* s
+        cdef OffloadedRelay h
+        out = []
+        if self.notice_count == 0:  # unlocked peek: a notice set meanwhile also wrote the eventfd
+            return out
+        with nogil:
+            pthread_mutex_lock(&self.lock)
+        try:
+            s = self.live
+            while s != NULL and self.notice_count > 0:
+                if s.notice != N_NONE and s.handle != NULL:
+                    h = <OffloadedRelay><object>s.handle
+                    h.notice = s.notice
+                    s.notice = N_NONE
+                    self.notice_count -= 1
+                    out.append(h)
+                s = s.next
+        finally:
+            pthread_mutex_unlock(&self.lock)
+        return out
+
+    def rearm(self, OffloadedRelay h not None, double lifetime_deadline=0.0, double reauth_at=0.0):
+        """New timers for a relay that goes on after a notice (Unix times, 0: none); False if it ended."""
+        cdef Slot* s
+        cdef double now_mono = _monotonic()
+        cdef bint timed_before
+        with nogil:
+            pthread_mutex_lock(&self.lock)
+        try:
+            s = h.slot
+            if s == NULL or s.outcome != O_RUNNING:
+                return False
+            timed_before = s.idle_timeout > 0 or s.deadline > 0
+            s.deadline = _to_monotonic(lifetime_deadline, now_mono)
+            s.reauth_at = _to_monotonic(reauth_at, now_mono)
+            if s.registered and timed_before != (s.idle_timeout > 0 or s.deadline > 0):
+                self.timed_count += -1 if timed_before else 1
+                if self.timed_count == 1:
+                    self.next_sweep = now_mono + _SWEEP_MS / 1000.0
+            return True
+        finally:
+            pthread_mutex_unlock(&self.lock)
+            self._wake()  # the loop recomputes its epoll timeout
 
     def finished(self):
         """The relays that ended since the last call (list of OffloadedRelay), oldest first."""
@@ -397,7 +475,7 @@ cdef class RelayHub:
             if self.stopping:
                 pthread_mutex_unlock(&self.lock)
                 return
-            notify = self.finished_head == NULL
+            notify = self.finished_head == NULL and self.notice_count == 0
             for i in range(n if n > 0 else 0):
                 tag = events[i].data.u64
                 if tag == _WAKE_TAG:
@@ -410,7 +488,7 @@ cdef class RelayHub:
                     self._sweep(now)
                     self.next_sweep = now + _SWEEP_MS / 1000.0
             self._free_zombies()
-            if notify and self.finished_head != NULL:
+            if notify and (self.finished_head != NULL or self.notice_count > 0):
                 self._signal_done()
             pthread_mutex_unlock(&self.lock)
 
@@ -468,10 +546,15 @@ cdef class RelayHub:
             return  # ended earlier in this batch, or a zombie
         if side == _SIDE_PLAIN and (flags & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0:
             s.up.hup = True  # the app's FIN is queued: read to EAGAIN/EOF, never stop at a short read
-        if _waits_for(s.down_wait, side, readable, writable):
+        if s.reauth_flush and side == _SIDE_TLS and writable:
+            self._flush_reauth(s)
+        if s.outcome == O_RUNNING and _waits_for(s.down_wait, side, readable, writable):
             self._pump(s, True)
         if s.outcome == O_RUNNING and _waits_for(s.up_wait, side, readable, writable):
             self._pump(s, False)
+        if s.outcome == O_RUNNING and s.reauth.state == REAUTH_DONE:
+            s.reauth.state = REAUTH_IDLE
+            self._notify(s, N_REAUTHENTICATED)
 
     cdef void _pump(self, Slot* s, bint down) noexcept nogil:
         """Run one direction until it would block; record what it waits for, or end the slot."""
@@ -533,6 +616,7 @@ cdef class RelayHub:
 
     cdef void _drop(self, Slot* s) noexcept nogil:
         """Unregister and unlink a live slot and give back its buffers."""
+        self._forget_notice(s)
         if s.registered:
             self._unregister(s)
         self._unlink_live(s)
@@ -559,13 +643,51 @@ cdef class RelayHub:
             s.next.prev = s.prev
         s.prev = s.next = NULL
 
+    cdef void _forget_notice(self, Slot* s) noexcept nogil:
+        if s.notice != N_NONE:
+            self.notice_count -= 1
+            s.notice = N_NONE
+
+    cdef void _notify(self, Slot* s, int notice) noexcept nogil:
+        if s.notice == N_NONE:
+            self.notice_count += 1
+        s.notice = notice
+
+    cdef void _start_reauth(self, Slot* s) noexcept nogil:
+        """The due certificate request (the lock is held; no TLS write is pending)."""
+        cdef int r
+        s.reauth_at = 0
+        r = _reauth_request(s.ssl, s.reauth)
+        if r == -1:
+            self._notify(s, N_CANNOT_REAUTH)
+        elif r == REAUTH_ERROR:
+            _collect_error_detail(s.detail, _DETAIL_SIZE)
+            s.tls_failure = True
+            self._finish(s, O_FAILED)
+        else:
+            s.reauth_flush = r == S_WANT_TLS_WRITE
+
+    cdef void _flush_reauth(self, Slot* s) noexcept nogil:
+        cdef int r = _reauth_flush(s.ssl)
+        if r == REAUTH_ERROR:
+            _collect_error_detail(s.detail, _DETAIL_SIZE)
+            s.tls_failure = True
+            self._finish(s, O_FAILED)
+        else:
+            s.reauth_flush = r == S_WANT_TLS_WRITE
+
     cdef void _sweep(self, double now) noexcept nogil:
         cdef Slot* s = self.live
         cdef Slot* nxt
         cdef unsigned long long moved
         while s != NULL:
             nxt = s.next
-            if s.deadline > 0 and now >= s.deadline:
+            if s.reauth_at > 0 and now >= s.reauth_at and s.up_wait != S_WANT_TLS_WRITE \
+                    and s.down_wait != S_WANT_TLS_WRITE and s.outcome == O_RUNNING:
+                self._start_reauth(s)
+            if s.outcome != O_RUNNING:
+                pass
+            elif s.deadline > 0 and now >= s.deadline:
                 self._finish(s, O_LIFETIME)
             elif s.idle_timeout > 0:
                 moved = s.down.moved + s.up.moved
@@ -588,6 +710,15 @@ cdef class RelayHub:
                 self._release(s.up.buf, s.buffer_size)
             free(s)
             s = nxt
+
+
+cdef inline double _to_monotonic(double unix_time, double now_mono) noexcept nogil:
+    """A Unix time as this loop's monotonic time (0 stays 0: none; past stays past)."""
+    cdef double t
+    if unix_time <= 0:
+        return 0.0
+    t = now_mono + (unix_time - <double>time(NULL))
+    return t if t > 0 else 1e-9
 
 
 cdef inline bint _waits_for(int wait, int side, bint readable, bint writable) noexcept nogil:

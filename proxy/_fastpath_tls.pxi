@@ -214,6 +214,8 @@ cdef SSL_CTX* _new_ssl_ctx(object material, bint server) except NULL:
             # Sessions live in ClientContext._sessions, keyed by the caller.
             SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE)
             SSL_CTX_sess_set_new_cb(ctx, _new_session_cb)
+            # Offer TLS 1.3 post-handshake auth: the server re-authenticates us before our SVID expires.
+            SSL_CTX_set_post_handshake_auth(ctx, 1)
     except BaseException:
         SSL_CTX_free(ctx)
         raise
@@ -289,9 +291,14 @@ cdef class ClientContext(_Context):
 
     cdef dict sessions
     cdef _SessionInbox* inbox
+    cdef ClientIdentity identity
 
-    def __init__(self, material):
+    def __init__(self, material, ClientIdentity identity=None):
         self.ctx = _new_ssl_ctx(material, False)
+        if identity is not None:
+            # Answer every certificate request with the newest identity (_fastpath_reauth.pxi).
+            self.identity = identity  # the cell lives as long as any context using it
+            SSL_CTX_set_cert_cb(self.ctx, _client_cert_cb, <void*>identity.cell)
         self.sessions = {}
         self.inbox = <_SessionInbox*>calloc(1, sizeof(_SessionInbox))
         if self.inbox == NULL:
@@ -303,6 +310,9 @@ cdef class ClientContext(_Context):
             _free_inbox_entries(self.inbox.head)
             pthread_mutex_destroy(&self.inbox.lock)
             free(self.inbox)
+
+    def _publish_into(self, ClientIdentity identity not None):
+        identity.set_ctx(self.ctx)
 
     def new_connection(self, int fd, session_key=None, bint offer_session=True):
         """A client connection; offers the session cached under session_key, if any.
@@ -423,6 +433,7 @@ cdef class TlsConnection:
     cdef public bint session_offered
     cdef bint resumable
     cdef _SessionTag* tag
+    cdef _Reauth reauth  # post-handshake re-authentication (_fastpath_reauth.pxi)
 
     def __cinit__(self, _Context context not None, int fd, bint server, object session_key=None):
         self.context = context
@@ -580,6 +591,41 @@ cdef class TlsConnection:
             self.verify_error = TlsError(HandshakeFailure.INTERNAL, f"peer verification crashed: {exc!r}")
         X509_STORE_CTX_set_error(xctx, code)
         return 0
+
+    # -- re-authentication (server; see _fastpath_reauth.pxi) --
+
+    def request_reauth(self):
+        """Ask the peer for its certificate again: DONE, WANT_WRITE/WANT_READ (call again), or CANNOT_REAUTH.
+
+        Call only while no TLS write is pending (see _fastpath_reauth.pxi).
+        """
+        cdef SSL* ssl = self.live()
+        cdef int r
+        if not self.server:
+            raise TlsError(HandshakeFailure.INTERNAL, "only a server asks for the peer's certificate again")
+        r = _reauth_request(ssl, &self.reauth)
+        if r == -1:
+            return CANNOT_REAUTH
+        if r == REAUTH_ERROR:
+            raise _tls_failure(SSL_ERROR_SSL, 0, "post-handshake certificate request failed")
+        return r
+
+    def reauth_answered(self):
+        """True (once) when the peer's answer was read in full; peer_spiffe_id/peer_not_after are then its."""
+        if self.reauth.state != REAUTH_DONE:
+            return False
+        self.reauth.state = REAUTH_IDLE
+        return True
+
+    @property
+    def reauth_pending(self):
+        """True between a request and its complete answer."""
+        return self.reauth.state == REAUTH_REQUESTED or self.reauth.state == REAUTH_CERT_SEEN
+
+    @property
+    def verify_failure(self):
+        """The last peer verification failure (a VerificationError), or None."""
+        return self.verify_error
 
     # -- shutdown and close --
 

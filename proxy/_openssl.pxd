@@ -244,3 +244,27 @@ cdef extern from "openssl/ssl.h" nogil:
     # Which OpenSSL this module was built against and runs on
     const char* OpenSSL_version(int t)
     int OPENSSL_VERSION
+
+
+cdef extern from "openssl/ssl.h" nogil:
+    # Re-authentication of a live peer: TLS 1.3 post-handshake authentication
+    # (RFC 8446 4.6.2), and the client's newest SVID for it (issue 11.2)
+    ctypedef void (*ssl_info_cb)(const SSL*, int, int) noexcept
+    ctypedef int (*ssl_cert_cb)(SSL*, void*) noexcept
+    int SSL_verify_client_post_handshake(SSL* s)
+    void SSL_CTX_set_post_handshake_auth(SSL_CTX* ctx, int val)
+    void SSL_set_info_callback(SSL* s, ssl_info_cb cb)
+    int SSL_get_state(const SSL* s)
+    int SSL_version(const SSL* s)
+    void SSL_CTX_set_cert_cb(SSL_CTX* ctx, ssl_cert_cb cb, void* arg)
+    int SSL_CTX_up_ref(SSL_CTX* ctx)
+    X509* SSL_CTX_get0_certificate(const SSL_CTX* ctx)
+    EVP_PKEY* SSL_CTX_get0_privatekey(const SSL_CTX* ctx)
+    long SSL_CTX_get0_chain_certs(SSL_CTX* ctx, stack_st_X509** chain)
+    int SSL_use_certificate(SSL* s, X509* x)
+    int SSL_use_PrivateKey(SSL* s, EVP_PKEY* pkey)
+    long SSL_set1_chain(SSL* s, stack_st_X509* chain)
+    SSL_CTX* SSL_get_SSL_CTX(const SSL* s)
+    int SSL_CB_ACCEPT_LOOP
+    int TLS_ST_SR_CERT
+    int TLS_ST_SR_FINISHED

@@ -218,6 +218,7 @@ class CloseReason(enum.Enum):
     UPSTREAM_CONNECT_FAILED = "upstream_connect_failed"
     IDLE_TIMEOUT = "idle_timeout"
     PEER_CERT_EXPIRED = "peer_cert_expired"
+    REAUTH_FAILED = "reauth_failed"  # post-handshake re-authentication of a live peer failed (issue 11.2)
     MAX_LIFETIME = "max_lifetime"
     RESET = "reset"
     NOT_READY = "not_ready"

@@ -18,7 +18,7 @@ import functools
 import logging
 import socket
 import time
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from proxy.operations.admin import AdminServer
 from proxy.config.model import (
@@ -34,6 +34,7 @@ from proxy.config.transparent import TRANSPARENT_INBOUND, TRANSPARENT_OUTBOUND, 
 from proxy.connection.close import ConnectionRecord
 from proxy.connection.machine import ConnectionSpec, Direction
 from proxy.connection.transparent import transparent_inbound_spec, transparent_outbound_spec
+from proxy.connection.reauth import ReauthRecord
 from proxy.identity.snapshot import IdentitySnapshot
 from proxy.identity.store import IdentityStore
 from proxy.identity.swap import ContextPair, ContextSwap
@@ -68,8 +69,9 @@ class Sidecar:
         self.swap = ContextSwap(self.engine, self.store)
         self.metrics: Metrics | None = (Metrics(self.store, peer_id_labels=config.admin.peer_id_labels)
                                         if config.admin is not None else None)
-        sink = emit if emit is not None else access_log_sink(config.log.access, config.log.format)
+        sink, reauth_sink = _sinks(config, emit)
         self.emit = sink if self.metrics is None else _tee(sink, self.metrics.observe)
+        self.emit_reauth = reauth_sink if self.metrics is None else _tee(reauth_sink, self.metrics.observe_reauth)
         self.first_svid_timeout = config.first_svid_timeout  # read once: only start-up waits for it
         t = config.transparent
         # The loop guard's host addresses: a resolver call, so once here before any event loop runs,
@@ -101,7 +103,7 @@ class Sidecar:
                 close_quietly(plan.sock)
             raise
         self.plane = DataPlane(engine=self.engine, listeners=plans, buffer_size=self.config.limits.buffer_size,
-                               emit=self.emit)
+                               emit=self.emit, emit_reauth=self.emit_reauth)
         if self.metrics is not None:
             self.metrics.plane = self.plane
             self.plane.handshake_observer = self.metrics.observe_handshake
@@ -313,12 +315,23 @@ def local_addresses() -> frozenset[str]:
         return frozenset()
 
 
-def _tee(first: Callable[[ConnectionRecord], None],
-         second: Callable[[ConnectionRecord], None]) -> Callable[[ConnectionRecord], None]:
-    def both(record: ConnectionRecord) -> None:
+R = TypeVar("R")
+
+
+def _tee(first: Callable[[R], None], second: Callable[[R], None]) -> Callable[[R], None]:
+    def both(record: R) -> None:
         first(record)
         second(record)
     return both
+
+
+def _sinks(config: SidecarConfig, emit: Callable[[ConnectionRecord], None] | None
+           ) -> tuple[Callable[[ConnectionRecord], None], Callable[[ReauthRecord], None]]:
+    """Connection and re-authentication records: the access log (or ``emit`` and the log's reauth lines)."""
+    from proxy.operations.accesslog import open_sinks
+
+    sink, reauth_sink = open_sinks(config.log.access, config.log.format)
+    return (emit if emit is not None else sink), reauth_sink
 
 
 def access_log_sink(target: str, fmt: LogFormat = LogFormat.AUTO) -> Callable[[ConnectionRecord], None]:

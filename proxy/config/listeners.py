@@ -12,12 +12,13 @@ from typing import Callable, TypeVar
 
 from ruamel.yaml.comments import CommentedMap
 
-from proxy.config.checks import address
+from proxy.config.checks import address, enum_choice
 from proxy.config.envfields import Fields
 from proxy.config.model import HostPort, InboundListener, Limits, OutboundListener, TlsSettings
 from proxy.config.sections import read_limits, read_tls
 from proxy.config.transparent import RESERVED_LISTENER_NAMES
 from proxy.yamlfields import Section
+from proxy.config.values import PeerExpiry
 from proxy.errors import ConfigError
 from proxy.policy.load import NAME_RE, read_peer_patterns
 
@@ -50,11 +51,13 @@ def read_inbound(sec: Section, limits: Limits, tls: TlsSettings = TlsSettings())
     _loopback_only(sec, "forward_to", forward_to, "allow_non_loopback_forward", "plaintext to the app")
     optout = bool(sec.take("allow_non_loopback_forward", bool, default=False))
     policy = sec.take("policy", str, required=True)
+    expiry = sec.take("peer_expiry", str, default=PeerExpiry.REAUTHENTICATE, check=enum_choice(PeerExpiry))
     own = own_limits(sec, limits)
     own_settings = own_tls(sec, tls)
     sec.finish()
     return InboundListener(name=name, listen=listen, forward_to=forward_to, policy=policy,
-                           allow_non_loopback_forward=optout, limits=own, tls=own_settings, line=sec.line,
+                           allow_non_loopback_forward=optout, limits=own, tls=own_settings, peer_expiry=expiry,
+                           line=sec.line,
                            policy_line=sec.line_of("policy"))
 
 
@@ -68,11 +71,23 @@ def read_outbound(sec: Section, limits: Limits, tls: TlsSettings = TlsSettings()
     if not sec.has("expect"):
         raise sec.missing("expect", "is required: the SPIFFE ID (pattern) the upstream must present")
     expect = read_peer_patterns(sec, "expect", single_ok=True)
+    expiry = sec.take("peer_expiry", str, default=PeerExpiry.KEEP, check=_outbound_expiry)
     own = own_limits(sec, limits)
     own_settings = own_tls(sec, tls)
     sec.finish()
     return OutboundListener(name=name, listen=listen, connect_to=connect_to, expect=expect,
-                            allow_non_loopback_listen=optout, limits=own, tls=own_settings, line=sec.line)
+                            allow_non_loopback_listen=optout, limits=own, tls=own_settings, peer_expiry=expiry,
+                            line=sec.line)
+
+
+def _outbound_expiry(value: str) -> PeerExpiry:
+    """``keep`` or ``close``: a TLS client cannot ask a server for its certificate again."""
+    expiry = enum_choice(PeerExpiry)(value)
+    if expiry is PeerExpiry.REAUTHENTICATE:
+        raise ValueError("'reauthenticate' is for inbound listeners: a TLS client cannot ask the upstream for its"
+                         " certificate again (the upstream's sidecar re-authenticates us instead); use 'keep' (the"
+                         " upstream was verified at connect) or 'close' (close at its certificate's NotAfter)")
+    return expiry  # type: ignore[no-any-return]
 
 
 def own_limits(listener: Section, limits: Limits) -> Limits:

@@ -27,6 +27,7 @@ from proxy.config.values import Unmatched as Unmatched
 from proxy.config.values import parse_host_port as parse_host_port
 from proxy.errors import ConfigError
 from proxy.identity.address import parse_address
+from proxy.config.values import PeerExpiry
 from proxy.policy.match import PeerMatcher
 
 if TYPE_CHECKING:
@@ -120,6 +121,8 @@ class InboundListener:
         allow_non_loopback_forward: opt-in to forward plaintext off the host.
         limits: the effective limits (global ones with this listener's overrides).
         tls: the effective TLS settings (global ones with this listener's overrides).
+        peer_expiry: at the peer certificate's NotAfter: re-authenticate it on the
+            same connection (TLS 1.3 post-handshake auth), close, or keep.
         line: line of the listener in sidecar.yaml (for errors found later).
         policy_line: line of its ``policy`` field (a missing policy is reported there).
     """
@@ -131,6 +134,7 @@ class InboundListener:
     allow_non_loopback_forward: bool = False
     limits: Limits = Limits()
     tls: TlsSettings = TlsSettings()
+    peer_expiry: PeerExpiry = PeerExpiry.REAUTHENTICATE
     line: int | None = None
     policy_line: int | None = None
 
@@ -147,6 +151,8 @@ class OutboundListener:
         allow_non_loopback_listen: opt-in to accept plaintext from off the host.
         limits: the effective limits.
         tls: the effective TLS settings.
+        peer_expiry: at the upstream certificate's NotAfter: keep (its identity was
+            verified at connect; a TLS client cannot ask again) or close.
         line: line of the listener in sidecar.yaml.
     """
 
@@ -157,6 +163,7 @@ class OutboundListener:
     allow_non_loopback_listen: bool = False
     limits: Limits = Limits()
     tls: TlsSettings = TlsSettings()
+    peer_expiry: PeerExpiry = PeerExpiry.KEEP
     line: int | None = None
 
 

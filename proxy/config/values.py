@@ -21,6 +21,14 @@ class InboundMode(enum.Enum):
     PERMISSIVE = "permissive"
 
 
+class PeerExpiry(enum.Enum):
+    """What a listener does when a relayed peer's certificate nears its NotAfter (proxy/connection/reauth.py)."""
+
+    REAUTHENTICATE = "reauthenticate"
+    CLOSE = "close"
+    KEEP = "keep"
+
+
 class Unmatched(enum.Enum):
     """Transparent outbound, for a destination with no route: refuse it, or pass it through in plaintext."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 from proxy.errors import CloseReason, DenyReason, HandshakeFailure, VerifyFailure
 
@@ -159,6 +159,48 @@ class RelayFailed(Event):
     """The relay broke (TLS protocol error, reset): the connection is over."""
 
     reason: CloseReason
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReauthenticated(Event):
+    """The relayed peer answered a post-handshake certificate request with a chain that verified.
+
+    ``authorize`` is the listener's evaluator as of now (the policy in force
+    at this moment, not the one the connection was accepted under): the
+    machine re-authorizes ``peer_id`` with it.
+    """
+
+    peer_id: str
+    not_after: float
+    authorize: Callable[[str], DecisionLike]
+
+
+@dataclass(frozen=True, slots=True)
+class ReauthDenied(Event):
+    """The re-authenticated peer is refused by the current policy (derived after PeerReauthenticated)."""
+
+    decision: DecisionLike
+    peer_id: str
+    not_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReauthFailed(Event):
+    """Re-authentication failed: the new chain did not verify, or the exchange broke the connection.
+
+    ``reason``: the VerifyFailure of the chain, or a HandshakeFailure (TIMEOUT: no answer
+    before the old NotAfter; PEER_CLOSED: the connection broke during the exchange).
+    """
+
+    reason: HandshakeFailure | VerifyFailure
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReauthUnsupported(Event):
+    """The peer cannot be asked again (no post_handshake_auth from it): it is closed at its NotAfter."""
+
     detail: str = ""
 
 

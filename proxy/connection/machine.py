@@ -38,12 +38,13 @@ from typing import Callable
 
 from proxy.connection import events as ev
 from proxy.connection.accept import admit
-from proxy.connection.actions import Action, Close, ConnectUpstream, Log, PeekFirstBytes, StartHandshake
+from proxy.connection.actions import Action, Close, ConnectUpstream, Log, LogReauth, PeekFirstBytes, StartHandshake
 from proxy.connection.authorize import Authorizer, authorize
 from proxy.connection.close import ConnectionRecord, close_reason_for_deadline
 from proxy.connection.connect import connect_upstream
 from proxy.connection.handshake import is_verify_failure
-from proxy.connection.relay import relay_deadlines
+from proxy.connection.reauth import PeerExpiry, ReauthOutcome, ReauthRecord
+from proxy.connection.relay import rearm, relay_deadlines
 from proxy.connection.sniff import peek_is_tls_client_hello
 from proxy.connection.transitions import (
     INBOUND_TRANSITIONS,
@@ -82,6 +83,8 @@ class ConnectionSpec:
     Timeouts are seconds; None disables one. ``buffer_size`` is the
     listener's relay buffer per direction (None: the data plane's).
     ``session_resumption`` False: full handshakes only (``tls.session_resumption``).
+    ``peer_expiry`` is what the peer's NotAfter does to a relaying
+    connection (None: the direction's default, see ``effective_peer_expiry``).
     """
 
     listener: str
@@ -100,6 +103,14 @@ class ConnectionSpec:
     max_connections: int | None = None
     buffer_size: int | None = None
     session_resumption: bool = True
+    peer_expiry: PeerExpiry | None = None
+
+
+def effective_peer_expiry(direction: Direction, configured: PeerExpiry | None) -> PeerExpiry:
+    """Inbound re-authenticates by default; outbound keeps (a TLS client cannot ask a server again)."""
+    if direction is Direction.OUTBOUND:
+        return PeerExpiry.CLOSE if configured is PeerExpiry.CLOSE else PeerExpiry.KEEP
+    return configured or PeerExpiry.REAUTHENTICATE
 
 
 @dataclass(slots=True)
@@ -217,7 +228,7 @@ class Connection:
         self._note_decision(event.decision, Verdict.ALLOW)
         if self.inbound:
             return [self._connect_upstream(event.now)], None
-        return [self._start_relay()], None
+        return self._start_relay(event.now), None
 
     def _on_denied(self, event: ev.Event) -> Handled:
         assert isinstance(event, ev.Denied)
@@ -227,7 +238,7 @@ class Connection:
 
     def _on_upstream_connected(self, event: ev.Event) -> Handled:
         if self.inbound or self.facts.plaintext:
-            return [self._start_relay()], None
+            return self._start_relay(event.now), None
         return [StartHandshake(deadline=event.now + self.spec.handshake_timeout)], None
 
     def _on_upstream_failed(self, event: ev.Event) -> Handled:
@@ -255,6 +266,42 @@ class Connection:
         assert isinstance(event, ev.RelayFailed)
         return [self._close(event.reason, event.detail)], None
 
+    def _on_peer_reauthenticated(self, event: ev.Event) -> Handled:
+        assert isinstance(event, ev.PeerReauthenticated)
+        verdict = authorize(event.now, event.peer_id, event.authorize)
+        if isinstance(verdict, ev.Denied):
+            return [], ev.ReauthDenied(event.now, verdict.decision, event.peer_id, event.not_after)
+        f = self.facts
+        outcome = ReauthOutcome.RENEWED if event.not_after != f.not_after else ReauthOutcome.UNCHANGED
+        record = self._reauth_record(event.now, outcome, peer_id=event.peer_id, not_after=event.not_after,
+                                     rule=verdict.decision.rule)
+        f.peer_id, f.not_after = event.peer_id, event.not_after
+        timers = rearm(now=event.now, start=self.start_time, max_lifetime=self.spec.max_lifetime,
+                       peer_not_after=event.not_after)
+        return [LogReauth(record), timers], None
+
+    def _on_reauth_denied(self, event: ev.Event) -> Handled:
+        assert isinstance(event, ev.ReauthDenied)
+        self._note_decision(event.decision, Verdict.DENY)
+        explanation = getattr(event.decision, "explanation", "") or f"denied by {event.decision.rule}"
+        detail = f"re-authentication: {event.peer_id} is not allowed by the current policy: {explanation}"
+        record = self._reauth_record(event.now, ReauthOutcome.DENIED, peer_id=event.peer_id,
+                                     not_after=event.not_after, rule=event.decision.rule, detail=detail,
+                                     reason=event.decision.reason.value if event.decision.reason else None)
+        self.facts.peer_id = event.peer_id
+        return [LogReauth(record), self._close(CloseReason.DENIED, detail)], None
+
+    def _on_reauth_failed(self, event: ev.Event) -> Handled:
+        assert isinstance(event, ev.ReauthFailed)
+        detail = f"re-authentication failed: {event.detail}"
+        self.facts.reason = event.reason
+        record = self._reauth_record(event.now, ReauthOutcome.FAILED, reason=event.reason.value, detail=detail)
+        return [LogReauth(record), self._close(CloseReason.REAUTH_FAILED, detail)], None
+
+    def _on_reauth_unsupported(self, event: ev.Event) -> Handled:
+        assert isinstance(event, ev.ReauthUnsupported)
+        return [self._unsupported(event.now, event.detail)], None
+
     def _on_stop_requested(self, event: ev.Event) -> Handled:
         assert isinstance(event, ev.StopRequested)
         return [self._close(event.reason, "sidecar stopping")], None
@@ -269,16 +316,39 @@ class Connection:
         return connect_upstream(self.spec.upstream_host, self.spec.upstream_port, now=now,
                                 timeout=self.spec.connect_timeout)
 
-    def _start_relay(self) -> Action:
-        return relay_deadlines(idle_timeout=self.spec.idle_timeout, max_lifetime=self.spec.max_lifetime,
-                               start=self.start_time, peer_not_after=self.facts.not_after,
-                               tls=not self.facts.plaintext, buffer_size=self.spec.buffer_size)
+    def _start_relay(self, now: float) -> list[Action]:
+        tls = not self.facts.plaintext
+        expiry = effective_peer_expiry(self.spec.direction, self.spec.peer_expiry)
+        reauth = tls and self.inbound and expiry is PeerExpiry.REAUTHENTICATE
+        notes: list[Action] = []
+        if reauth and self.facts.tls_version != "TLSv1.3":
+            # Post-handshake authentication is TLS 1.3's: this peer is closed at its NotAfter, as before.
+            notes.append(self._unsupported(now, f"{self.facts.tls_version} has no post-handshake authentication"))
+            reauth = False
+        relay = relay_deadlines(idle_timeout=self.spec.idle_timeout, max_lifetime=self.spec.max_lifetime,
+                                start=self.start_time, tls=tls, buffer_size=self.spec.buffer_size,
+                                peer_not_after=self.facts.not_after if expiry is not PeerExpiry.KEEP else None,
+                                reauth_from=now if reauth else None)
+        return [*notes, relay]
+
+    def _unsupported(self, now: float, detail: str) -> LogReauth:
+        return LogReauth(self._reauth_record(now, ReauthOutcome.UNSUPPORTED, not_after=self.facts.not_after,
+                                             detail=f"{detail}: closing at the peer certificate's NotAfter"))
+
+    def _reauth_record(self, now: float, outcome: ReauthOutcome, *, peer_id: str | None = None,
+                       not_after: float | None = None, rule: str | None = None, reason: str | None = None,
+                       detail: str = "") -> ReauthRecord:
+        return ReauthRecord(listener=self.spec.listener, peer_id=peer_id, previous_peer_id=self.facts.peer_id,
+                            outcome=outcome, time=now, not_after=not_after, rule=rule, reason=reason, detail=detail)
 
     def _close(self, reason: CloseReason, detail: str = "") -> Close:
         self.facts.close_reason = reason
         if detail or not self.facts.plaintext:
             self.facts.detail = detail
-        return Close(reason=reason, detail=detail)
+        # Handlers run before the state moves on: RELAYING here means bytes were
+        # flowing, so any end but the stream's own is a cut and must look like one.
+        abort = self.state is S.RELAYING and reason is not CloseReason.COMPLETED
+        return Close(reason=reason, detail=detail, abort=abort)
 
     def _note_decision(self, decision: ev.DecisionLike, verdict: Verdict) -> None:
         self.facts.decision = verdict
@@ -320,6 +390,10 @@ _HANDLERS: dict[type[ev.Event], Callable[[Connection, ev.Event], Handled]] = {
     ev.DirectionFinished: Connection._on_direction_finished,
     ev.RelayFinished: Connection._on_relay_finished,
     ev.RelayFailed: Connection._on_relay_failed,
+    ev.PeerReauthenticated: Connection._on_peer_reauthenticated,
+    ev.ReauthDenied: Connection._on_reauth_denied,
+    ev.ReauthFailed: Connection._on_reauth_failed,
+    ev.ReauthUnsupported: Connection._on_reauth_unsupported,
     ev.StopRequested: Connection._on_stop_requested,
     ev.Closed: Connection._on_closed,
 }

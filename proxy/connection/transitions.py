@@ -63,6 +63,10 @@ _COMMON: Transitions = {
     (S.RELAYING, ev.DirectionFinished): S.RELAYING,
     (S.RELAYING, ev.RelayFinished): S.CLOSING,
     (S.RELAYING, ev.RelayFailed): S.CLOSING,
+    (S.RELAYING, ev.PeerReauthenticated): S.RELAYING,
+    (S.RELAYING, ev.ReauthUnsupported): S.RELAYING,
+    (S.RELAYING, ev.ReauthDenied): S.CLOSING,
+    (S.RELAYING, ev.ReauthFailed): S.CLOSING,
     (S.CLOSING, ev.Closed): S.CLOSED,
 }
 
@@ -115,6 +119,7 @@ def table_for(direction: Direction, mode: Mode) -> Transitions:
 _ABORTS = (ev.DeadlineExpired, ev.StopRequested, ev.RelayFailed)
 #: Events a driver may still report after it was told to close (races): ignored.
 _LATE = (ev.DeadlineExpired, ev.StopRequested, ev.DirectionFinished, ev.RelayFailed, ev.RelayFinished,
+         ev.PeerReauthenticated, ev.ReauthFailed, ev.ReauthUnsupported,
          ev.UpstreamConnected, ev.UpstreamFailed, ev.HandshakeCompleted, ev.HandshakeFailed, ev.FirstBytesPeeked)
 
 

@@ -80,6 +80,13 @@ class SidecarProcess:
 
     def records(self) -> list[dict[str, Any]]:
         """The connection records written so far (complete lines only)."""
+        return self._lines("connection")
+
+    def reauth_records(self) -> list[dict[str, Any]]:
+        """The re-authentication records written so far (issue 11.2; same stream, other event)."""
+        return self._lines("reauthentication")
+
+    def _lines(self, event: str) -> list[dict[str, Any]]:
         try:
             text = self.stdout_path.read_text(errors="replace")
         except FileNotFoundError:
@@ -88,9 +95,11 @@ class SidecarProcess:
         for line in text.splitlines():
             if line.startswith("{"):
                 try:
-                    out.append(json.loads(line))
+                    record = json.loads(line)
                 except json.JSONDecodeError:
-                    pass
+                    continue
+                if record.get("event", "connection") == event:
+                    out.append(record)
         return out
 
     def count(self, needle: str) -> int:

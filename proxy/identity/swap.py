@@ -12,6 +12,13 @@ A snapshot whose contexts cannot be built (the engine refuses the key,
 say) leaves the previous pair in place and is recorded in ``last_error``.
 A withdrawal (redaction, PERMISSION_DENIED) clears ``current``: no context,
 so inbound fails closed.
+
+One thing does reach established connections: ``client_identity``, the
+engine's ClientIdentity cell, always names the newest client context, and
+every client context answers a server's post-handshake certificate request
+from it (issue 11.2). A long-lived outbound connection made under an old
+snapshot thus presents the renewed SVID when the upstream re-authenticates
+it, without touching its own (immutable) context.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Callable
 from proxy.identity import rotation
 from proxy.identity.snapshot import IdentitySnapshot
 from proxy.identity.store import IdentityStore
-from proxy.tls.contract import ClientContext, Engine, ServerContext
+from proxy.tls.contract import ClientContext, ClientIdentity, Engine, ServerContext
 from proxy.tls.material import TlsMaterial
 
 _log = logging.getLogger(__name__)
@@ -66,6 +73,7 @@ class ContextSwap:
 
     def __init__(self, engine: Engine, store: IdentityStore, now: float | None = None) -> None:
         self._engine = engine
+        self.client_identity: ClientIdentity = engine.ClientIdentity()
         self._current: ContextPair | None = None
         self.last_error: str | None = None
         self._listeners: list[Callable[[ContextPair | None], None]] = []
@@ -99,8 +107,8 @@ class ContextSwap:
             Exception: whatever the engine raises for unusable material.
         """
         material = snapshot.to_tls_material()
-        return ContextPair(server=self._engine.ServerContext(material),
-                           client=self._engine.ClientContext(material), material=material)
+        client = self._engine.ClientContext(material, self.client_identity)
+        return ContextPair(server=self._engine.ServerContext(material), client=client, material=material)
 
     def _on_snapshot(self, snapshot: IdentitySnapshot | None) -> None:
         if snapshot is None:
@@ -117,5 +125,7 @@ class ContextSwap:
 
     def _install(self, pair: ContextPair | None) -> None:
         self._current = pair
+        if pair is not None:
+            self.client_identity.publish(pair.client)
         for callback in list(self._listeners):
             callback(pair)

@@ -15,8 +15,10 @@ from typing import Callable, TextIO
 
 from proxy.config.model import LogFormat
 from proxy.connection.close import ConnectionRecord
+from proxy.connection.reauth import ReauthRecord
 
 Sink = Callable[[ConnectionRecord], None]
+ReauthSink = Callable[[ReauthRecord], None]
 
 
 def format_text(record: ConnectionRecord) -> str:
@@ -36,6 +38,43 @@ def format_text(record: ConnectionRecord) -> str:
     if record.detail:
         parts.append(f"- {record.detail}")
     return " ".join(parts)
+
+
+def format_reauth_text(record: ReauthRecord) -> str:
+    """One human-readable line for a re-authentication of a live connection."""
+    when = time.strftime("%H:%M:%S", time.localtime(record.time))
+    parts = [when, record.listener, "reauth", record.peer_id or record.previous_peer_id or "-", record.outcome.value]
+    if record.reason:
+        parts.append(f"reason={record.reason}")
+    if record.not_after:
+        parts.append("until " + time.strftime("%H:%M:%S", time.localtime(record.not_after)))
+    if record.detail:
+        parts.append(f"- {record.detail}")
+    return " ".join(parts)
+
+
+def open_sinks(target: str, fmt: LogFormat = LogFormat.AUTO) -> tuple[Sink, ReauthSink]:
+    """Connection records and re-authentication records, to the same target in the same format."""
+    if target == "off":
+        return (lambda record: None), (lambda record: None)
+    stream = _open_stream(target)
+    text = fmt is LogFormat.TEXT or (fmt is LogFormat.AUTO and _isatty(stream))
+
+    def write(line: str) -> None:
+        stream.write(line + "\n")
+        stream.flush()
+
+    if text:
+        return (lambda r: write(format_text(r))), (lambda r: write(format_reauth_text(r)))
+    return (lambda r: write(r.to_json())), (lambda r: write(r.to_json()))
+
+
+def _open_stream(target: str) -> TextIO:
+    if target in ("stdout", "-"):
+        return sys.stdout
+    if target == "stderr":
+        return sys.stderr
+    return Path(target).open("a", encoding="utf-8", buffering=1)
 
 
 def open_sink(target: str, fmt: LogFormat = LogFormat.AUTO) -> Sink:

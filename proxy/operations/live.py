@@ -65,7 +65,8 @@ def inbound_spec(listener: InboundListener, policies: PolicySet | None) -> Conne
     return ConnectionSpec(
         listener=listener.name, direction=Direction.INBOUND, upstream_host=listener.forward_to.host,
         upstream_port=listener.forward_to.port, authorize=functools.partial(evaluate, policies, listener.policy),
-        session_resumption=listener.tls.session_resumption, **limits_keywords(listener.limits))
+        session_resumption=listener.tls.session_resumption, peer_expiry=listener.peer_expiry,
+        **limits_keywords(listener.limits))
 
 
 def transparent_inbound_specs(tin: TransparentInbound | None, policies: PolicySet | None,
@@ -88,7 +89,8 @@ def outbound_spec(listener: OutboundListener) -> ConnectionSpec:
         listener=listener.name, direction=Direction.OUTBOUND, upstream_host=listener.connect_to.host,
         upstream_port=listener.connect_to.port, session_key=str(listener.connect_to),
         authorize=functools.partial(check_expected_peer, matcher=listener.expect, listener=listener.name),
-        session_resumption=listener.tls.session_resumption, **limits_keywords(listener.limits))
+        session_resumption=listener.tls.session_resumption, peer_expiry=listener.peer_expiry,
+        **limits_keywords(listener.limits))
 
 
 def limits_keywords(limits: Limits) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from proxy.connection.close import ConnectionRecord
+from proxy.connection.reauth import ReauthRecord
 from proxy.errors import AdmissionRefusal, CloseReason, RefusalReason
 from proxy.identity.store import SourceStatus
 
@@ -83,6 +84,8 @@ class Metrics:
         self.policy_stale = Gauge(f"{p}_policy_stale", "1 when the last reload was rejected and an older policy"
                                   " still enforces", registry=r)
         self.draining = Gauge(f"{p}_draining", "1 while draining on SIGTERM", registry=r)
+        self.reauths = Counter(f"{p}_reauthentications", "Re-authentications of live peers (TLS 1.3 post-handshake"
+                               " auth), by listener and outcome", ["listener", "outcome"], registry=r)
         r.register(_ScrapeTime(self))
         store.subscribe(self._on_identity)
 
@@ -107,6 +110,10 @@ class Metrics:
             self.bytes_in.labels(listener).inc(record.bytes_in)
         if record.bytes_out:
             self.bytes_out.labels(listener).inc(record.bytes_out)
+
+    def observe_reauth(self, record: ReauthRecord) -> None:
+        """Count one re-authentication (outcome: a ReauthOutcome value, a bounded label)."""
+        self.reauths.labels(record.listener, record.outcome.value).inc()
 
     def observe_handshake(self, listener: str, seconds: float) -> None:
         """One completed handshake's duration (the runner's only metrics hook)."""

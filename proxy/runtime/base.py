@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable
 from proxy.connection.close import ConnectionRecord
 from proxy.connection.machine import ConnectionSpec, Direction
 from proxy.connection.pending import PendingHandshakes
+from proxy.connection.reauth import ReauthRecord
 from proxy.connection.resumption import ResumptionBackoff
 from proxy.errors import HandshakeFailure
 from proxy.runtime.primitives import Event, Io, TaskGroup
@@ -75,6 +76,8 @@ class DataPlane:
     listeners: list[ListenerPlan]
     buffer_size: int = 65536
     emit: Callable[[ConnectionRecord], None] = field(default=lambda record: print_record(record))
+    #: Where re-authentication records go (issue 11.2): the access log and a metric, beside ``emit``.
+    emit_reauth: Callable[[ReauthRecord], None] = field(default=lambda record: print_record(record))
     active: int = 0
     accepted: int = 0
     #: (listener, seconds) per completed handshake; None when metrics are off (no cost then).
@@ -94,7 +97,7 @@ class DataPlane:
         self.resumption_fallbacks[key] = self.resumption_fallbacks.get(key, 0) + 1
 
 
-def print_record(record: ConnectionRecord) -> None:
+def print_record(record: ConnectionRecord | ReauthRecord) -> None:
     """The default record sink: one JSON line on stdout."""
     sys.stdout.write(record.to_json() + "\n")
     sys.stdout.flush()

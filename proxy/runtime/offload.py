@@ -30,6 +30,8 @@ _log = logging.getLogger("spiffe_sidecar")
 
 #: Set to 0 to relay on the event loop even with the compiled engine.
 RELAY_THREAD_ENV = "SPIFFE_SIDECAR_RELAY_THREAD"
+#: OffloadedRelay.outcome while the hub still relays (RELAY_RUNNING in the extension).
+RELAY_RUNNING_OUTCOME = 0
 
 
 def relay_thread_enabled(engine: Engine) -> TypeGuard[HubEngine]:
@@ -56,29 +58,47 @@ class RelayThread:
             _log.error("relay thread did not stop within 10 s")
 
     async def deliver(self, io: Io) -> None:
-        """Forever: wake the tasks whose connections the hub handed back."""
+        """Forever: wake the tasks whose connections the hub handed back, or has news of (a notice)."""
         fd = self.hub.fileno()
         while True:
             await io.wait_readable(fd)
             for handle in self.hub.finished():
                 handle.waiter.set()
+            for handle in self.hub.noticed():
+                handle.waiter.set()
 
     def hand_over(self, tls: TlsConnection, tls_fd: int, plain_fd: int, *, idle_timeout: float | None,
-                  lifetime_deadline: float | None, buffer_size: int | None) -> OffloadedRelay:
+                  lifetime_deadline: float | None, buffer_size: int | None,
+                  reauth_at: float | None = None) -> OffloadedRelay:
         """Give an established connection to the hub; returns its ``OffloadedRelay`` handle."""
-        return self.hub.add(tls, tls_fd, plain_fd, idle_timeout or 0.0, lifetime_deadline or 0.0, buffer_size or 0)
+        return self.hub.add(tls, tls_fd, plain_fd, idle_timeout or 0.0, lifetime_deadline or 0.0, buffer_size or 0,
+                            reauth_at or 0.0)
+
+    def rearm(self, handle: OffloadedRelay, lifetime_deadline: float | None, reauth_at: float | None) -> None:
+        """New timers for a connection the hub keeps relaying (after a re-authentication)."""
+        self.hub.rearm(handle, lifetime_deadline or 0.0, reauth_at or 0.0)
 
     async def wait(self, io: Io, handle: OffloadedRelay) -> None:
-        """Until the hub hands the connection back (its outcome is then on the handle).
+        """Until the hub hands the connection back or has a notice for it (both are then on the handle).
 
         A cancellation (a stop) takes the connection back from the hub
         before it propagates, so the caller may close the sockets at once.
+        After a notice the connection is still in the hub: call ``wait``
+        again, or ``cancel``.
         """
         handle.waiter = waiter = io.new_event()  # before any await: deliver() runs on this same loop
         try:
             await waiter.wait()
-        finally:
-            self.hub.cancel(handle)  # a no-op when it ended on its own
+        except BaseException:
+            self.hub.cancel(handle)
+            raise
+        if handle.outcome == RELAY_RUNNING_OUTCOME:
+            return  # a notice: the hub keeps relaying
+        self.hub.cancel(handle)  # a no-op when it ended on its own
+
+    def cancel(self, handle: OffloadedRelay) -> None:
+        """Take a connection back from the hub now (a re-authentication refused it)."""
+        self.hub.cancel(handle)
 
 
 class HostsRelayThread(Protocol):

@@ -16,7 +16,8 @@ from collections import deque
 from typing import AsyncContextManager, Awaitable, Callable
 
 from proxy.connection import events as ev
-from proxy.connection.actions import Action, Close, ConnectUpstream, Log, PeekFirstBytes, StartHandshake, StartRelay
+from proxy.connection.actions import (Action, Close, ConnectUpstream, Log, LogReauth, PeekFirstBytes, RearmRelay,
+                                      StartHandshake, StartRelay)
 from proxy.connection.handshake import handshake_failed
 from proxy.connection.machine import Connection, ConnectionState, Direction
 from proxy.errors import CloseReason, HandshakeFailure, SidecarError, TlsError, UpstreamError, Verdict
@@ -24,7 +25,8 @@ from proxy.runtime.heap import give_back_heap
 from proxy.runtime.base import DataPlane, ListenerPlan
 from proxy.runtime.offload import RelayThread
 from proxy.runtime.primitives import Io, TaskGroup
-from proxy.runtime.sockets import PlainRelay, close_quietly, destination_of, open_tcp_connection, peek
+from proxy.runtime import reauth
+from proxy.runtime.sockets import PlainRelay, close_quietly, destination_of, open_tcp_connection, peek, reset_quietly
 from proxy.tls.contract import DONE, WANT_READ, ByteCounts, HubEngine, OffloadedRelay, Relay, TlsConnection
 
 
@@ -76,9 +78,14 @@ class _Runner:
         self.group: TaskGroup | None = None
         self.pending: deque[Action] = deque()
         self.locks: dict[tuple[int, bool], AsyncContextManager[object]] = {}
+        #: Per relay direction (event-loop relay): its pump waits for the TLS socket to drain.
+        self.write_waits = [False, False]
+        #: The timers a re-authentication just set (runtime/reauth.py reads it after feed()).
+        self.rearmed: RearmRelay | None = None
         now = time.time()
         self.context = plan.context()
-        self.spec = plan.spec(destination_of(sock) if plan.transparent else None)
+        self.destination = destination_of(sock) if plan.transparent else None
+        self.spec = plan.spec(self.destination)
         self.conn = Connection(self.spec, now=now)
 
     async def run(self) -> None:
@@ -94,10 +101,18 @@ class _Runner:
             if self.conn.state is not ConnectionState.CLOSED:
                 self._abort(CloseReason.DRAINED)
 
-    def _feed(self, event: ev.Event) -> None:
-        actions = self.conn.handle(event)
-        self.pending.extend(actions)
-        if self.group is not None and any(isinstance(a, Close) for a in actions):
+    def feed(self, event: ev.Event) -> None:
+        """Hand the core an event; queue its actions (a re-authentication's log and timers act at once)."""
+        closing = False
+        for action in self.conn.handle(event):
+            if isinstance(action, LogReauth):
+                self.plane.emit_reauth(action.record)  # now, not when a long stream ends
+            elif isinstance(action, RearmRelay):
+                self.rearmed = action
+            else:
+                closing = closing or isinstance(action, Close)
+                self.pending.append(action)
+        if closing and self.group is not None:
             self.group.cancel()
 
     async def _execute(self, action: Action) -> None:
@@ -110,8 +125,8 @@ class _Runner:
         elif isinstance(action, StartRelay):
             await self._relay(action)
         elif isinstance(action, Close):
-            self._close_sockets()
-            self._feed(ev.Closed(time.time(), *self._byte_counts()))
+            self._close_sockets(abort=action.abort)
+            self.feed(ev.Closed(time.time(), *self._byte_counts()))
         elif isinstance(action, Log):
             self.plane.emit(action.record)
 
@@ -125,17 +140,25 @@ class _Runner:
     def plain_sock(self) -> socket.socket | None:
         return self.upstream if self.plan.direction is Direction.INBOUND else self.accepted_sock
 
+    @property
+    def tls_fd(self) -> int:
+        return self.tls_sock.fileno()  # type: ignore[union-attr]
+
+    def tls_write_pending(self) -> bool:
+        """True while a relay direction waits to write TLS (no handshake record may go out then)."""
+        return self.write_waits[0] or self.write_waits[1]
+
     # --- handshake -----------------------------------------------------
 
     async def _handshake(self, action: StartHandshake) -> None:
         assert self.tls_sock is not None and self.context is not None
         if self.plan.direction is Direction.INBOUND and not await self._client_hello_arrived(action.deadline):
-            self._feed(ev.DeadlineExpired(time.time(), ev.DeadlineKind.HANDSHAKE))
+            self.feed(ev.DeadlineExpired(time.time(), ev.DeadlineKind.HANDSHAKE))
             return
         try:
             self.tls = self._new_tls(offer_session=True)
         except (SidecarError, OSError) as exc:
-            self._feed(handshake_failed(time.time(), exc))
+            self.feed(handshake_failed(time.time(), exc))
             return
         observe = self.plane.handshake_observer  # None when metrics are off: no clock read then
         started = time.monotonic() if observe is not None else 0.0
@@ -149,7 +172,7 @@ class _Runner:
             self.plane.resumption.resumed(self._session_key() or "")
         if observe is not None and isinstance(event, ev.HandshakeCompleted):
             observe(self.spec.listener, time.monotonic() - started)
-        self._feed(event if finished and event is not None
+        self.feed(event if finished and event is not None
                    else ev.DeadlineExpired(time.time(), ev.DeadlineKind.HANDSHAKE))
 
     async def _client_hello_arrived(self, deadline: float) -> bool:
@@ -256,9 +279,9 @@ class _Runner:
         try:
             finished, data = await self.io.run_until(action.deadline, first_bytes)
         except OSError as exc:
-            self._feed(handshake_failed(time.time(), exc))
+            self.feed(handshake_failed(time.time(), exc))
             return
-        self._feed(ev.FirstBytesPeeked(time.time(), data) if finished and data is not None
+        self.feed(ev.FirstBytesPeeked(time.time(), data) if finished and data is not None
                    else ev.DeadlineExpired(time.time(), ev.DeadlineKind.HANDSHAKE))
 
     # --- upstream ------------------------------------------------------
@@ -272,7 +295,7 @@ class _Runner:
             return ev.UpstreamConnected(time.time())
 
         finished, event = await self.io.run_until(action.deadline, connect)
-        self._feed(event if finished and event is not None
+        self.feed(event if finished and event is not None
                    else ev.DeadlineExpired(time.time(), ev.DeadlineKind.CONNECT))
 
     # --- relay ---------------------------------------------------------
@@ -300,22 +323,38 @@ class _Runner:
             group.start_soon(self._pump, relay.plain_to_tls, ev.RelayDirection.PLAIN_TO_TLS)
             if action.idle_timeout:
                 group.start_soon(self._watch_idle, action.idle_timeout)
-            if action.lifetime_deadline is not None:
-                group.start_soon(self._watch_lifetime, action.lifetime_deadline, action.lifetime_kind)
+            if action.lifetime_deadline is not None or action.reauth_at is not None:
+                group.start_soon(reauth.watch_expiry, self, action.lifetime_deadline, action.lifetime_kind,
+                                 action.reauth_at)
         self.group = None
 
     async def _relay_on_thread(self, relays: RelayThread, action: StartRelay) -> None:
-        """The relay on the extension's relay thread (offload.py): one wait, then the outcome's events."""
+        """The relay on the extension's relay thread (offload.py): wait for its end, then report it.
+
+        A wake-up while the hub still relays is a notice (a re-authentication's
+        answer, runtime/reauth.py): re-authorize, then rearm or take it back.
+        """
         tls_sock, plain_sock = self.tls_sock, self.plain_sock
         assert tls_sock is not None and plain_sock is not None and self.tls is not None
         # self.relay is the hub's handle: its byte counts are what _abort records if we are cancelled.
         self.relay = handle = relays.hand_over(self.tls, tls_sock.fileno(), plain_sock.fileno(),
                                                idle_timeout=action.idle_timeout,
                                                lifetime_deadline=action.lifetime_deadline,
-                                               buffer_size=action.buffer_size)
-        await relays.wait(self.io, handle)
-        for event in _offloaded_outcome(relays.engine, handle, action):
-            self._feed(event)
+                                               buffer_size=action.buffer_size, reauth_at=action.reauth_at)
+        engine = relays.engine
+        while True:
+            await relays.wait(self.io, handle)
+            if handle.outcome != engine.RELAY_RUNNING:
+                break
+            timers = reauth.on_notice(self, engine, handle.take_notice())  # still relaying: a notice
+            if self.conn.state is not ConnectionState.RELAYING:
+                relays.cancel(handle)  # refused: the queued Close aborts it
+                return
+            if timers is not None:
+                relays.rearm(handle, timers.lifetime_deadline, timers.reauth_at)
+                action = StartRelay(action.idle_timeout, timers.lifetime_deadline, timers.lifetime_kind)
+        for event in _offloaded_outcome(engine, handle, action, self.tls):
+            self.feed(event)
 
     async def _pump(self, step: Callable[[], int], direction: ev.RelayDirection) -> None:
         engine = self.plane.engine
@@ -324,13 +363,21 @@ class _Runner:
         tls_fd, plain_fd = tls_sock.fileno(), plain_sock.fileno()
         waits = {engine.WANT_TLS_READ: (tls_fd, True), engine.WANT_TLS_WRITE: (tls_fd, False),
                  engine.WANT_PLAIN_READ: (plain_fd, True), engine.WANT_PLAIN_WRITE: (plain_fd, False)}
+        side = direction is ev.RelayDirection.PLAIN_TO_TLS
+        writing = engine.WANT_TLS_WRITE
         try:
             while (status := step()) != engine.EOF:
+                self.write_waits[side] = status == writing
                 await self._wait(*waits[status])
         except (SidecarError, OSError) as exc:
-            self._feed(_map_relay_error(exc))
+            self.feed(_relay_failure(self.tls, exc))
             return
-        self._feed(ev.DirectionFinished(time.time(), direction))
+        self.write_waits[side] = False
+        self.feed(ev.DirectionFinished(time.time(), direction))
+
+    async def wait_tls(self, fd: int, *, readable: bool) -> None:
+        """Wait on the TLS fd, taking turns with the relay's pumps."""
+        await self._wait(fd, readable)
 
     async def _wait(self, fd: int, readable: bool) -> None:
         # Both directions share the TLS fd; trio forbids two waiters on one
@@ -349,13 +396,9 @@ class _Runner:
             if moved != last:
                 last, last_change = moved, now
             elif now - last_change >= idle_timeout:
-                self._feed(ev.DeadlineExpired(time.time(), ev.DeadlineKind.IDLE))
+                self.feed(ev.DeadlineExpired(time.time(), ev.DeadlineKind.IDLE))
                 return
             await self.io.sleep(max(0.05, min(idle_timeout / 4, idle_timeout - (now - last_change))))
-
-    async def _watch_lifetime(self, deadline: float, kind: ev.DeadlineKind) -> None:
-        await self.io.run_until(deadline, _forever(self.io))
-        self._feed(ev.DeadlineExpired(time.time(), kind))
 
     # --- closing -------------------------------------------------------
 
@@ -364,16 +407,17 @@ class _Runner:
             return 0, 0
         return int(self.relay.bytes_tls_to_plain), int(self.relay.bytes_plain_to_tls)
 
-    def _close_sockets(self) -> None:
+    def _close_sockets(self, *, abort: bool = False) -> None:
+        """Close both sides; ``abort`` (a stream cut short): no close_notify and a reset on both sockets."""
         if self.tls is not None:
             if self.conn.facts.decision is not Verdict.ALLOW:
                 # A refused peer (policy, expect, verification) leaves no session
                 # behind: it would hold the peer's chain in memory (issue 11.1).
                 self.tls.forget_session()
             try:
-                if self.conn.facts.tls_version:
-                    # One non-blocking close_notify attempt: a peer of a connection
-                    # we end (idle, lifetime, denied) then sees a clean EOF, not a reset.
+                if self.conn.facts.tls_version and not abort:
+                    # One non-blocking close_notify attempt: a peer refused before any
+                    # byte was relayed (denied, say) sees a clean end of an empty stream.
                     self.tls.shutdown()
             except (SidecarError, OSError):
                 pass
@@ -384,7 +428,7 @@ class _Runner:
         for sock in (self.accepted_sock, self.upstream):
             if sock is not None:
                 self.io.notify_closing(sock)
-                close_quietly(sock)
+                (reset_quietly if abort else close_quietly)(sock)
         self.accepted_sock = self.upstream = None
 
     def _abort(self, reason: CloseReason) -> None:
@@ -392,9 +436,11 @@ class _Runner:
         now = time.time()
         if self.conn.state is ConnectionState.CLOSED:
             return
+        # A Close already queued (and not yet run) or the one the stop yields says whether it cuts a stream.
+        abort = any(isinstance(a, Close) and a.abort for a in self.pending)
         if self.conn.state is not ConnectionState.CLOSING:
-            self.conn.handle(ev.StopRequested(now, reason))
-        self._close_sockets()
+            abort = any(isinstance(a, Close) and a.abort for a in self.conn.handle(ev.StopRequested(now, reason)))
+        self._close_sockets(abort=abort)
         for action in self.conn.handle(ev.Closed(now, *self._byte_counts())):
             if isinstance(action, Log):
                 self.plane.emit(action.record)
@@ -405,19 +451,16 @@ _NOT_A_RESUMPTION_FAILURE = frozenset({HandshakeFailure.TIMEOUT, HandshakeFailur
                                        HandshakeFailure.NO_CLIENT_CERT})
 
 
-def _forever(io: Io) -> Callable[[], Awaitable[None]]:
-    async def sleep_forever() -> None:
-        while True:
-            await io.sleep(3600)
-    return sleep_forever
-
-
-def _offloaded_outcome(engine: HubEngine, handle: OffloadedRelay, action: StartRelay) -> list[ev.Event]:
+def _offloaded_outcome(engine: HubEngine, handle: OffloadedRelay, action: StartRelay,
+                       tls: TlsConnection) -> list[ev.Event]:
     """The events of a relay the hub handed back, in the order the event-loop relay reports them."""
     now = time.time()
     if handle.outcome == engine.RELAY_IDLE:
         return [ev.DeadlineExpired(now, ev.DeadlineKind.IDLE)]
     if handle.outcome == engine.RELAY_LIFETIME:
+        if tls.reauth_pending:
+            return [ev.ReauthFailed(now, reauth.NO_ANSWER, "the peer did not answer the certificate request before"
+                                    " its certificate expired")]
         return [ev.DeadlineExpired(now, action.lifetime_kind)]
     events: list[ev.Event] = []
     if handle.tls_to_plain_done:
@@ -425,8 +468,15 @@ def _offloaded_outcome(engine: HubEngine, handle: OffloadedRelay, action: StartR
     if handle.plain_to_tls_done:
         events.append(ev.DirectionFinished(now, ev.RelayDirection.PLAIN_TO_TLS))
     if handle.outcome == engine.RELAY_FAILED:
-        events.append(_map_relay_error(handle.error))
+        events.append(_relay_failure(tls, handle.error))
     return events
+
+
+def _relay_failure(tls: TlsConnection | None, exc: BaseException | None) -> ev.Event:
+    """A relay that broke; while a re-authentication was outstanding, that is what failed."""
+    if tls is not None and tls.reauth_pending:
+        return reauth.failure(tls, exc)
+    return _map_relay_error(exc)
 
 
 def _map_relay_error(exc: BaseException | None) -> ev.RelayFailed:

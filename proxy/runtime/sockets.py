@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
 
 from proxy.errors import UpstreamError
 from proxy.runtime.happy_eyeballs import race_connect
@@ -141,6 +142,24 @@ def close_quietly(sock: socket.socket | None) -> None:
             sock.close()
         except OSError:
             pass
+
+
+#: SO_LINGER on, timeout 0: close() sends a TCP RST (and drops unsent bytes) instead of a FIN.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+
+
+def reset_quietly(sock: socket.socket | None) -> None:
+    """Close a socket with a TCP reset: the peer sees ECONNRESET, never an orderly EOF.
+
+    How a close the sidecar forces reaches an app or a TLS peer: a FIN after
+    a cut stream would read as a complete one to any protocol that reads to EOF.
+    """
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        except OSError:
+            pass  # already closed or reset by the peer: the close below is all there is
+        close_quietly(sock)
 
 
 def destination_of(sock: socket.socket) -> tuple[str, int]:

@@ -64,6 +64,24 @@ class TlsConnection(Protocol):
         """The peer was refused: keep no session of this connection (server: out of the cache now)."""
         ...
 
+    def request_reauth(self) -> int:
+        """Server: ask the peer for its certificate again: DONE, WANT_*, or CANNOT_REAUTH (issue 11.2)."""
+        ...
+
+    def reauth_answered(self) -> bool:
+        """True (once) when the answer was read in full and verified; the peer facts are then the new ones."""
+        ...
+
+    @property
+    def reauth_pending(self) -> bool:
+        """Between a request and its complete answer."""
+        ...
+
+    @property
+    def verify_failure(self) -> Exception | None:
+        """The last peer verification failure (the compiled engine's, from inside a re-authentication)."""
+        ...
+
 
 class TlsContext(Protocol):
     """What server and client contexts share: built once from one snapshot's material, never mutated."""
@@ -80,6 +98,12 @@ class ServerContext(TlsContext, Protocol):
     def new_connection(self, fd: int, resumable: bool = True) -> TlsConnection:
         """``resumable=False``: nothing is resumed on this connection and nothing it makes is kept."""
         ...
+
+
+class ClientIdentity(Protocol):
+    """The newest client context of a sidecar: what every client connection answers a certificate request with."""
+
+    def publish(self, context: ClientContext) -> None: ...
 
 
 class ClientContext(TlsContext, Protocol):
@@ -129,6 +153,9 @@ class OffloadedRelay(ByteCounts, Protocol):
     def plain_to_tls_done(self) -> bool: ...
     @property
     def error(self) -> OSError | Exception | None: ...
+    def take_notice(self) -> int:
+        """The NOTICE_* the hub left while it keeps relaying (cleared)."""
+        ...
 
 
 class RelayHub(Protocol):
@@ -138,8 +165,10 @@ class RelayHub(Protocol):
     @property
     def active(self) -> int: ...
     def add(self, conn: TlsConnection, tls_fd: int, plain_fd: int, idle_timeout: float = 0.0,
-            lifetime_deadline: float = 0.0, buffer_size: int = 0) -> OffloadedRelay: ...
+            lifetime_deadline: float = 0.0, buffer_size: int = 0, reauth_at: float = 0.0) -> OffloadedRelay: ...
     def cancel(self, handle: OffloadedRelay) -> None: ...
+    def noticed(self) -> Sequence[OffloadedRelay]: ...
+    def rearm(self, handle: OffloadedRelay, lifetime_deadline: float = 0.0, reauth_at: float = 0.0) -> bool: ...
     def finished(self) -> Sequence[OffloadedRelay]: ...
     def stop(self) -> None: ...
     def run(self) -> None: ...
@@ -162,9 +191,12 @@ class Engine(RelayStatuses, Protocol):
     DONE: int
     WANT_READ: int
     WANT_WRITE: int
+    CANNOT_REAUTH: int
 
     def ServerContext(self, material: TlsMaterial) -> ServerContext: ...  # noqa: N802 (the engine's class)
-    def ClientContext(self, material: TlsMaterial) -> ClientContext: ...  # noqa: N802
+    def ClientContext(self, material: TlsMaterial,  # noqa: N802
+                      identity: ClientIdentity | None = None) -> ClientContext: ...
+    def ClientIdentity(self) -> ClientIdentity: ...  # noqa: N802
     def Relay(self, conn: TlsConnection, plain_fd: int, buffer_size: int = 65536) -> Relay: ...  # noqa: N802
     def openssl_version(self) -> str: ...
 
@@ -179,5 +211,7 @@ class HubEngine(Engine, Protocol):
     RELAY_IDLE: int
     RELAY_LIFETIME: int
     RELAY_CANCELLED: int
+    NOTICE_REAUTHENTICATED: int
+    NOTICE_CANNOT_REAUTH: int
 
     def RelayHub(self, buffer_size: int = 65536) -> RelayHub: ...  # noqa: N802

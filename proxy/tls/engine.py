@@ -57,6 +57,23 @@ to be readable), ``WANT_WRITE = 2`` (wait for the TLS fd to be writable).
         connection (server: out of the cache now; client: none cached later).
     ``shutdown() -> int``: send close_notify (DONE or WANT_WRITE).
     ``close()``: free the TLS state (idempotent; the fd stays open).
+    Re-authentication (server side, TLS 1.3 post-handshake auth; issue 11.2):
+    ``request_reauth() -> int`` asks the peer for its certificate again:
+    DONE, WANT_WRITE/WANT_READ (call again when ready), or
+    ``CANNOT_REAUTH`` (module constant, 3: TLS 1.2, or the client offered no
+    post_handshake_auth); call it only while no relay direction waits to
+    write TLS. The relay's reads then take in the answer;
+    ``reauth_answered() -> bool`` is True once it is complete and verified
+    (``peer_spiffe_id``/``peer_not_after`` are then the new certificate's;
+    the reference engine raises VerificationError here, the compiled one
+    refuses a bad chain inside the exchange and the relay fails, with the
+    reason in ``verify_failure``). ``reauth_pending: bool``.
+
+``ClientIdentity()``: the newest client context of a sidecar;
+    ``publish(client_context)``. ``ClientContext(material, identity)``
+    offers post-handshake auth and answers every certificate request with
+    the identity's newest context, so a connection made under an older
+    snapshot presents the renewed SVID.
 
 ``Relay(conn: TlsConnection, plain_fd: int, buffer_size: int = 65536)``:
     Moves bytes between the TLS connection and a plaintext socket, each
@@ -85,7 +102,10 @@ to be readable), ``WANT_WRITE = 2`` (wait for the TLS fd to be writable).
     and returns an ``OffloadedRelay`` (outcome, byte counts, error);
     ``finished()`` returns those that ended (``fileno()`` becomes readable
     then); ``cancel(handle)`` takes one back at once; ``stop()`` ends
-    ``run()``. proxy/runtime/offload.py is its only user; engines without it
+    ``run()``. ``add(..., reauth_at)`` lets the hub send the certificate
+    request itself; ``noticed()`` returns still-running relays with a
+    ``notice`` (NOTICE_REAUTHENTICATED, NOTICE_CANNOT_REAUTH);
+    ``rearm(handle, lifetime_deadline, reauth_at)`` sets new timers. proxy/runtime/offload.py is its only user; engines without it
     relay on the event loop with ``Relay``.
 
 ``classify_tls_error(detail: str) -> HandshakeFailure``: maps an OpenSSL

@@ -64,6 +64,7 @@ from OpenSSL import SSL
 
 from proxy.tls import contract
 from proxy.tls.contract import DONE, WANT_READ, WANT_WRITE
+from proxy.tls.engine_py_reauth import CANNOT_REAUTH, ClientIdentity
 from proxy.tls.engine_py_tls import (
     ClientContext,
     ServerContext,
@@ -79,7 +80,8 @@ NAME = "python"
 
 __all__ = [
     "NAME", "DONE", "WANT_READ", "WANT_WRITE", "WANT_TLS_READ", "WANT_TLS_WRITE", "WANT_PLAIN_READ",
-    "WANT_PLAIN_WRITE", "EOF", "ServerContext", "ClientContext", "TlsConnection", "Relay",
+    "WANT_PLAIN_WRITE", "EOF", "ServerContext", "ClientContext", "TlsConnection", "Relay", "CANNOT_REAUTH",
+    "ClientIdentity",
     "parse_spiffe_id", "spiffe_id_from_der", "verify_x509_svid_chain", "classify_tls_error", "openssl_version",
 ]
 

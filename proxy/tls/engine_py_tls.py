@@ -19,6 +19,8 @@ from OpenSSL import SSL
 from proxy.errors import HandshakeFailure, TlsError, VerificationError, VerifyFailure
 from proxy.tls import engine_py_verify
 from proxy.tls.contract import DONE, WANT_READ, WANT_WRITE
+from proxy.tls import contract
+from proxy.tls.engine_py_reauth import IdentityPointers, ServerReauth, offer_post_handshake_auth
 from proxy.tls.material import TlsMaterial
 from proxy.tls.openssl_terms import (MAX_CERT_LIST, SESSION_ID_CONTEXT, TLS12_CIPHERS, classify_tls_error,
                                      verify_error_code)
@@ -154,9 +156,12 @@ class ClientContext(_Context):
 
     _server = False
 
-    def __init__(self, material: TlsMaterial) -> None:
+    def __init__(self, material: TlsMaterial, identity: contract.ClientIdentity | None = None) -> None:
         super().__init__(material)
         self._sessions: dict[str, list[SSL.Session]] = {}
+        self.pointers = IdentityPointers(material.chain_der, material.key_der)
+        # Offer post-handshake auth; answer with the newest identity (engine_py_reauth.py).
+        self._cert_cb = offer_post_handshake_auth(self._ctx, self, identity)
 
     def new_connection(self, fd: int, session_key: str | None = None, offer_session: bool = True) -> TlsConnection:
         """A client-side connection; offers the session cached under session_key, if any.
@@ -222,6 +227,7 @@ class TlsConnection:
         self.resumed = False
         self.session_offered = False
         self._forgotten = False
+        self._reauth = ServerReauth()
 
     @property
     def ssl(self) -> SSL.Connection:
@@ -328,6 +334,35 @@ class TlsConnection:
     def forget_session(self) -> None:
         """The peer was refused: keep no session of this connection (the server keeps none anyway)."""
         self._forgotten = True
+    # -- re-authentication (server; see engine_py_reauth.py) --
+
+    def request_reauth(self) -> int:
+        """Ask the peer for its certificate again: DONE, WANT_WRITE/WANT_READ (call again), or CANNOT_REAUTH."""
+        if not self._server:
+            raise TlsError(HandshakeFailure.INTERNAL, "only a server asks for the peer's certificate again")
+        try:
+            return self._reauth.request(self.ssl)
+        except SSL.Error as exc:
+            raise tls_error(exc) from None
+
+    def reauth_answered(self) -> bool:
+        """True (once) when the peer's answer was read in full; peer_spiffe_id/peer_not_after are then its.
+
+        The chain was verified inside the exchange (engine_py_verify, as in the
+        handshake): a bad one was refused there with an alert, the relay's read
+        failed, and ``verify_failure`` says why.
+        """
+        return self._reauth.take_answer()
+
+    @property
+    def reauth_pending(self) -> bool:
+        """True between a request and its complete answer."""
+        return self._reauth.pending
+
+    @property
+    def verify_failure(self) -> VerificationError | None:
+        """The last peer verification failure (a VerificationError), or None."""
+        return self._verify_error if isinstance(self._verify_error, VerificationError) else None
 
     def shutdown(self) -> int:
         """Send close_notify: DONE, or WANT_WRITE to call again when writable."""

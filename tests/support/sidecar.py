@@ -147,6 +147,9 @@ class SidecarHarness:
     def records(self) -> list[dict[str, Any]]:
         return self.process.records()
 
+    def reauth_records(self) -> list[dict[str, Any]]:
+        return self.process.reauth_records()
+
     def wait_record(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
         """The newest record matching ``predicate``; AssertionError with the log on timeout."""
         deadline = time.monotonic() + timeout

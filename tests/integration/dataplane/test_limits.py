@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import socket
+
+import pytest
 import time
 
 from proxy.connection.machine import Direction
@@ -57,10 +59,12 @@ def test_idle_timeout_closes_a_quiet_relay(plane: Plane) -> None:
     with socket.create_connection(("127.0.0.1", plane.port("out")), timeout=5) as sock:
         sock.sendall(b"hi")
         assert sock.recv(10) == b"hi"
-        assert recv_all(sock) == b""  # then nothing for 0.4 s: closed
+        # Then nothing for 0.4 s: cut. A cut is a reset, never an EOF the app could take for the end (issue 11.3).
+        with pytest.raises(ConnectionResetError):
+            recv_all(sock)
     reasons = {plane.wait_record(lambda r, n=n: r.listener == n).close_reason for n in ("in", "out")}
-    # whichever side times out first closes; the other then sees a clean EOF
-    assert CloseReason.IDLE_TIMEOUT in reasons and reasons <= {CloseReason.IDLE_TIMEOUT, CloseReason.COMPLETED}
+    # whichever side times out first aborts; the other then sees the reset
+    assert CloseReason.IDLE_TIMEOUT in reasons and reasons <= {CloseReason.IDLE_TIMEOUT, CloseReason.RESET}
     echo.close()
 
 
@@ -95,7 +99,8 @@ def test_connection_ends_when_the_peer_certificate_expires(plane: Plane, ca: pki
     with socket.create_connection(("127.0.0.1", plane.port("out")), timeout=8) as sock:
         sock.sendall(b"hi")
         assert sock.recv(10) == b"hi"
-        assert recv_all(sock) == b""
+        with pytest.raises(ConnectionResetError):  # cut at expiry: a reset, not an EOF (issue 11.3)
+            recv_all(sock)
     record = plane.wait_record(lambda r: r.listener == "in")
     assert record.close_reason is CloseReason.PEER_CERT_EXPIRED
     echo.close()

@@ -352,3 +352,26 @@ def test_identity_files_can_come_from_the_environment(cfgdir: Path) -> None:
 def test_what_is_built_once_at_start_needs_a_restart(cfgdir: Path, change: str, field: str) -> None:
     """The access log sink and the data plane's buffers are fixed at start."""
     assert load(BASE, cfgdir).restart_required(load(BASE + change, cfgdir)) == (field,)
+
+
+def test_peer_expiry_defaults_to_reauthenticate_inbound_and_keep_outbound(cfgdir: Path) -> None:
+    from proxy.connection.reauth import PeerExpiry
+
+    c = load(BASE, cfgdir)
+    assert c.inbound[0].peer_expiry is PeerExpiry.REAUTHENTICATE and c.outbound[0].peer_expiry is PeerExpiry.KEEP
+    c = load(BASE.replace("    policy: api\n", "    policy: api\n    peer_expiry: close\n")
+             .replace("    expect: spiffe", "    peer_expiry: close\n    expect: spiffe"), cfgdir)
+    assert c.inbound[0].peer_expiry is PeerExpiry.CLOSE and c.outbound[0].peer_expiry is PeerExpiry.CLOSE
+
+
+@pytest.mark.parametrize("old, new, line, field, detail", [
+    ("    policy: api\n", "    policy: api\n    peer_expiry: renew\n", 7, "inbound[0].peer_expiry",
+     "expected one of reauthenticate, close, keep, got 'renew'"),
+    ("    expect: spiffe", "    peer_expiry: reauthenticate\n    expect: spiffe", 11, "outbound[0].peer_expiry",
+     "'reauthenticate' is for inbound listeners: a TLS client cannot ask the upstream"),
+])
+def test_peer_expiry_errors_name_line_and_field(cfgdir: Path, old: str, new: str, line: int, field: str,
+                                                detail: str) -> None:
+    err = error_of(BASE.replace(old, new), cfgdir)
+    assert (err.line, err.field) == (line, field), str(err)
+    assert detail in err.detail, str(err)

@@ -12,6 +12,7 @@ from proxy.connection import events as ev
 from proxy.connection.actions import Close, ConnectUpstream, Log, StartHandshake, StartRelay
 from proxy.connection.connect import is_loopback
 from proxy.connection.handshake import handshake_failed
+from proxy.connection.reauth import PeerExpiry
 from proxy.connection.machine import (
     Connection,
     ConnectionSpec,
@@ -123,12 +124,12 @@ def test_handshake_deadline_expiry_is_a_handshake_failure() -> None:
 
 
 def test_lifetime_is_bounded_by_the_earlier_of_peer_not_after_and_max_lifetime() -> None:
-    conn = Connection(spec(max_lifetime=3600.0), now=0.0)
+    conn = Connection(spec(max_lifetime=3600.0, peer_expiry=PeerExpiry.CLOSE), now=0.0)
     conn.start(0.0, ready=True, active=0)
     conn.handle(completed(1.0, not_after=120.0))
     (relay,) = conn.handle(ev.UpstreamConnected(1.0))
     assert relay == StartRelay(60.0, 120.0, ev.DeadlineKind.PEER_CERT_EXPIRED)
-    conn2 = Connection(spec(max_lifetime=30.0), now=0.0)
+    conn2 = Connection(spec(max_lifetime=30.0, peer_expiry=PeerExpiry.CLOSE), now=0.0)
     conn2.start(0.0, ready=True, active=0)
     conn2.handle(completed(1.0, not_after=120.0))
     assert conn2.handle(ev.UpstreamConnected(1.0)) == [StartRelay(60.0, 30.0, ev.DeadlineKind.MAX_LIFETIME)]
@@ -310,3 +311,32 @@ def test_every_event_a_transition_table_accepts_has_a_handler_in_the_shared_tabl
     events = {event for table in tables for (_, event) in table}
     assert events <= set(machine._HANDLERS), events - set(machine._HANDLERS)
     assert not hasattr(Connection(spec(), now=0.0), "_handlers")  # nothing built per connection
+
+
+def _relaying(now: float = 1000.0) -> Connection:
+    conn = Connection(spec(), now=now)
+    conn.start(now, ready=True, active=0)
+    conn.handle(completed(now + 1))
+    conn.handle(ev.UpstreamConnected(now + 1.5))
+    assert conn.state is ConnectionState.RELAYING
+    return conn
+
+
+@pytest.mark.parametrize("event", [
+    ev.StopRequested(1010.0), ev.DeadlineExpired(1010.0, ev.DeadlineKind.PEER_CERT_EXPIRED),
+    ev.DeadlineExpired(1010.0, ev.DeadlineKind.IDLE), ev.DeadlineExpired(1010.0, ev.DeadlineKind.MAX_LIFETIME),
+    ev.RelayFailed(1010.0, CloseReason.RESET, "reset by peer")])
+def test_a_close_that_cuts_a_relaying_stream_is_an_abort(event: ev.Event) -> None:
+    (close,) = _relaying().handle(event)
+    assert isinstance(close, Close) and close.abort, "a cut stream must not end like a complete one"
+
+
+def test_only_the_streams_own_end_and_refusals_before_any_byte_close_cleanly() -> None:
+    conn = _relaying()
+    conn.handle(ev.DirectionFinished(1002.0, ev.RelayDirection.PLAIN_TO_TLS))
+    (close,) = conn.handle(ev.DirectionFinished(1003.0, ev.RelayDirection.TLS_TO_PLAIN))
+    assert isinstance(close, Close) and close.reason is CloseReason.COMPLETED and not close.abort
+    denied = Connection(spec(), now=1000.0)
+    denied.start(1000.0, ready=True, active=0)
+    (close,) = denied.handle(completed(1001.0, peer=BATCH))
+    assert isinstance(close, Close) and close.reason is CloseReason.DENIED and not close.abort

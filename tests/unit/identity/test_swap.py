@@ -104,7 +104,8 @@ def test_unbuildable_snapshot_keeps_the_previous_pair(make_snapshot) -> None:
             raise ValueError("engine refused the key")
         return engine_py.ServerContext(material)
 
-    engine = SimpleNamespace(ServerContext=server_context, ClientContext=engine_py.ClientContext)
+    engine = SimpleNamespace(ServerContext=server_context, ClientContext=engine_py.ClientContext,
+                             ClientIdentity=engine_py.ClientIdentity)
     store = IdentityStore()
     swap = ContextSwap(engine, store)
     swap_events = []
@@ -117,3 +118,16 @@ def test_unbuildable_snapshot_keeps_the_previous_pair(make_snapshot) -> None:
     swap.close()
     store.publish(make_snapshot("/c"), NOW)
     assert calls["n"] == 2  # no longer following the store
+
+
+def test_every_new_client_context_is_published_as_the_identity_live_connections_answer_with(make_snapshot) -> None:
+    store = IdentityStore()
+    swap = ContextSwap(engine_py, store)
+    assert swap.client_identity is not None and swap.client_identity.current is None
+    store.publish(make_snapshot("/a"), NOW)
+    first = swap.current
+    store.publish(make_snapshot("/a"), NOW)
+    second = swap.current
+    assert first is not None and second is not None
+    assert swap.client_identity.current is second.client  # what an old connection presents when asked again
+    assert first.client is not second.client  # the old context itself is untouched

@@ -72,7 +72,8 @@ ALLOWED = {
 #: The compiled engine's clock reads, by function (names survive moving code between .pxi files).
 COMPILED_CLOCK_READS = {
     "_monotonic": "the relay thread's idle and lifetime timers (CLOCK_MONOTONIC, no GIL)",
-    "add": "a connection's Unix lifetime deadline converted to the relay thread's monotonic clock",
+    "_to_monotonic": "a Unix deadline (lifetime, re-authentication) converted to the relay thread's monotonic"
+                     " clock, for add() and rearm()",
     "verify_x509_svid_chain": "the twin's now=None default (engine_py_tls does the same)",
     "verify_resumed": "a resumed peer's certificate validity at the handshake",
     "verify_in_handshake": "the peer's chain validity at the handshake (OpenSSL's verify callback)",
