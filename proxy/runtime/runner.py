@@ -142,7 +142,10 @@ class _Runner:
 
     @property
     def tls_fd(self) -> int:
-        return self.tls_sock.fileno()  # type: ignore[union-attr]
+        """The TLS socket's fd; only asked while the connection relays, when the socket exists."""
+        sock = self.tls_sock
+        assert sock is not None, "tls_fd asked before the TLS socket exists"
+        return sock.fileno()
 
     def tls_write_pending(self) -> bool:
         """True while a relay direction waits to write TLS (no handshake record may go out then)."""
