@@ -19,7 +19,7 @@ answer, and reports it as events. Two places relay, so two ways to wait:
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from proxy.connection import events as ev
 from proxy.connection.actions import RearmRelay
