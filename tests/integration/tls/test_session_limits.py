@@ -55,11 +55,10 @@ def test_a_chain_under_the_limit_is_accepted(engine, harness, test_pki, server_l
     assert est.server.peer_spiffe_id == "spiffe://example.org/client"
 
 
+@pytest.mark.parametrize("engine", ["fastpath"], indirect=True)  # server sessions: the compiled engine's only
 def test_a_forgotten_server_session_leaves_the_cache_and_is_never_resumed(harness, test_pki, server_leaf,
                                                                           client_leaf):
     fastpath = pytest.importorskip("proxy._fastpath")
-    if harness.engine is not fastpath:
-        pytest.skip("server sessions exist in the compiled engine only (the reference server keeps none)")
     server_ctx = fastpath.ServerContext(test_pki.material(server_leaf))
     client_ctx = fastpath.ClientContext(test_pki.material(client_leaf))
     est = harness.connect(server_ctx, client_ctx, "up")
@@ -90,10 +89,9 @@ def test_a_forgotten_client_session_is_not_cached(engine, harness, test_pki, ser
     assert client_ctx.cached_sessions("up") == 0
 
 
+@pytest.mark.parametrize("engine", ["fastpath"], indirect=True)  # server sessions: the compiled engine's only
 def test_a_listener_without_resumption_resumes_nothing(harness, test_pki, server_leaf, client_leaf):
     fastpath = pytest.importorskip("proxy._fastpath")
-    if harness.engine is not fastpath:
-        pytest.skip("the compiled engine's server is the one that resumes")
     server_ctx = fastpath.ServerContext(test_pki.material(server_leaf))
     client_ctx = fastpath.ClientContext(test_pki.material(client_leaf))
     for _ in range(3):
@@ -105,10 +103,9 @@ def test_a_listener_without_resumption_resumes_nothing(harness, test_pki, server
         assert server_ctx.cached_sessions == 0
 
 
+@pytest.mark.parametrize("engine", ["fastpath"], indirect=True)  # server sessions: the compiled engine's only
 def test_the_server_cache_is_bounded_by_bytes_as_well_as_count(harness, test_pki, server_leaf, client_leaf):
     fastpath = pytest.importorskip("proxy._fastpath")
-    if harness.engine is not fastpath:
-        pytest.skip("server sessions exist in the compiled engine only")
     budget = 12 * 1024  # a few sessions' worth
     server_ctx = fastpath.ServerContext(test_pki.material(server_leaf), session_cache_bytes=budget)
     client_ctx = fastpath.ClientContext(test_pki.material(client_leaf))
