@@ -9,10 +9,14 @@ the loops run in C without the GIL.
 
 The code is split by flow, in the order a connection meets it:
 
+- _fastpath_strength.pxi: the key and signature strength rules;
 - _fastpath_spiffe.pxi: the strict SPIFFE ID parse, the leaf rules and
   path validation against one trust domain's store (and their twins);
-- _fastpath_tls.pxi: SSL_CTX from DER, the handshake step with the
-  SPIFFE check in the verify callback, client session resumption;
+- _fastpath_sessions.pxi: the server session cache's byte budget;
+- _fastpath_reauth.pxi: TLS 1.3 post-handshake re-authentication;
+- _fastpath_context.pxi: SSL_CTX from DER, client session resumption;
+- _fastpath_tls.pxi: the handshake step with the SPIFFE check in the
+  verify callback;
 - _fastpath_relay.pxi: the bounded, half-close-aware relay pump;
 - _fastpath_hub.pxi: the relay thread, a GIL-free epoll loop that runs
   those pumps for every established connection handed to it.
@@ -101,6 +105,7 @@ include "_fastpath_strength.pxi"
 include "_fastpath_spiffe.pxi"
 include "_fastpath_sessions.pxi"
 include "_fastpath_reauth.pxi"
+include "_fastpath_context.pxi"
 include "_fastpath_tls.pxi"
 include "_fastpath_relay.pxi"
 include "_fastpath_hub.pxi"
