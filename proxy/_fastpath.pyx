@@ -19,7 +19,9 @@ The code is split by flow, in the order a connection meets it:
   verify callback;
 - _fastpath_relay.pxi: the bounded, half-close-aware relay pump;
 - _fastpath_hub.pxi: the relay thread, a GIL-free epoll loop that runs
-  those pumps for every established connection handed to it.
+  those pumps for every established connection handed to it (its slot in
+  _fastpath_hub_slot.pxi, the slot's lifecycle and timers in
+  _fastpath_hub_lifecycle.pxi).
 
 Only bytes, str and int cross the boundary (never pyOpenSSL or
 cryptography objects: they carry another OpenSSL).
@@ -108,4 +110,6 @@ include "_fastpath_reauth.pxi"
 include "_fastpath_context.pxi"
 include "_fastpath_tls.pxi"
 include "_fastpath_relay.pxi"
+include "_fastpath_hub_slot.pxi"
 include "_fastpath_hub.pxi"
+include "_fastpath_hub_lifecycle.pxi"

@@ -36,14 +36,6 @@
 # directions waiting for it. A pump always runs until something returned
 # EAGAIN (or a short read proved the socket empty), so the next edge comes.
 #
-# Buffers: a direction holds a buffer only while it has bytes in flight;
-# an emptied buffer goes back to a small pool, so an idle connection holds
-# none (with SSL_MODE_RELEASE_BUFFERS, neither does its SSL).
-#
-# Timers: idle timeout and the lifetime deadline (the earlier of the peer
-# certificate's NotAfter and max_connection_lifetime) are checked by a
-# sweep every _SWEEP_MS while any live slot has one.
-#
 # Re-authentication (issue 11.2, _fastpath_reauth.pxi): a slot may carry
 # reauth_at. The sweep that finds it due, at a moment when neither
 # direction waits to write TLS, sends the post-handshake certificate
@@ -52,149 +44,9 @@
 # handle's ``notice`` is set and the done eventfd fires; Python re-authorizes
 # and calls rearm() with the new deadlines, or cancel() to close. A slot
 # without reauth_at costs nothing more than before: one compare per sweep.
-
-from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
-
-cdef extern from "<sys/epoll.h>" nogil:
-    ctypedef union epoll_data_t:
-        void* ptr
-        int fd
-        uint32_t u32
-        uint64_t u64
-    struct epoll_event:
-        uint32_t events
-        epoll_data_t data
-    int epoll_create1(int flags)
-    int epoll_ctl(int epfd, int op, int fd, epoll_event* event)
-    int epoll_wait(int epfd, epoll_event* events, int maxevents, int timeout)
-    int EPOLL_CLOEXEC
-    int EPOLL_CTL_ADD
-    int EPOLL_CTL_DEL
-    uint32_t EPOLLIN
-    uint32_t EPOLLOUT
-    uint32_t EPOLLRDHUP
-    uint32_t EPOLLERR
-    uint32_t EPOLLHUP
-    uint32_t EPOLLET
-
-cdef extern from "<sys/eventfd.h>" nogil:
-    int eventfd(unsigned int initval, int flags)
-    int EFD_NONBLOCK
-    int EFD_CLOEXEC
-
-cdef extern from "<unistd.h>" nogil:
-    ssize_t c_read "read"(int fd, void* buf, size_t n)
-    ssize_t c_write "write"(int fd, const void* buf, size_t n)
-    int c_close "close"(int fd)
-
-cdef extern from "<stdint.h>" nogil:
-    ctypedef unsigned long uintptr_t
-
-# OffloadedRelay.outcome values (module constants of the same names).
-cdef enum:
-    O_RUNNING = 0
-    O_FINISHED = 1   # both directions reached EOF
-    O_FAILED = 2     # a socket or TLS error; see .error
-    O_IDLE = 3       # no byte moved for idle_timeout
-    O_LIFETIME = 4   # the lifetime deadline passed
-    O_CANCELLED = 5  # cancel() took it back
-
-RELAY_RUNNING = O_RUNNING
-RELAY_FINISHED = O_FINISHED
-RELAY_FAILED = O_FAILED
-RELAY_IDLE = O_IDLE
-RELAY_LIFETIME = O_LIFETIME
-RELAY_CANCELLED = O_CANCELLED
-
-# OffloadedRelay.notice values: news about a connection that is still relaying.
-cdef enum:
-    N_NONE = 0
-    N_REAUTHENTICATED = 1  # the peer answered the certificate request in full (and its chain verified)
-    N_CANNOT_REAUTH = 2    # the peer cannot be asked (no post_handshake_auth): it ends at its deadline
-
-NOTICE_NONE = N_NONE
-NOTICE_REAUTHENTICATED = N_REAUTHENTICATED
-NOTICE_CANNOT_REAUTH = N_CANNOT_REAUTH
-
-cdef enum:
-    _SIDE_TLS = 0
-    _SIDE_PLAIN = 1
-    _WAKE_TAG = 1        # epoll data of the wake-up eventfd (slots are aligned: never 1)
-    _MAX_EVENTS = 256
-    _SWEEP_MS = 50
-    _POOL_MAX = 32
-    _DETAIL_SIZE = 256
-
-cdef uint32_t _EDGE_EVENTS = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
-
-
-cdef struct Slot:
-    SSL* ssl
-    int tls_fd
-    int plain_fd
-    size_t buffer_size
-    Pipe down           # TLS -> plain
-    Pipe up             # plain -> TLS
-    int down_wait       # RelayStatus the direction waits for; 0: run it; S_EOF: done
-    int up_wait
-    double idle_timeout  # seconds, 0: none
-    double idle_since    # monotonic time of the sweep that last saw bytes move
-    unsigned long long seen_moved
-    double deadline      # monotonic, 0: none
-    int outcome
-    int err_no           # O_FAILED on a socket error
-    bint tls_failure     # O_FAILED on a TLS error (detail holds OpenSSL's reasons)
-    char detail[_DETAIL_SIZE]
-    bint registered
-    _Reauth* reauth      # the TlsConnection's re-authentication state (kept alive by the handle)
-    double reauth_at     # monotonic, 0: none (or already requested)
-    bint reauth_flush    # the certificate request still waits for the TLS socket to drain
-    int notice           # N_* waiting for noticed(); N_NONE: nothing
-    PyObject* handle     # the OffloadedRelay (a reference); NULL once Python took it back
-    Slot* prev
-    Slot* next
-
-
-cdef inline double _monotonic() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
-
-
-@cython.final
-cdef class OffloadedRelay:
-    """A connection handed to a RelayHub; its outcome once the hub hands it back.
-
-    ``outcome`` is RELAY_RUNNING until ``RelayHub.finished()`` returns this
-    handle or ``RelayHub.cancel()`` took it back. Byte counts are final then.
-    """
-
-    cdef Slot* slot
-    cdef TlsConnection conn  # keeps the SSL* alive while the loop uses it
-    cdef readonly int outcome
-    cdef readonly unsigned long long bytes_tls_to_plain
-    cdef readonly unsigned long long bytes_plain_to_tls
-    cdef readonly bint tls_to_plain_done
-    cdef readonly bint plain_to_tls_done
-    cdef readonly object error
-    cdef readonly int notice   # N_*: set by RelayHub.noticed() while the relay goes on; Python resets it
-    cdef public object waiter  # whatever the runtime wakes when it ends
-
-    def take_notice(self):
-        """The notice noticed() delivered (NOTICE_*), cleared."""
-        n = self.notice
-        self.notice = N_NONE
-        return n
-
-    cdef void take_result(self, Slot* s):
-        """Copy the slot's final state (GIL held, hub lock held or slot already out of the loop)."""
-        self.outcome = s.outcome
-        self.bytes_tls_to_plain = s.down.moved
-        self.bytes_plain_to_tls = s.up.moved
-        self.tls_to_plain_done = s.down_wait == S_EOF
-        self.plain_to_tls_done = s.up_wait == S_EOF
-        self.slot = NULL
+#
+# The slot and its handle: _fastpath_hub_slot.pxi. A slot's way through the
+# lists, the buffer pool and the timer sweep: _fastpath_hub_lifecycle.pxi.
 
 
 @cython.final
@@ -340,10 +192,10 @@ cdef class RelayHub:
             if s.outcome == O_RUNNING:
                 s.outcome = O_CANCELLED
                 self.live_count -= 1
-                self._forget_notice(s)
+                _hub_forget_notice(self, s)
                 if s.registered:
-                    self._unregister(s)
-                    self._unlink_live(s)
+                    _hub_unregister(self, s)
+                    _hub_unlink_live(self, s)
                     s.next = self.zombies
                     self.zombies = s
                 # else: still in incoming; the loop frees it when it gets there
@@ -482,12 +334,12 @@ cdef class RelayHub:
                     c_read(self.wake_fd, &drained, sizeof(drained))
                     continue
                 self._on_event(<Slot*><uintptr_t>(tag & ~(<uint64_t>1)), <int>(tag & 1), events[i].events)
-            self._take_incoming(now)
+            _hub_take_incoming(self, now)
             if self.timed_count > 0:
                 if now >= self.next_sweep:
-                    self._sweep(now)
+                    _hub_sweep(self, now)
                     self.next_sweep = now + _SWEEP_MS / 1000.0
-            self._free_zombies()
+            _hub_free_zombies(self)
             if notify and (self.finished_head != NULL or self.notice_count > 0):
                 self._signal_done()
             pthread_mutex_unlock(&self.lock)
@@ -495,49 +347,6 @@ cdef class RelayHub:
     cdef void _signal_done(self) noexcept nogil:
         cdef uint64_t one = 1
         c_write(self.done_fd, &one, sizeof(one))
-
-    cdef void _take_incoming(self, double now) noexcept nogil:
-        cdef Slot* s = self.incoming
-        cdef Slot* nxt
-        cdef epoll_event ev
-        cdef int err
-        self.incoming = NULL
-        while s != NULL:
-            nxt = s.next
-            if s.outcome == O_CANCELLED:
-                free(s)  # cancelled before the loop saw it: never registered, no buffers
-                s = nxt
-                continue
-            s.prev = NULL
-            s.next = self.live
-            if self.live != NULL:
-                self.live.prev = s
-            self.live = s
-            ev.events = _EDGE_EVENTS
-            ev.data.u64 = <uint64_t><uintptr_t>s
-            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, s.tls_fd, &ev) != 0:
-                self._fail_os(s, errno)
-                s = nxt
-                continue
-            ev.data.u64 = (<uint64_t><uintptr_t>s) | _SIDE_PLAIN
-            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, s.plain_fd, &ev) != 0:
-                err = errno  # before the DEL below can overwrite it
-                epoll_ctl(self.epfd, EPOLL_CTL_DEL, s.tls_fd, NULL)
-                self._fail_os(s, err)
-                s = nxt
-                continue
-            s.registered = True
-            if s.idle_timeout > 0 or s.deadline > 0:
-                if self.timed_count == 0:
-                    self.next_sweep = now + _SWEEP_MS / 1000.0
-                self.timed_count += 1
-            # Bytes may already wait in the SSL's buffer (read ahead with the
-            # handshake's last flight), and edges that came before the
-            # registration are reported by EPOLL_CTL_ADD, but run both now.
-            self._pump(s, True)
-            if s.outcome == O_RUNNING:
-                self._pump(s, False)
-            s = nxt
 
     cdef void _on_event(self, Slot* s, int side, uint32_t flags) noexcept nogil:
         cdef bint readable = (flags & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0
@@ -547,23 +356,23 @@ cdef class RelayHub:
         if side == _SIDE_PLAIN and (flags & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0:
             s.up.hup = True  # the app's FIN is queued: read to EAGAIN/EOF, never stop at a short read
         if s.reauth_flush and side == _SIDE_TLS and writable:
-            self._flush_reauth(s)
+            _hub_flush_reauth(self, s)
         if s.outcome == O_RUNNING and _waits_for(s.down_wait, side, readable, writable):
             self._pump(s, True)
         if s.outcome == O_RUNNING and _waits_for(s.up_wait, side, readable, writable):
             self._pump(s, False)
         if s.outcome == O_RUNNING and s.reauth.state == REAUTH_DONE:
             s.reauth.state = REAUTH_IDLE
-            self._notify(s, N_REAUTHENTICATED)
+            _hub_notify(self, s, N_REAUTHENTICATED)
 
     cdef void _pump(self, Slot* s, bint down) noexcept nogil:
         """Run one direction until it would block; record what it waits for, or end the slot."""
         cdef Pipe* p = &s.down if down else &s.up
         cdef int status, err_no = 0
         if p.buf == NULL and not p.eof:
-            p.buf = self._buffer(s.buffer_size)
+            p.buf = _hub_buffer(self, s.buffer_size)
             if p.buf == NULL:
-                self._fail_os(s, ENOMEM)
+                _hub_fail_os(self, s, ENOMEM)
                 return
         ERR_clear_error()
         if down:
@@ -571,15 +380,15 @@ cdef class RelayHub:
         else:
             status = _pump_plain_to_tls(s.ssl, s.plain_fd, p, &err_no)
         if status == PUMP_OSERROR:
-            self._fail_os(s, err_no)
+            _hub_fail_os(self, s, err_no)
             return
         if status == PUMP_TLSERROR:
             _collect_error_detail(s.detail, _DETAIL_SIZE)
             s.tls_failure = True
-            self._finish(s, O_FAILED)
+            _hub_finish(self, s, O_FAILED)
             return
         if p.start == p.end and p.buf != NULL:
-            self._release(p.buf, s.buffer_size)  # nothing in flight: an idle direction holds no buffer
+            _hub_release(self, p.buf, s.buffer_size)  # nothing in flight: an idle direction holds no buffer
             p.buf = NULL
             p.start = p.end = 0
         if down:
@@ -587,144 +396,4 @@ cdef class RelayHub:
         else:
             s.up_wait = status
         if s.down_wait == S_EOF and s.up_wait == S_EOF:
-            self._finish(s, O_FINISHED)
-
-    cdef char* _buffer(self, size_t size) noexcept nogil:
-        if size == self.buffer_size and self.pool_len > 0:
-            self.pool_len -= 1
-            return self.pool[self.pool_len]
-        return <char*>malloc(size)
-
-    cdef void _release(self, char* buf, size_t size) noexcept nogil:
-        if size == self.buffer_size and self.pool_len < _POOL_MAX:
-            self.pool[self.pool_len] = buf
-            self.pool_len += 1
-        else:
-            free(buf)
-
-    cdef void _fail_os(self, Slot* s, int err_no) noexcept nogil:
-        s.err_no = err_no
-        self._finish(s, O_FAILED)
-
-    cdef void _finish(self, Slot* s, int outcome) noexcept nogil:
-        """Out of the loop and onto the finished list (the lock is held)."""
-        s.outcome = outcome
-        self.live_count -= 1
-        self._drop(s)
-        s.next = self.finished_head
-        self.finished_head = s
-
-    cdef void _drop(self, Slot* s) noexcept nogil:
-        """Unregister and unlink a live slot and give back its buffers."""
-        self._forget_notice(s)
-        if s.registered:
-            self._unregister(s)
-        self._unlink_live(s)
-        if s.down.buf != NULL:
-            self._release(s.down.buf, s.buffer_size)
-            s.down.buf = NULL
-        if s.up.buf != NULL:
-            self._release(s.up.buf, s.buffer_size)
-            s.up.buf = NULL
-
-    cdef void _unregister(self, Slot* s) noexcept nogil:
-        epoll_ctl(self.epfd, EPOLL_CTL_DEL, s.tls_fd, NULL)
-        epoll_ctl(self.epfd, EPOLL_CTL_DEL, s.plain_fd, NULL)
-        s.registered = False
-        if s.idle_timeout > 0 or s.deadline > 0:
-            self.timed_count -= 1
-
-    cdef void _unlink_live(self, Slot* s) noexcept nogil:
-        if s.prev != NULL:
-            s.prev.next = s.next
-        elif self.live == s:
-            self.live = s.next
-        if s.next != NULL:
-            s.next.prev = s.prev
-        s.prev = s.next = NULL
-
-    cdef void _forget_notice(self, Slot* s) noexcept nogil:
-        if s.notice != N_NONE:
-            self.notice_count -= 1
-            s.notice = N_NONE
-
-    cdef void _notify(self, Slot* s, int notice) noexcept nogil:
-        if s.notice == N_NONE:
-            self.notice_count += 1
-        s.notice = notice
-
-    cdef void _start_reauth(self, Slot* s) noexcept nogil:
-        """The due certificate request (the lock is held; no TLS write is pending)."""
-        cdef int r
-        s.reauth_at = 0
-        r = _reauth_request(s.ssl, s.reauth)
-        if r == -1:
-            self._notify(s, N_CANNOT_REAUTH)
-        elif r == REAUTH_ERROR:
-            _collect_error_detail(s.detail, _DETAIL_SIZE)
-            s.tls_failure = True
-            self._finish(s, O_FAILED)
-        else:
-            s.reauth_flush = r == S_WANT_TLS_WRITE
-
-    cdef void _flush_reauth(self, Slot* s) noexcept nogil:
-        cdef int r = _reauth_flush(s.ssl)
-        if r == REAUTH_ERROR:
-            _collect_error_detail(s.detail, _DETAIL_SIZE)
-            s.tls_failure = True
-            self._finish(s, O_FAILED)
-        else:
-            s.reauth_flush = r == S_WANT_TLS_WRITE
-
-    cdef void _sweep(self, double now) noexcept nogil:
-        cdef Slot* s = self.live
-        cdef Slot* nxt
-        cdef unsigned long long moved
-        while s != NULL:
-            nxt = s.next
-            if s.reauth_at > 0 and now >= s.reauth_at and s.up_wait != S_WANT_TLS_WRITE \
-                    and s.down_wait != S_WANT_TLS_WRITE and s.outcome == O_RUNNING:
-                self._start_reauth(s)
-            if s.outcome != O_RUNNING:
-                pass
-            elif s.deadline > 0 and now >= s.deadline:
-                self._finish(s, O_LIFETIME)
-            elif s.idle_timeout > 0:
-                moved = s.down.moved + s.up.moved
-                if moved != s.seen_moved:
-                    s.seen_moved = moved
-                    s.idle_since = now
-                elif now - s.idle_since >= s.idle_timeout:
-                    self._finish(s, O_IDLE)
-            s = nxt
-
-    cdef void _free_zombies(self) noexcept nogil:
-        cdef Slot* s = self.zombies
-        cdef Slot* nxt
-        self.zombies = NULL
-        while s != NULL:
-            nxt = s.next
-            if s.down.buf != NULL:
-                self._release(s.down.buf, s.buffer_size)
-            if s.up.buf != NULL:
-                self._release(s.up.buf, s.buffer_size)
-            free(s)
-            s = nxt
-
-
-cdef inline double _to_monotonic(double unix_time, double now_mono) noexcept nogil:
-    """A Unix time as this loop's monotonic time (0 stays 0: none; past stays past)."""
-    cdef double t
-    if unix_time <= 0:
-        return 0.0
-    t = now_mono + (unix_time - <double>time(NULL))
-    return t if t > 0 else 1e-9
-
-
-cdef inline bint _waits_for(int wait, int side, bint readable, bint writable) noexcept nogil:
-    """Whether a direction waiting for ``wait`` should run on this event."""
-    if wait == 0:
-        return True
-    if side == _SIDE_TLS:
-        return (wait == S_WANT_TLS_READ and readable) or (wait == S_WANT_TLS_WRITE and writable)
-    return (wait == S_WANT_PLAIN_READ and readable) or (wait == S_WANT_PLAIN_WRITE and writable)
+            _hub_finish(self, s, O_FINISHED)
