@@ -276,3 +276,32 @@ class InterceptionError(SidecarError):
         self.output = output
         text = detail if command is None else f"{detail}\n  command: {command}"
         super().__init__(text + (f"\n  iptables said: {output.strip()}" if output.strip() else ""))
+
+
+class RequestRejection(enum.Enum):
+    """Why an HTTP request was refused before or instead of the policy (metric label).
+
+    ``bad_path`` and ``malformed`` answer 400 and close; ``head_too_large``
+    431 (HTTP/1.1 closes); ``not_http`` closes a connection that does not
+    speak HTTP on a ``protocol: http`` listener.
+    """
+
+    BAD_PATH = "bad_path"
+    MALFORMED = "malformed"
+    HEAD_TOO_LARGE = "head_too_large"
+    NOT_HTTP = "not_http"
+    UPSTREAM_FAILED = "upstream_failed"
+
+
+class HttpRequestError(SidecarError):
+    """A request the HTTP layer refuses (before any policy decision).
+
+    Attributes:
+        rejection: a RequestRejection (metric label).
+        detail: what was wrong, for the access log (never sent to the client).
+    """
+
+    def __init__(self, rejection: RequestRejection, detail: str) -> None:
+        self.rejection = rejection
+        self.detail = detail
+        super().__init__(f"{rejection.value}: {detail}")

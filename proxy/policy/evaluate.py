@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Iterator, Mapping, NamedTuple
 
 from proxy.errors import DenyReason
+from proxy.policy.http_match import RequestView
 from proxy.policy.match import PeerView
-from proxy.policy.model import Policy, RuleMode
+from proxy.policy.model import Policy, Rule, RuleMode
 from proxy.spiffe.id import SpiffeId
 
 
@@ -34,6 +35,7 @@ class Decision(NamedTuple):
         policy: the policy name that was evaluated.
         peer: the peer ID as a string.
         where: ``file:line`` of the deciding rule, or None.
+        request: ``METHOD /path`` when a request was decided, else "".
     """
 
     allowed: bool
@@ -44,17 +46,19 @@ class Decision(NamedTuple):
     policy: str = ""
     peer: str = ""
     where: str | None = None
+    request: str = ""
 
     @property
     def explanation(self) -> str:
         """One sentence for logs and ``policy explain`` (built only when asked for)."""
+        who = f"{self.request} from {self.peer}" if self.request else self.peer
         if self.reason is DenyReason.NO_POLICY:
-            text = f"denied {self.peer}: there is no policy {self.policy!r} (default deny)"
+            text = f"denied {who}: there is no policy {self.policy!r} (default deny)"
         elif self.rule is None:
-            text = f"denied {self.peer}: no allow rule of policy {self.policy!r} matches (default deny)"
+            text = f"denied {who}: no allow rule of policy {self.policy!r} matches (default deny)"
         else:
             verb, kind = ("allowed", "allow") if self.allowed else ("denied", "deny")
-            text = (f"{verb} {self.peer} by {kind} rule {self.rule!r} of policy {self.policy!r}"
+            text = (f"{verb} {who} by {kind} rule {self.rule!r} of policy {self.policy!r}"
                     f" ({self.where}): it matches {self.pattern}")
         return text + _audit_note(self.audit_denies)
 
@@ -62,7 +66,8 @@ class Decision(NamedTuple):
         """JSON-ready fields for access logs, the admin explain endpoint and ``policy explain --json``."""
         return {"policy": self.policy, "peer": self.peer, "allowed": self.allowed, "rule": self.rule,
                 "reason": self.reason.value if self.reason is not None else None, "pattern": self.pattern,
-                "where": self.where, "audit_denies": list(self.audit_denies), "explanation": self.explanation}
+                "where": self.where, "audit_denies": list(self.audit_denies), "explanation": self.explanation,
+                **({"request": self.request} if self.request else {})}
 
 
 def _audit_note(audit: tuple[str, ...]) -> str:
@@ -97,6 +102,67 @@ def evaluate_policy(policy: Policy | None, name: str, peer: SpiffeId | str | Pee
     return Decision(False, None, DenyReason.NO_MATCHING_RULE, audit, None, name, view.text)
 
 
+def admit_http_peer(policy: Policy | None, name: str, peer: SpiffeId | str | PeerView) -> Decision:
+    """The connection-level verdict on a ``protocol: http`` listener (semantics: model.py, rule 6).
+
+    Only deny rules without ``http:`` refuse the connection here; any allow
+    rule whose peers match admits it (its requests are decided one by one).
+    """
+    view = peer if isinstance(peer, PeerView) else PeerView.of(peer)
+    if policy is None:
+        return Decision(False, None, DenyReason.NO_POLICY, (), None, name, view.text)
+    audit: tuple[str, ...] = ()
+    for rule in policy.admit_deny_rules:
+        pattern = rule.peers.match(view)
+        if pattern is None:
+            continue
+        if rule.mode is RuleMode.AUDIT:
+            audit += (rule.name,)
+            continue
+        return Decision(False, rule.name, DenyReason.DENY_RULE, audit, pattern, name, view.text, rule.where)
+    for rule in policy.request_allow_rules:
+        pattern = rule.peers.match(view)
+        if pattern is not None:
+            return Decision(True, rule.name, None, audit, pattern, name, view.text, rule.where)
+    return Decision(False, None, DenyReason.NO_MATCHING_RULE, audit, None, name, view.text)
+
+
+def evaluate_request(policy: Policy | None, name: str, peer: SpiffeId | str | PeerView,
+                     request: RequestView) -> Decision:
+    """Decide one request: every rule, deny before allow, a rule matching peer AND request; default deny.
+
+    The deciding pattern reported is the peer pattern, followed by the
+    rule's request conditions when it has ``http:``.
+    """
+    view = peer if isinstance(peer, PeerView) else PeerView.of(peer)
+    what = request.describe()
+    if policy is None:
+        return Decision(False, None, DenyReason.NO_POLICY, (), None, name, view.text, None, what)
+    audit: tuple[str, ...] = ()
+    for rule in policy.deny_rules:
+        pattern = _rule_matches(rule, view, request)
+        if pattern is None:
+            continue
+        if rule.mode is RuleMode.AUDIT:
+            audit += (rule.name,)
+            continue
+        return Decision(False, rule.name, DenyReason.DENY_RULE, audit, pattern, name, view.text, rule.where, what)
+    for rule in policy.request_allow_rules:
+        pattern = _rule_matches(rule, view, request)
+        if pattern is not None:
+            return Decision(True, rule.name, None, audit, pattern, name, view.text, rule.where, what)
+    return Decision(False, None, DenyReason.NO_MATCHING_RULE, audit, None, name, view.text, None, what)
+
+
+def _rule_matches(rule: Rule, peer: PeerView, request: RequestView) -> str | None:
+    pattern = rule.peers.match(peer)
+    if pattern is None or rule.http is None:
+        return pattern
+    if not rule.http.matches(request):
+        return None
+    return f"{pattern} with {rule.http.describe()}"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PolicySet:
     """Every policy of one policy file, immutable: a reload builds a new one and swaps it.
@@ -121,6 +187,15 @@ class PolicySet:
                 already parsed (skips re-validation).
         """
         return evaluate_policy(self.policies.get(listener_policy_name), listener_policy_name, peer)
+
+    def admit_http(self, listener_policy_name: str, peer: SpiffeId | str | PeerView) -> Decision:
+        """The connection-level verdict of an HTTP listener (see ``admit_http_peer``)."""
+        return admit_http_peer(self.policies.get(listener_policy_name), listener_policy_name, peer)
+
+    def evaluate_request(self, listener_policy_name: str, peer: SpiffeId | str | PeerView,
+                         request: RequestView) -> Decision:
+        """Decide one request of ``peer`` under the named policy (unknown name: deny, ``no_policy``)."""
+        return evaluate_request(self.policies.get(listener_policy_name), listener_policy_name, peer, request)
 
     def __contains__(self, name: object) -> bool:
         return name in self.policies

@@ -21,12 +21,13 @@ from typing import Any
 from proxy.yamlfields import Section, load_yaml_file, load_yaml_text
 from proxy.errors import ConfigError
 from proxy.policy.evaluate import PolicySet
+from proxy.policy.http_load import read_http_match
 from proxy.policy.match import (PatternError, PeerMatcher, TrustDomainPattern, compile_id_pattern,
                                 compile_matcher, compile_trust_domain)
 from proxy.policy.model import Policy, Rule, RuleAction, RuleMode
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
-RULE_KEYS = ("name", "allow", "deny", "mode")
+RULE_KEYS = ("name", "allow", "deny", "mode", "http")
 _NAME_RULE = "names are 1-128 characters from letters, digits, '.', '_' and '-'"
 
 
@@ -101,7 +102,7 @@ def reject_unknown(section: Section, known: tuple[str, ...], hint: str) -> None:
 
 
 def _rule(item: Section) -> Rule:
-    reject_unknown(item, RULE_KEYS, "a rule has: name, allow or deny, mode")
+    reject_unknown(item, RULE_KEYS, "a rule has: name, allow or deny, mode, http")
     name = item.take("name", str, required=True, check=_check_name)
     if item.has("allow") and item.has("deny"):
         raise item.error("deny", "a rule has exactly one of allow or deny; split it into two rules")
@@ -115,8 +116,9 @@ def _rule(item: Section) -> Rule:
     if mode is RuleMode.AUDIT and action is RuleAction.ALLOW:
         raise item.error("mode", "audit mode applies to deny rules only: an allow rule either grants or not;"
                          " to dry-run a restriction, add it as a deny rule with mode: audit")
+    http = read_http_match(item)
     item.finish()
-    return Rule(name=name, action=action, mode=mode, peers=peers, file=item.file, line=item.line)
+    return Rule(name=name, action=action, mode=mode, peers=peers, file=item.file, line=item.line, http=http)
 
 
 def _enum_value(kind: Any, value: str) -> Any:

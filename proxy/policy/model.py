@@ -34,11 +34,17 @@ Semantics (the README quotes this list):
    deny), a ``DenyReason`` (None when allowed), the pattern that matched,
    the audit rules that would have denied, and one sentence of explanation.
 
-Extension point: a rule is ``peers`` (who) plus, later, conditions on the
-request (e.g. an ``http: {methods, paths}`` key evaluated per HTTP request).
-Such a key would be a new optional field of ``Rule`` and an additional check
-after the peer match; today it is an unknown key, so old sidecars reject a
-policy that needs it instead of silently ignoring it.
+6. **Request rules.** A rule may add ``http: {methods, paths, headers}``
+   (``proxy.policy.http_match``): it then matches a *request* whose peer
+   matches and which meets those conditions. A rule without ``http:`` is a
+   connection-level rule and keeps the meaning above. On a ``protocol:
+   http`` listener the connection is admitted when no connection-level
+   deny rule matches the peer and some allow rule (of either kind) matches
+   it; each request is then decided over every rule (deny first, then
+   allow, default deny). On a ``protocol: tcp`` listener no request is
+   seen, so the safe reading is taken (Istio's): an allow rule with
+   ``http:`` never allows, and a deny rule with ``http:`` denies the peer's
+   whole connection.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from proxy.policy.http_match import HttpMatch
 from proxy.policy.match import PeerMatcher
 
 
@@ -74,6 +81,7 @@ class Rule:
         peers: the compiled peer patterns.
         file: the policy file the rule came from (for explanations).
         line: 1-based line of the rule in that file, or None.
+        http: the request conditions, or None for a connection-level rule.
         where: ``file:line`` of the rule, for people (derived).
     """
 
@@ -83,6 +91,7 @@ class Rule:
     peers: PeerMatcher
     file: str = "<string>"
     line: int | None = None
+    http: HttpMatch | None = None
     where: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -99,13 +108,19 @@ class Policy:
         name: the key under ``policies:``.
         rules: every rule in file order.
         deny_rules: the deny rules (enforced and audit), file order.
-        allow_rules: the allow rules, file order.
+        allow_rules: the allow rules a connection can be allowed by without a
+            request (those without ``http:``), file order.
+        request_allow_rules: every allow rule (a request is checked against all).
+        admit_deny_rules: the deny rules without ``http:`` (what refuses a
+            connection on an HTTP listener before any request).
     """
 
     name: str
     rules: tuple[Rule, ...]
     deny_rules: tuple[Rule, ...]
     allow_rules: tuple[Rule, ...]
+    request_allow_rules: tuple[Rule, ...] = ()
+    admit_deny_rules: tuple[Rule, ...] = ()
 
     @classmethod
     def of(cls, name: str, rules: tuple[Rule, ...]) -> Policy:
@@ -114,5 +129,7 @@ class Policy:
             name=name,
             rules=rules,
             deny_rules=tuple(r for r in rules if r.action is RuleAction.DENY),
-            allow_rules=tuple(r for r in rules if r.action is RuleAction.ALLOW),
+            allow_rules=tuple(r for r in rules if r.action is RuleAction.ALLOW and r.http is None),
+            request_allow_rules=tuple(r for r in rules if r.action is RuleAction.ALLOW),
+            admit_deny_rules=tuple(r for r in rules if r.action is RuleAction.DENY and r.http is None),
         )

@@ -39,7 +39,8 @@ import proxy
 ROOT = pathlib.Path(proxy.__file__).parent
 
 CORE = ["spiffe", "policy", "connection", "tls", "config", "yamlfields.py", "errors.py",
-        "identity/store.py", "identity/swap.py", "identity/rotation.py", "identity/snapshot.py"]
+        "identity/store.py", "identity/swap.py", "identity/rotation.py", "identity/snapshot.py",
+        "http/detect.py", "http/normalize.py", "http/xfcc.py"]
 
 FORBIDDEN_MODULES = {"socket", "trio", "asyncio", "uvloop", "grpc", "selectors", "select", "threading", "subprocess",
                      "ssl", "signal", "multiprocessing", "concurrent", "http", "urllib", "importlib"}
