@@ -192,6 +192,7 @@ cdef SSL_CTX* _new_ssl_ctx(object material, bint server) except NULL:
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL)
         SSL_CTX_set_cert_verify_callback(ctx, _cert_verify_cb, NULL)
         if server:
+            _enable_alpn_selection(ctx)  # selects only for connections that called offer_alpn
             # Required to resume sessions that carried a client certificate.
             SSL_CTX_set_session_id_context(ctx, _SESSION_ID_CONTEXT, len(_SESSION_ID_CONTEXT))
             # Stateful sessions (see the top of this file), at most

@@ -108,6 +108,14 @@ to be readable), ``WANT_WRITE = 2`` (wait for the TLS fd to be writable).
     ``rearm(handle, lifetime_deadline, reauth_at)`` sets new timers. proxy/runtime/offload.py is its only user; engines without it
     relay on the event loop with ``Relay``.
 
+For the HTTP layer (issue 13), module functions over a ``TlsConnection``:
+``offer_alpn(conn, protocols)`` before the first handshake step (a client
+offers the list; a server accepts it in that preference; supported lists:
+("h2", "http/1.1"), ("http/1.1",), ("h2",); a server connection that did
+not call it negotiates no ALPN, so TCP listeners are unchanged),
+``selected_alpn(conn) -> str`` ("" when none) and ``peer_leaf_der(conn) ->
+bytes`` (the verified peer's leaf, for the XFCC Hash).
+
 ``classify_tls_error(detail: str) -> HandshakeFailure``: maps an OpenSSL
 error string to the failure reason used in logs and metrics.
 

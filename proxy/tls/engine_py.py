@@ -69,7 +69,10 @@ from proxy.tls.engine_py_tls import (
     ClientContext,
     ServerContext,
     TlsConnection,
+    offer_alpn,
     parse_spiffe_id,
+    peer_leaf_der,
+    selected_alpn,
     spiffe_id_from_der,
     tls_error,
     verify_x509_svid_chain,
@@ -83,6 +86,7 @@ __all__ = [
     "WANT_PLAIN_WRITE", "EOF", "ServerContext", "ClientContext", "TlsConnection", "Relay", "CANNOT_REAUTH",
     "ClientIdentity",
     "parse_spiffe_id", "spiffe_id_from_der", "verify_x509_svid_chain", "classify_tls_error", "openssl_version",
+    "offer_alpn", "selected_alpn", "peer_leaf_der",
 ]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 import time
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -100,6 +100,7 @@ def _build_context(material: TlsMaterial, *, server: bool) -> SSL.Context:
     # As the compiled engine: no record buffers held by idle connections.
     ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
     if server:
+        ctx.set_alpn_select_callback(_select_alpn)  # selects only for connections that called offer_alpn
         ctx.set_session_id(SESSION_ID_CONTEXT)
         # Unlike the compiled engine, this server keeps no sessions (issue
         # 11.1): a server session holds the peer's whole chain, and the
@@ -430,3 +431,40 @@ def verify_x509_svid_chain(chain_der: Sequence[bytes], bundles: Mapping[str, Seq
     from proxy.spiffe.verify import verify_x509_svid_chain as core
 
     return str(core(chain_der, bundles, time.time() if now is None else now))
+
+
+# --- The TLS facts the HTTP layer needs (twins of _fastpath_http.pxi) --------------
+
+_ALPN_LISTS = frozenset({("h2", "http/1.1"), ("http/1.1",), ("h2",)})
+
+
+def _select_alpn(conn: SSL.Connection, offered: list[bytes]) -> Any:
+    """Server preference: the first protocol this connection accepts that the client offered."""
+    accepted = conn.get_app_data()
+    for proto in accepted if isinstance(accepted, tuple) else ():
+        if proto in offered:
+            return bytes(proto)
+    return SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def offer_alpn(conn: TlsConnection, protocols: Sequence[str]) -> None:
+    """Before the handshake: offer (client) or accept (server, in this preference) these ALPN IDs."""
+    key = tuple(protocols)
+    if key not in _ALPN_LISTS:
+        raise ValueError(f"unsupported ALPN list {key!r}; one of {sorted(_ALPN_LISTS)}")
+    wire = [p.encode("ascii") for p in key]
+    if conn._server:
+        conn.ssl.set_app_data(tuple(wire))
+    else:
+        conn.ssl.set_alpn_protos(wire)
+
+
+def selected_alpn(conn: TlsConnection) -> str:
+    """The ALPN protocol the handshake agreed on, or "" when none."""
+    return conn.ssl.get_alpn_proto_negotiated().decode("ascii", "replace")
+
+
+def peer_leaf_der(conn: TlsConnection) -> bytes:
+    """The verified peer's leaf certificate, DER (b"" before the handshake completed)."""
+    leaf = conn.ssl.get_peer_certificate(as_cryptography=True)
+    return b"" if leaf is None else leaf.public_bytes(serialization.Encoding.DER)

@@ -20,7 +20,8 @@ _fastpath: Any = fastpath() if fastpath_available() else None
 
 CONTRACT = ["NAME", "DONE", "WANT_READ", "WANT_WRITE", "WANT_TLS_READ", "WANT_TLS_WRITE", "WANT_PLAIN_READ",
             "WANT_PLAIN_WRITE", "EOF", "ServerContext", "ClientContext", "TlsConnection", "Relay",
-            "parse_spiffe_id", "spiffe_id_from_der", "verify_x509_svid_chain", "classify_tls_error"]
+            "parse_spiffe_id", "spiffe_id_from_der", "verify_x509_svid_chain", "classify_tls_error",
+            "offer_alpn", "selected_alpn", "peer_leaf_der"]
 CONSTANTS = [n for n in CONTRACT if n.isupper() and n != "NAME"]
 
 
