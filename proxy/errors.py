@@ -225,6 +225,7 @@ class CloseReason(enum.Enum):
     OVERLOADED = "overloaded"
     DRAINED = "drained"
     INTERNAL = "internal"
+    NOT_HTTP = "not_http"  # a protocol: http listener's connection did not speak HTTP
 
 
 class UpstreamError(SidecarError):

@@ -107,7 +107,18 @@ class Sidecar:
         if self.metrics is not None:
             self.metrics.plane = self.plane
             self.plane.handshake_observer = self.metrics.observe_handshake
+        self._wire_http(self.plane)
         return self.plane
+
+    def _wire_http(self, plane: DataPlane) -> None:
+        """Request records and metrics for protocol: http listeners (nothing when there are none)."""
+        listeners: list[InboundListener | OutboundListener] = [*self.config.inbound, *self.config.outbound]
+        if not any(x.http is not None for x in listeners):
+            return
+        from proxy.http.records import HttpMetrics, request_sink
+
+        plane.http_metrics = HttpMetrics(self.metrics.registry) if self.metrics is not None else None
+        plane.emit_request = request_sink(self.config.log.access, plane.http_metrics)
 
     # --- operations (admin endpoint, reload watch) -------------------------
 

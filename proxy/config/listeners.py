@@ -14,6 +14,7 @@ from ruamel.yaml.comments import CommentedMap
 
 from proxy.config.checks import address, enum_choice
 from proxy.config.envfields import Fields
+from proxy.config.http import read_protocol
 from proxy.config.model import HostPort, InboundListener, Limits, OutboundListener, TlsSettings
 from proxy.config.sections import read_limits, read_tls
 from proxy.config.transparent import RESERVED_LISTENER_NAMES
@@ -54,11 +55,12 @@ def read_inbound(sec: Section, limits: Limits, tls: TlsSettings = TlsSettings())
     expiry = sec.take("peer_expiry", str, default=PeerExpiry.REAUTHENTICATE, check=enum_choice(PeerExpiry))
     own = own_limits(sec, limits)
     own_settings = own_tls(sec, tls)
+    protocol, http = read_protocol(sec, inbound=True)
     sec.finish()
     return InboundListener(name=name, listen=listen, forward_to=forward_to, policy=policy,
                            allow_non_loopback_forward=optout, limits=own, tls=own_settings, peer_expiry=expiry,
                            line=sec.line,
-                           policy_line=sec.line_of("policy"))
+                           policy_line=sec.line_of("policy"), protocol=protocol, http=http)
 
 
 def read_outbound(sec: Section, limits: Limits, tls: TlsSettings = TlsSettings()) -> OutboundListener:
@@ -74,10 +76,11 @@ def read_outbound(sec: Section, limits: Limits, tls: TlsSettings = TlsSettings()
     expiry = sec.take("peer_expiry", str, default=PeerExpiry.KEEP, check=_outbound_expiry)
     own = own_limits(sec, limits)
     own_settings = own_tls(sec, tls)
+    protocol, http = read_protocol(sec, inbound=False)
     sec.finish()
     return OutboundListener(name=name, listen=listen, connect_to=connect_to, expect=expect,
                             allow_non_loopback_listen=optout, limits=own, tls=own_settings, peer_expiry=expiry,
-                            line=sec.line)
+                            line=sec.line, protocol=protocol, http=http)
 
 
 def _outbound_expiry(value: str) -> PeerExpiry:

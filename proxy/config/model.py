@@ -28,6 +28,7 @@ from proxy.config.values import parse_host_port as parse_host_port
 from proxy.errors import ConfigError
 from proxy.identity.address import parse_address
 from proxy.config.values import PeerExpiry
+from proxy.http.settings import HttpSettings, Protocol
 from proxy.policy.match import PeerMatcher
 
 if TYPE_CHECKING:
@@ -125,6 +126,8 @@ class InboundListener:
             same connection (TLS 1.3 post-handshake auth), close, or keep.
         line: line of the listener in sidecar.yaml (for errors found later).
         policy_line: line of its ``policy`` field (a missing policy is reported there).
+        protocol: tcp (bytes, the L4 path) or http (per-request policy).
+        http: the HTTP layer's settings (protocol http only).
     """
 
     name: str
@@ -137,6 +140,8 @@ class InboundListener:
     peer_expiry: PeerExpiry = PeerExpiry.REAUTHENTICATE
     line: int | None = None
     policy_line: int | None = None
+    protocol: Protocol = Protocol.TCP
+    http: HttpSettings | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,6 +159,8 @@ class OutboundListener:
         peer_expiry: at the upstream certificate's NotAfter: keep (its identity was
             verified at connect; a TLS client cannot ask again) or close.
         line: line of the listener in sidecar.yaml.
+        protocol: tcp (bytes) or http (requests over pooled mTLS connections).
+        http: the HTTP layer's settings (protocol http only).
     """
 
     name: str
@@ -165,6 +172,8 @@ class OutboundListener:
     tls: TlsSettings = TlsSettings()
     peer_expiry: PeerExpiry = PeerExpiry.KEEP
     line: int | None = None
+    protocol: Protocol = Protocol.TCP
+    http: HttpSettings | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -256,8 +265,8 @@ class SidecarConfig:
         def shape(c: SidecarConfig) -> dict[str, Any]:
             return {
                 "identity": c.identity, "runtime": c.runtime, "admin": c.admin, "policy_file": c.policy_file,
-                "inbound": [(i.name, i.listen, i.forward_to) for i in c.inbound],
-                "outbound": [(o.name, o.listen, o.connect_to) for o in c.outbound],
+                "inbound": [(i.name, i.listen, i.forward_to, i.protocol) for i in c.inbound],
+                "outbound": [(o.name, o.listen, o.connect_to, o.protocol) for o in c.outbound],
                 "transparent": _plain(c.transparent),  # any change: see above
                 "log.access": c.log.access, "log.format": c.log.format,
                 "limits.buffer_size": c.limits.buffer_size,

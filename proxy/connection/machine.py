@@ -34,7 +34,7 @@ connection record. The machine never reads a clock and does no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from proxy.connection import events as ev
 from proxy.connection.accept import admit
@@ -61,6 +61,9 @@ from proxy.connection.transitions import (
 )
 from proxy.errors import CloseReason, HandshakeFailure, RefusalReason, Verdict
 
+if TYPE_CHECKING:
+    from proxy.http.settings import HttpSpec
+
 __all__ = ["Connection", "ConnectionSpec", "ConnectionState", "Direction", "InvalidTransition", "Mode",
            "INBOUND_TRANSITIONS", "OUTBOUND_TRANSITIONS", "PASSTHROUGH_TRANSITIONS", "PERMISSIVE_INBOUND_TRANSITIONS",
            "next_state", "table_for"]
@@ -85,6 +88,10 @@ class ConnectionSpec:
     ``session_resumption`` False: full handshakes only (``tls.session_resumption``).
     ``peer_expiry`` is what the peer's NotAfter does to a relaying
     connection (None: the direction's default, see ``effective_peer_expiry``).
+    ``http`` is set on ``protocol: http`` listeners: the relay then serves
+    requests (proxy.http) instead of bytes; an outbound one runs in
+    ``Mode.POOLED`` (no upstream of its own: the pool's connections carry
+    its requests).
     """
 
     listener: str
@@ -104,6 +111,7 @@ class ConnectionSpec:
     buffer_size: int | None = None
     session_resumption: bool = True
     peer_expiry: PeerExpiry | None = None
+    http: HttpSpec | None = None
 
 
 def effective_peer_expiry(direction: Direction, configured: PeerExpiry | None) -> PeerExpiry:
@@ -185,6 +193,8 @@ class Connection:
             return [PeekFirstBytes(count=SNIFF_BYTES, deadline=deadline)], None
         if self.inbound and self.spec.mode is Mode.MTLS:
             return [StartHandshake(deadline=deadline)], None
+        if self.spec.mode is Mode.POOLED:
+            return [self._start_relay()], None
         return [self._connect_upstream(event.now)], None
 
     def _on_first_bytes_peeked(self, event: ev.Event) -> Handled:

@@ -41,6 +41,7 @@ class Mode(enum.Enum):
     MTLS = "mtls"
     SNIFF = "sniff"  # permissive inbound: mTLS when a ClientHello comes, else plaintext to the app
     PLAINTEXT = "plaintext"  # passthrough: plain TCP both sides, no identity, no policy
+    POOLED = "pooled"  # outbound HTTP: the app's requests go over the listener's pooled mTLS connections
 
 
 class InvalidTransition(SidecarError):
@@ -106,10 +107,19 @@ PASSTHROUGH_TRANSITIONS: Transitions = {
 }
 
 
+#: Outbound HTTP: the app's connection is served at once; upstream connections are the pool's.
+POOLED_TRANSITIONS: Transitions = {
+    **_COMMON,
+    (S.ACCEPTED, ev.Accepted): S.RELAYING,
+}
+
+
 def table_for(direction: Direction, mode: Mode) -> Transitions:
     """The table a listener's connections run."""
     if mode is Mode.PLAINTEXT:
         return PASSTHROUGH_TRANSITIONS
+    if mode is Mode.POOLED:
+        return POOLED_TRANSITIONS
     if direction is Direction.OUTBOUND:
         return OUTBOUND_TRANSITIONS
     return PERMISSIVE_INBOUND_TRANSITIONS if mode is Mode.SNIFF else INBOUND_TRANSITIONS

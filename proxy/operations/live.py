@@ -62,6 +62,10 @@ class LiveSettings:
 
 def inbound_spec(listener: InboundListener, policies: PolicySet | None) -> ConnectionSpec:
     """One inbound listener's spec under ``policies`` (shared by its connections until a reload)."""
+    if listener.http is not None:
+        from proxy.http.spec import inbound_http_spec
+
+        return inbound_http_spec(listener, policies, limits_keywords(listener.limits))
     return ConnectionSpec(
         listener=listener.name, direction=Direction.INBOUND, upstream_host=listener.forward_to.host,
         upstream_port=listener.forward_to.port, authorize=functools.partial(evaluate, policies, listener.policy),
@@ -85,6 +89,10 @@ def transparent_inbound_specs(tin: TransparentInbound | None, policies: PolicySe
 
 def outbound_spec(listener: OutboundListener) -> ConnectionSpec:
     """One outbound listener's spec (immutable, shared by its connections until a reload)."""
+    if listener.http is not None:
+        from proxy.http.spec import outbound_http_spec
+
+        return outbound_http_spec(listener, limits_keywords(listener.limits))
     return ConnectionSpec(
         listener=listener.name, direction=Direction.OUTBOUND, upstream_host=listener.connect_to.host,
         upstream_port=listener.connect_to.port, session_key=str(listener.connect_to),

@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from proxy.connection.close import ConnectionRecord
 from proxy.connection.machine import ConnectionSpec, Direction
@@ -90,6 +90,12 @@ class DataPlane:
     resumption: ResumptionBackoff = field(default_factory=ResumptionBackoff)
     #: (listener, failure reason) -> full-handshake retries after an upstream refused a session.
     resumption_fallbacks: dict[tuple[str, HandshakeFailure], int] = field(default_factory=dict)
+    #: Where HTTP listeners' request records go (proxy.http.records); None: JSON on stdout.
+    emit_request: Callable[[Any], None] | None = None
+    #: HTTP request metrics (proxy.http.records.HttpMetrics) when metrics are on.
+    http_metrics: Any = None
+    #: Outbound HTTP listeners' connection pools, by (listener, host, port) (proxy.http.pool).
+    http_pools: dict[Any, Any] = field(default_factory=dict)
 
     def count_resumption_fallback(self, listener: str, reason: HandshakeFailure) -> None:
         """One full-handshake retry after ``listener``'s upstream refused a session (read at scrape time)."""

@@ -160,6 +160,10 @@ class _Runner:
             return
         try:
             self.tls = self._new_tls(offer_session=True)
+            if self.spec.http is not None and self.plan.direction is Direction.INBOUND:
+                from proxy.http.detect import ALPN_PROTOCOLS
+
+                self.plane.engine.offer_alpn(self.tls, ALPN_PROTOCOLS)
         except (SidecarError, OSError) as exc:
             self.feed(handshake_failed(time.time(), exc))
             return
@@ -305,6 +309,11 @@ class _Runner:
 
     async def _relay(self, action: StartRelay) -> None:
         self.handshake_over()  # a permissive listener's plaintext connection never handshakes
+        if self.spec.http is not None:  # protocol: http serves requests, not bytes (proxy.http)
+            from proxy.http.serve import serve_http
+
+            await serve_http(self, action)
+            return
         relays = self.plane.relay_thread
         if action.tls and relays is not None:
             await self._relay_on_thread(relays, action)

@@ -447,24 +447,31 @@ def _select_alpn(conn: SSL.Connection, offered: list[bytes]) -> Any:
     return SSL.NO_OVERLAPPING_PROTOCOLS
 
 
-def offer_alpn(conn: TlsConnection, protocols: Sequence[str]) -> None:
+def _own(conn: contract.TlsConnection) -> TlsConnection:
+    if not isinstance(conn, TlsConnection):  # as the compiled twin's typed argument refuses a stranger
+        raise TypeError(f"needs this engine's TlsConnection, not {type(conn).__name__}")
+    return conn
+
+
+def offer_alpn(conn: contract.TlsConnection, protocols: Sequence[str]) -> None:
     """Before the handshake: offer (client) or accept (server, in this preference) these ALPN IDs."""
+    own = _own(conn)
     key = tuple(protocols)
     if key not in _ALPN_LISTS:
         raise ValueError(f"unsupported ALPN list {key!r}; one of {sorted(_ALPN_LISTS)}")
     wire = [p.encode("ascii") for p in key]
-    if conn._server:
-        conn.ssl.set_app_data(tuple(wire))
+    if own._server:
+        own.ssl.set_app_data(tuple(wire))
     else:
-        conn.ssl.set_alpn_protos(wire)
+        own.ssl.set_alpn_protos(wire)
 
 
-def selected_alpn(conn: TlsConnection) -> str:
+def selected_alpn(conn: contract.TlsConnection) -> str:
     """The ALPN protocol the handshake agreed on, or "" when none."""
-    return conn.ssl.get_alpn_proto_negotiated().decode("ascii", "replace")
+    return _own(conn).ssl.get_alpn_proto_negotiated().decode("ascii", "replace")
 
 
-def peer_leaf_der(conn: TlsConnection) -> bytes:
+def peer_leaf_der(conn: contract.TlsConnection) -> bytes:
     """The verified peer's leaf certificate, DER (b"" before the handshake completed)."""
-    leaf = conn.ssl.get_peer_certificate(as_cryptography=True)
+    leaf = _own(conn).ssl.get_peer_certificate(as_cryptography=True)
     return b"" if leaf is None else leaf.public_bytes(serialization.Encoding.DER)

@@ -70,3 +70,36 @@ def test_query_is_kept_verbatim_and_not_normalized() -> None:
 def test_segments_split_the_normalized_path() -> None:
     assert normalize_target("/").segments == ("",)
     assert normalize_target("/a//b/").segments == ("a", "b", "")
+
+
+# --- HTTP/1.1 head checks (smuggling defenses h11 leaves to us) -------------------
+
+from proxy.http.h1 import check_head, forwardable  # noqa: E402
+
+
+@pytest.mark.parametrize(("head", "rejection"), [
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", "malformed"),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\ncontent-length : 3\r\n\r\n", "malformed"),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", "malformed"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", "malformed"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n\tb\r\n\r\n", "malformed"),
+    (b"GET / HTTP/1.1\nHost: a\n\n", "malformed"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * 2000 + b"\r\n\r\n", "head_too_large"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * 2000, "head_too_large"),
+])
+def test_smuggling_shapes_are_refused(head: bytes, rejection: str) -> None:
+    with pytest.raises(HttpRequestError) as info:
+        check_head(head, 1024)
+    assert info.value.rejection.value == rejection
+
+
+def test_a_clean_head_passes_and_an_incomplete_one_asks_for_more() -> None:
+    assert check_head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET", 1024)
+    assert not check_head(b"GET / HTTP/1.1\r\nHost: a\r\n", 1024)
+
+
+def test_hop_by_hop_and_connection_named_headers_are_not_forwarded() -> None:
+    headers = [(b"Host", b"a"), (b"Connection", b"keep-alive, X-Secret"), (b"X-Secret", b"1"),
+               (b"Transfer-Encoding", b"chunked"), (b"Content-Length", b"3"), (b"Accept", b"*/*"),
+               (b"x-forwarded-client-cert", b"forged")]
+    assert forwardable(headers, frozenset({b"x-forwarded-client-cert"})) == [(b"host", b"a"), (b"accept", b"*/*")]
