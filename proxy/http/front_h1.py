@@ -61,7 +61,10 @@ class H1Exchange:
         if conn.client_is_waiting_for_100_continue:
             await self.front.send(h11.InformationalResponse(status_code=100, headers=[]))
         while True:
-            event = await self.front.next_event()
+            try:
+                event = await self.front.next_event()
+            except h11.RemoteProtocolError as exc:  # the client's framing, not the next hop's
+                raise HttpRequestError(RequestRejection.MALFORMED, f"request body: {exc}") from None
             if isinstance(event, h11.Data):
                 self.bytes_in += len(event.data)
                 yield bytes(event.data)

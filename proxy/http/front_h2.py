@@ -25,12 +25,16 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from proxy.errors import HttpRequestError
+from proxy.errors import HttpRequestError, RequestRejection
 from proxy.http.detect import HttpVersion
 from proxy.http.exchange import BODIES, Handler, Outcome, Recorder, Verdict
 from proxy.http.h1 import HOP_BY_HOP, Headers
 from proxy.http.streams import ByteStream
 from proxy.runtime.primitives import Io, TaskGroup
+
+
+#: Connection-specific fields RFC 9113 section 8.2.2 forbids (Content-Length stays: it is end-to-end in h2).
+_NOT_IN_H2 = HOP_BY_HOP - {b"content-length"}
 
 
 class _StreamState:
@@ -87,7 +91,7 @@ class H2Exchange:
 
     async def respond(self, status: int, headers: Headers) -> None:
         self.status = status
-        fields = [(b":status", str(status).encode())] + [(n, v) for n, v in headers if n not in HOP_BY_HOP]
+        fields = [(b":status", str(status).encode())] + [(n, v) for n, v in headers if n not in _NOT_IN_H2]
         await self.front.call(lambda c: c.send_headers(self.sid, fields))
 
     async def send(self, data: bytes) -> None:
@@ -128,6 +132,7 @@ class H2Front:
         self.stream = stream
         self.handler = handler
         self.record = record
+        self.max_head = max_head
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
         self.conn = h2.connection.H2Connection(config=config)
         self.conn.local_settings = h2.settings.Settings(
@@ -201,7 +206,12 @@ class H2Front:
         started = time.monotonic()
         exchange = H2Exchange(self, sid, headers, ended)
         try:
-            verdict = await self.handler(exchange)
+            # RFC 9113 section 6.5.2's accounting (32 bytes per field); h2 advertises, we enforce.
+            if sum(len(n) + len(v) + 32 for n, v in headers) > self.max_head:
+                await exchange.refuse(431)
+                verdict = Verdict(outcome=Outcome.REJECT, reason=RequestRejection.HEAD_TOO_LARGE.value)
+            else:
+                verdict = await self.handler(exchange)
         except HttpRequestError as exc:
             verdict = Verdict(outcome=Outcome.REJECT, reason=exc.rejection.value)
             await self._reset(sid)

@@ -52,8 +52,12 @@ class Pooled:
     peer_id: str
     peer_not_after: float
     idle_since: float = 0.0
+    closed: bool = False
 
     def close(self, io: Io) -> None:
+        if self.closed:
+            return
+        self.closed = True
         self.upstream.close()
         try:
             self.tls.shutdown()
@@ -86,6 +90,9 @@ class _Slot:
     idle: list[Pooled] = field(default_factory=list)
     h2: list[Pooled] = field(default_factory=list)
     open: int = 0
+    connecting: int = 0
+    #: What the upstream chose last time (ALPN): while an h2 connection is being made, wait for it.
+    speaks_h2: bool = False
 
 
 class UpstreamPool:
@@ -117,7 +124,8 @@ class UpstreamPool:
                 if not conn.usable(now, self.settings.pool_idle_timeout):
                     slot.h2.remove(conn)
                     slot.open -= 1
-                    conn.close(self.io)
+                    if isinstance(conn.upstream, H2Upstream) and not conn.upstream.streams:
+                        conn.close(self.io)  # else its last stream's release closes it
                 elif isinstance(conn.upstream, H2Upstream) and conn.upstream.capacity > 0:
                     self.reuses += 1
                     return conn, True
@@ -128,27 +136,38 @@ class UpstreamPool:
                     return conn, True
                 slot.open -= 1
                 conn.close(self.io)
-            if slot.open < self.settings.pool_size:
+            if slot.open < self.settings.pool_size and not (slot.speaks_h2 and slot.connecting):
                 break
             await self.freed.wait()
             now = time.time()
         slot.open += 1
+        slot.connecting += 1
         try:
             conn = await self._connect(context, expect, deadline)
         except BaseException:
             slot.open -= 1
             raise
+        finally:
+            slot.connecting -= 1
+            self._wake()
+        slot.speaks_h2 = isinstance(conn.upstream, H2Upstream)
         if isinstance(conn.upstream, H2Upstream):
             slot.h2.append(conn)
         return conn, False
+
+    def _wake(self) -> None:
+        woken, self.freed = self.freed, self.io.new_event()
+        woken.set()
 
     def release(self, conn: Pooled, context_generation: int, expect: PeerMatcher) -> None:
         """Give a connection back after a request (closed unless reusable)."""
         slot = self.slots.get((context_generation, expect.patterns))
         if isinstance(conn.upstream, H2Upstream):
-            if conn.upstream.dead and slot is not None and conn in slot.h2:
-                slot.h2.remove(conn)
-                slot.open -= 1
+            # Closed only once its last stream is done: other requests may be reading it now.
+            if conn.upstream.dead and not conn.upstream.streams:
+                if slot is not None and conn in slot.h2:
+                    slot.h2.remove(conn)
+                    slot.open -= 1
                 conn.close(self.io)
         elif slot is not None and conn.upstream.reusable and len(slot.idle) < self.settings.pool_size:
             conn.idle_since = time.time()
@@ -157,8 +176,7 @@ class UpstreamPool:
             if slot is not None:
                 slot.open -= 1
             conn.close(self.io)
-        woken, self.freed = self.freed, self.io.new_event()
-        woken.set()
+        self._wake()
 
     def _retire_other_keys(self, key: tuple[int, tuple[str, ...]]) -> None:
         """A new identity generation or expect: idle connections of other keys are closed now."""

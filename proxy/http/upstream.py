@@ -168,10 +168,17 @@ class H2Upstream:
         fields += [(n, v) for n, v in headers if n not in HOP_BY_HOP and n != b"host"]
         if exchange.content_length is not None:
             fields.append((b"content-length", str(exchange.content_length).encode()))
-        sid: int = self.conn.get_next_available_stream_id()
-        self.streams[sid] = _UpStream()
-        await self._call(lambda c: c.send_headers(sid, fields, end_stream=not exchange.has_body))
-        return sid
+        opened: list[int] = []
+
+        def open_stream(c: h2.connection.H2Connection) -> None:
+            # Under the write lock: two requests must never be given the same stream id.
+            sid = c.get_next_available_stream_id()
+            self.streams[sid] = _UpStream()
+            opened.append(sid)
+            c.send_headers(sid, fields, end_stream=not exchange.has_body)
+
+        await self._call(open_stream)
+        return opened[0]
 
     async def _relay_response(self, sid: int, exchange: Exchange) -> None:
         state = self.streams[sid]
