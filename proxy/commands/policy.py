@@ -47,6 +47,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     src.add_argument("-c", "--config", help="sidecar.yaml (maps the listener to its policy)")
     explain.add_argument("--listener", required=True, help="listener name (or policy name with --policy-file)")
     explain.add_argument("--peer", required=True, help="the peer's SPIFFE ID")
+    explain.add_argument("--method", help="decide an HTTP request with this method (default GET when --path is given)")
+    explain.add_argument("--path", help="decide an HTTP request for this path (normalized as on the data path)")
     explain.add_argument("--json", action="store_true", help="print the decision as JSON")
     explain.set_defaults(func=run_explain)
 
@@ -126,7 +128,16 @@ def run_explain(args: argparse.Namespace) -> int:
             policies, policy_name = loaded, inbound[args.listener].policy
     except (ConfigError, InvalidSpiffeIdError) as exc:
         return _fail(exc)
-    decision = policies.evaluate(policy_name, peer)
+    if args.method or args.path:
+        from proxy.errors import HttpRequestError
+        from proxy.http.explain import explain_request
+
+        try:
+            decision = explain_request(policies, policy_name, str(peer), args.method, args.path)
+        except HttpRequestError as exc:
+            return _fail(ValueError(f"path {args.path!r} is refused before any policy (400): {exc.detail}"))
+    else:
+        decision = policies.evaluate(policy_name, peer)
     _print_decision(args.listener, policies.file, decision, args.json)
     return EXIT_OK if decision.allowed else EXIT_DENIED
 
@@ -137,6 +148,8 @@ def _print_decision(listener: str, file: str, decision: Any, as_json: bool) -> N
         return
     print(f"listener:  {listener} (policy {decision.policy!r} in {file})")
     print(f"peer:      {decision.peer}")
+    if decision.request:
+        print(f"request:   {decision.request}")
     print(f"decision:  {'ALLOW' if decision.allowed else 'DENY'}"
           + (f" (reason: {decision.reason.value})" if decision.reason else ""))
     print(f"rule:      {decision.rule} at {decision.where}" if decision.rule else "rule:      none (default deny)")

@@ -134,8 +134,9 @@ def identity_view(sidecar: Observed, now: float) -> dict[str, Any]:
     return out
 
 
-def explain(sidecar: Observed, listener: str, peer: str) -> tuple[int, dict[str, Any]]:
-    """What the running policy decides for ``peer`` on ``listener`` (inbound), without a connection."""
+def explain(sidecar: Observed, listener: str, peer: str, method: str | None = None,
+            path: str | None = None) -> tuple[int, dict[str, Any]]:
+    """What the running policy decides for ``peer`` (and a request, with method/path) on ``listener``."""
     from proxy.operations.live import evaluate
     from proxy.policy.evaluate import Decision
 
@@ -144,7 +145,13 @@ def explain(sidecar: Observed, listener: str, peer: str) -> tuple[int, dict[str,
     if inbound is None:
         return 404, {"error": f"no inbound listener {listener!r}", "listeners": sorted(live.inbound)}
     try:
-        decision = evaluate(live.policies, inbound.policy, peer)
+        if (method or path) and live.policies is not None:
+            from proxy.http.explain import explain_request
+
+            found: object = explain_request(live.policies, inbound.policy, peer, method, path)
+        else:
+            found = evaluate(live.policies, inbound.policy, peer)
+        decision = found
         assert isinstance(decision, Decision)  # a policy set's decision (DecisionLike has no as_dict)
     except SidecarError as exc:
         return 400, {"error": str(exc)}
@@ -180,7 +187,8 @@ class _Handler(BaseHTTPRequestHandler):
             if not listener or not peer:
                 self._json(400, {"error": "usage: /policy/explain?listener=NAME&peer=spiffe://..."})
             else:
-                self._json(*explain(sc, listener, peer))
+                method, path = query.get("method", [None])[0], query.get("path", [None])[0]
+                self._json(*explain(sc, listener, peer, method, path))
         else:
             self._json(404, {"error": f"no such endpoint {url.path!r}",
                              "endpoints": ["/live", "/ready", "/metrics", "/config", "/identity",

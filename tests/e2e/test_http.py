@@ -284,3 +284,13 @@ def test_a_connection_that_is_not_http_is_closed_not_relayed(pair: dict[str, Any
     rec = pair["a"].wait_record(lambda r: r.get("event") == "connection" and r["close_reason"] == "not_http")
     assert rec["listener"] == "api-out"
     assert len(pair["app"].seen) == before
+
+
+def test_admin_policy_explain_answers_for_a_request(pair: dict[str, Any]) -> None:
+    backend: SidecarHarness = pair["b"]
+    answer = backend.get_json(f"/policy/explain?listener=api&peer={FRONTEND}&method=GET&path=/./admin/x")
+    assert (answer["allowed"], answer["rule"], answer["request"]) == (False, "no-admin", "GET /admin/x")
+    answer = backend.get_json(f"/policy/explain?listener=api&peer={FRONTEND}&method=GET&path=/v1/x")
+    assert (answer["allowed"], answer["rule"]) == (True, "frontend-reads")
+    status, _ = backend.get(f"/policy/explain?listener=api&peer={FRONTEND}&path=/a%252Fb")
+    assert status == 400
