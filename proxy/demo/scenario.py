@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from proxy.demo import http_check
 from proxy.demo.apps import HelloBackend, http_get
 from proxy.demo.interpreter import copy_interpreter
 from proxy.demo.processes import SidecarProcess, free_port
@@ -38,7 +39,7 @@ policies:
       deny: [{BATCH}]
     - name: frontend-reads
       allow: [{FRONTEND}]
-"""
+""" + http_check.POLICY.format(td=TD)
 
 
 @dataclass
@@ -84,7 +85,8 @@ class Demo:
         self.backend_app: HelloBackend | None = None
         self.agent: _AgentThread | None = None
         self.bin_dir: Path | None = None
-        self.ports = {name: free_port() for name in ("backend-in", "frontend-out", "batch-out")}
+        self.ports = {name: free_port() for name in ("backend-in", "frontend-out", "batch-out", "backend-http-in",
+                                                     "frontend-http-out")}
 
     # --- set-up ------------------------------------------------------------
 
@@ -133,14 +135,19 @@ class Demo:
                                  f"policy_file: policy.yaml\ninbound:\n  - name: api\n"
                                  f"    listen: 127.0.0.1:{self.ports['backend-in']}\n"
                                  f"    forward_to: 127.0.0.1:{self.backend_app.port}\n"  # type: ignore[union-attr]
-                                 f"    policy: backend-api\n")
+                                 f"    policy: backend-api\n"
+                                 + http_check.inbound_yaml(self.ports["backend-http-in"],
+                                                           self.backend_app.port))  # type: ignore[union-attr]
         configs = {"backend": back}
         for name, runtime in (("frontend", rt or "uvloop"), ("batch", rt or "trio")):
             configs[name] = self.sidecar_yaml(name, runtime,
                                               f"outbound:\n  - name: backend\n"
                                               f"    listen: 127.0.0.1:{self.ports[name + '-out']}\n"
                                               f"    connect_to: 127.0.0.1:{self.ports['backend-in']}\n"
-                                              f"    expect: {BACKEND}\n")
+                                              f"    expect: {BACKEND}\n"
+                                              + (http_check.outbound_yaml(self.ports["frontend-http-out"],
+                                                                          self.ports["backend-http-in"], BACKEND)
+                                                 if name == "frontend" else ""))
         env = {"python": {"SPIFFE_SIDECAR_NO_EXTENSIONS": "1"},
                "fastpath": {"SPIFFE_SIDECAR_REQUIRE_EXTENSIONS": "1"}}.get(self.opts.engine, {})
         for name, config in configs.items():
@@ -277,14 +284,15 @@ class _Load:
 
 
 def run_demo(opts: DemoOptions) -> int:
-    """Run the whole demo; 0 only if all three checks pass. Cleans up on every path."""
+    """Run the whole demo; 0 only if every check passes. Cleans up on every path."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="spiffe-sidecar-demo-") as tmp:
         demo = Demo(opts, Path(tmp))
         results: list[bool] = []
         try:
             demo.set_up()
-            results = [demo.check_authorized_call(), demo.check_denied_call(), demo.check_rotation_under_load()]
+            results = [demo.check_authorized_call(), demo.check_denied_call(), demo.check_rotation_under_load(),
+                       http_check.check_paths(demo)]
         except (RuntimeError, OSError) as exc:
             opts.out(f"\ndemo failed during set-up: {exc}")
         finally:

@@ -19,6 +19,8 @@ def test_demo_command_exits_zero_and_leaves_nothing_behind() -> None:
     run = subprocess.run([sys.executable, "-m", "proxy", "demo"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "ALL CHECKS PASSED" in run.stdout
+    # The HTTP check: the same caller, one request allowed and one denied by its path.
+    assert "GET /orders/7    -> HTTP 200" in run.stdout and "GET /admin/users -> HTTP 403" in run.stdout
     workdir = re.search(r"work dir (\S+)", run.stdout)
     assert workdir and not Path(workdir.group(1)).exists()
     pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", run.stdout)]
