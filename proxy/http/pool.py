@@ -68,11 +68,25 @@ class Pooled:
         close_quietly(self.sock)
 
     def usable(self, now: float, idle_timeout: float) -> bool:
+        """Still fit for a request: not near the peer's NotAfter, not idle too long, not closed by the peer."""
         if now > self.peer_not_after - EXPIRY_MARGIN:
             return False
-        if isinstance(self.upstream, H2Upstream):
-            return not self.upstream.dead
-        return now - self.idle_since < idle_timeout and not _peer_closed(self.sock)
+        upstream = self.upstream
+        if isinstance(upstream, H2Upstream):
+            if upstream.dead:
+                return False
+            if upstream.streams:
+                return True  # in use: its readers see whatever the upstream sends
+        if now - self.idle_since >= idle_timeout:
+            return False
+        stream = upstream.stream
+        received = stream.poll_idle() if isinstance(stream, TlsStream) else None
+        if received is None:
+            return True
+        if isinstance(upstream, H2Upstream) and received:
+            upstream.absorb(received)  # a SETTINGS, PING or GOAWAY sent while idle
+            return not upstream.dead
+        return False  # closed, or HTTP/1.1 bytes nobody asked for
 
 
 def _peer_closed(sock: socket.socket) -> bool:
@@ -163,6 +177,8 @@ class UpstreamPool:
         """Give a connection back after a request (closed unless reusable)."""
         slot = self.slots.get((context_generation, expect.patterns))
         if isinstance(conn.upstream, H2Upstream):
+            if not conn.upstream.streams:
+                conn.idle_since = time.time()
             # Closed only once its last stream is done: other requests may be reading it now.
             if conn.upstream.dead and not conn.upstream.streams:
                 if slot is not None and conn in slot.h2:
@@ -221,7 +237,7 @@ class UpstreamPool:
             close_quietly(sock)
             raise
         return Pooled(upstream=upstream, sock=sock, tls=tls, generation=context.generation,
-                      peer_id=tls.peer_spiffe_id, peer_not_after=tls.peer_not_after)
+                      peer_id=tls.peer_spiffe_id, peer_not_after=tls.peer_not_after, idle_since=time.time())
 
     async def _tcp(self, deadline: float) -> socket.socket:
         async def connect() -> socket.socket:

@@ -141,6 +141,27 @@ class TlsStream:
             elif status == e.EOF:
                 raise BrokenPipeError("TLS connection closed for writing")
 
+    def poll_idle(self) -> bytes | None:
+        """Without waiting: what an idle connection has received (b"" once closed), or None for nothing.
+
+        Reads through TLS, so post-handshake records (session tickets) are
+        consumed rather than mistaken for data; a TLS or socket error reads
+        as closed.
+        """
+        try:
+            for _ in range(2):
+                try:
+                    return self.outer.recv(CHUNK)
+                except (BlockingIOError, InterruptedError):
+                    pass
+                if self._eof:
+                    return b""
+                if self.relay.tls_to_plain() == self.engine.EOF:
+                    self._eof = True
+            return None
+        except Exception:  # noqa: BLE001 - any failure (TLS or socket) means it is not reusable
+            return b""
+
     async def finish(self) -> None:
         """Send close_notify after what was written (half-close our side)."""
         try:

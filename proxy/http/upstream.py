@@ -231,6 +231,14 @@ class H2Upstream:
                 woken, self.activity = self.activity, self.io.new_event()
                 woken.set()
 
+    def absorb(self, data: bytes) -> None:
+        """Take bytes read while no stream was waiting (h2 answers PINGs and SETTINGS on the next write)."""
+        try:
+            for event in self.conn.receive_data(data):
+                self._dispatch(event)
+        except h2.exceptions.ProtocolError:
+            self.dead = True
+
     def _dispatch(self, event: Any) -> None:
         if isinstance(event, h2.events.ResponseReceived):
             if (s := self.streams.get(event.stream_id)) is not None:

@@ -294,3 +294,39 @@ def test_admin_policy_explain_answers_for_a_request(pair: dict[str, Any]) -> Non
     assert (answer["allowed"], answer["rule"]) == (True, "frontend-reads")
     status, _ = backend.get(f"/policy/explain?listener=api&peer={FRONTEND}&path=/a%252Fb")
     assert status == 400
+
+
+def test_a_tls_peer_that_does_not_speak_http_is_closed(pair: dict[str, Any]) -> None:
+    reply = _raw_inbound(pair, b"\x00\x01\x02 this is not http\r\n\r\n")
+    assert reply == b""
+    rec = pair["b"].wait_record(lambda r: r.get("event") == "connection" and r["close_reason"] == "not_http")
+    assert rec["peer_id"] == FRONTEND
+
+
+def test_a_pooled_connection_the_upstream_closed_while_idle_is_not_used(
+        combo: tuple[str, str], tmp_path: Path, ca: pki.Ca) -> None:
+    runtime, engine = combo
+    app = RecordingApp()
+    b_port, a_port = free_port(), free_port()
+    backend = SidecarHarness(tmp_path, runtime=runtime, engine=engine, identity=Identity.mint(tmp_path, ca, "/backend"),
+                             name="backend", policy=POLICY, inbound=[{
+                                 "name": "api", "listen": f"127.0.0.1:{b_port}", "protocol": "http",
+                                 "forward_to": f"127.0.0.1:{app.port}", "policy": "api",
+                                 "limits": {"idle_timeout": "1s"}}])
+    frontend = SidecarHarness(tmp_path, runtime=runtime, engine=engine, admin=True, name="frontend",
+                              identity=Identity.mint(tmp_path, ca, "/frontend"),
+                              outbound=[{"name": "api-out", "listen": f"127.0.0.1:{a_port}", "protocol": "http",
+                                         "connect_to": f"127.0.0.1:{b_port}", "expect": BACKEND}])
+    try:
+        with running(backend, frontend):
+            for mode in ("http1.1", "h2c"):
+                idle_closed = sum(r.get("close_reason") == "idle_timeout" for r in backend.records())
+                assert curl(a_port, f"/v1/before-idle-{mode}", *CURL_MODES[mode])[0] == 200
+                deadline = time.monotonic() + 10
+                while sum(r.get("close_reason") == "idle_timeout" for r in backend.records()) <= idle_closed:
+                    assert time.monotonic() < deadline, "the backend never closed the idle pooled connection"
+                    time.sleep(0.1)
+                assert curl(a_port, f"/v1/after-idle-{mode}", *CURL_MODES[mode])[0] == 200
+            assert frontend.metric("spiffe_sidecar_http_pool_handshakes_total") >= 2
+    finally:
+        app.close()
