@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 from proxy.connection import events as ev
 from proxy.connection.actions import StartRelay
@@ -156,11 +156,17 @@ class _Inbound:
         self.own = element(by=runner.context.server.material.spiffe_id, uri=self.peer_id,
                            leaf_sha256=leaf_hash(engine.peer_leaf_der(runner.tls)))
 
+    def _current_decide(self) -> Any:
+        """The policy in force now: a reload reaches the next request of a kept (e.g. pooled) connection."""
+        spec = self.runner.plan.spec(None)  # the listener's current spec: a dict lookup, built per reload
+        http = spec.http if spec.http is not None and spec.http.decide is not None else self.runner.spec.http
+        return http.decide
+
     async def serve(self) -> None:
         runner, stream = self.runner, self.stream
         try:
             version, prefetched = await _detect(stream, runner.plane.engine.selected_alpn(runner.tls))
-            handler = _inbound_handler(runner.spec.http, self.apps, self.peer_id, self.own)
+            handler = _inbound_handler(runner.spec.http, self.apps, self.peer_id, self.own, self._current_decide)
             await _front(runner, stream, version, prefetched, handler, _recorder(runner, self.peer_id)).serve()
             await stream.finish()
         finally:
@@ -168,9 +174,8 @@ class _Inbound:
             stream.close()
 
 
-def _inbound_handler(spec: HttpSpec, apps: AppConnections, peer_id: str, own_xfcc: str) -> Handler:
-    assert spec.decide is not None
-    decide = spec.decide
+def _inbound_handler(spec: HttpSpec, apps: AppConnections, peer_id: str, own_xfcc: str,
+                     current_decide: Callable[[], Any]) -> Handler:
     mode = spec.settings.xfcc
 
     async def handle(exchange: Exchange) -> Verdict:
@@ -180,7 +185,7 @@ def _inbound_handler(spec: HttpSpec, apps: AppConnections, peer_id: str, own_xfc
             await exchange.refuse(400)
             return Verdict(outcome=Outcome.REJECT, reason=exc.rejection.value, path=exchange.target[:256])
         view = RequestView.of(exchange.method, target.path, joined(_with_host(exchange)))
-        decision = decide(peer_id, view)
+        decision = current_decide()(peer_id, view)
         reason = decision.reason.value if decision.reason is not None else None
         if not decision.allowed:
             await exchange.refuse(403)

@@ -330,3 +330,47 @@ def test_a_pooled_connection_the_upstream_closed_while_idle_is_not_used(
             assert frontend.metric("spiffe_sidecar_http_pool_handshakes_total") >= 2
     finally:
         app.close()
+
+
+def test_a_policy_reload_reaches_the_next_request_on_a_kept_pooled_connection(
+        combo: tuple[str, str], tmp_path: Path, ca: pki.Ca) -> None:
+    import json
+
+    runtime, engine = combo
+    app = RecordingApp()
+    b_port, a_port = free_port(), free_port()
+    backend = SidecarHarness(tmp_path, runtime=runtime, engine=engine, identity=Identity.mint(tmp_path, ca, "/backend"),
+                             name="backend", policy=POLICY, inbound=[{
+                                 "name": "api", "listen": f"127.0.0.1:{b_port}", "protocol": "http",
+                                 "forward_to": f"127.0.0.1:{app.port}", "policy": "api"}])
+    frontend = SidecarHarness(tmp_path, runtime=runtime, engine=engine, admin=True, name="frontend",
+                              identity=Identity.mint(tmp_path, ca, "/frontend"),
+                              outbound=[{"name": "api-out", "listen": f"127.0.0.1:{a_port}", "protocol": "http",
+                                         "connect_to": f"127.0.0.1:{b_port}", "expect": BACKEND}])
+    try:
+        with running(backend, frontend):
+            assert curl(a_port, "/v1/orders/1", "--http1.1")[0] == 200
+            tightened = {"api": [{"name": "read-only-healthz", "allow": [FRONTEND], "http": {"paths": ["/healthz"]}}]}
+            backend.write_policy(json.dumps({"policies": tightened}))
+            deadline = time.monotonic() + 10
+            while curl(a_port, "/v1/orders/2", "--http1.1")[0] != 403:
+                assert time.monotonic() < deadline, "the reloaded policy never reached the kept connection"
+                time.sleep(0.2)
+            assert curl(a_port, "/healthz", "--http1.1")[0] == 200
+            # Same pooled mTLS connection all along: the reload reached its next requests.
+            assert frontend.metric("spiffe_sidecar_http_pool_handshakes_total") == 1
+    finally:
+        app.close()
+
+
+def test_inbound_h1_refusal_drains_a_small_body_and_keeps_the_connection(pair: dict[str, Any]) -> None:
+    reply = _raw_inbound(pair, b"POST /admin/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+                               b"GET /v1/after-inbound-deny HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    first, _, second = reply.partition(b"forbidden\n")
+    assert first.startswith(b"HTTP/1.1 403 ") and b"connection: close" not in first.lower()
+    assert second.startswith(b"HTTP/1.1 200 ") and second.endswith(b"GET /v1/after-inbound-deny ok\n")
+    # A refused request whose body is not read closes instead (nothing after it could be framed safely).
+    reply = _raw_inbound(pair, b"POST /admin/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               b"5\r\nhello\r\n0\r\n\r\nGET /v1/after-chunked-deny HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 403 ") and b"connection: close" in reply.lower()
+    assert "/v1/after-chunked-deny" not in pair["app"].paths()
