@@ -115,7 +115,7 @@ class Sidecar:
         listeners: list[InboundListener | OutboundListener] = [*self.config.inbound, *self.config.outbound]
         if not any(x.http is not None for x in listeners):
             return
-        from proxy.http.records import HttpMetrics, request_sink
+        from proxy.runtime.http.records import HttpMetrics, request_sink
 
         plane.http_metrics = HttpMetrics(self.metrics.registry) if self.metrics is not None else None
         plane.emit_request = request_sink(self.config.log.access, plane.http_metrics)

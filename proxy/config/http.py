@@ -22,7 +22,7 @@ ignored), and so is an unknown key.
 from __future__ import annotations
 
 from proxy.config.checks import enum_choice, int_range, positive_duration
-from proxy.config.yamlfields import Section
+from proxy.yamlfields import Section
 from proxy.http.settings import HttpSettings, Protocol
 from proxy.http.xfcc import XfccMode
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from proxy.connection.events import DecisionLike
 from proxy.http.xfcc import XfccMode
-from proxy.policy.http_match import RequestView
-from proxy.policy.match import PeerMatcher
+
+if TYPE_CHECKING:  # annotations only: config imports this module, so it must not reach back
+    from proxy.connection.events import DecisionLike
+    from proxy.policy.http_match import RequestView
+    from proxy.policy.match import PeerMatcher
 
 
 class Protocol(enum.Enum):

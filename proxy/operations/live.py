@@ -63,7 +63,7 @@ class LiveSettings:
 def inbound_spec(listener: InboundListener, policies: PolicySet | None) -> ConnectionSpec:
     """One inbound listener's spec under ``policies`` (shared by its connections until a reload)."""
     if listener.http is not None:
-        from proxy.http.spec import inbound_http_spec
+        from proxy.runtime.http.spec import inbound_http_spec
 
         return inbound_http_spec(listener, policies, limits_keywords(listener.limits))
     return ConnectionSpec(
@@ -90,7 +90,7 @@ def transparent_inbound_specs(tin: TransparentInbound | None, policies: PolicySe
 def outbound_spec(listener: OutboundListener) -> ConnectionSpec:
     """One outbound listener's spec (immutable, shared by its connections until a reload)."""
     if listener.http is not None:
-        from proxy.http.spec import outbound_http_spec
+        from proxy.runtime.http.spec import outbound_http_spec
 
         return outbound_http_spec(listener, limits_keywords(listener.limits))
     return ConnectionSpec(

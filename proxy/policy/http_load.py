@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.config.yamlfields import Section
+from proxy.yamlfields import Section
 from proxy.errors import ConfigError
 from proxy.policy.http_match import (HeaderMatcher, HttpMatch, HttpPatternError, compile_header, compile_http_match,
                                      compile_method, compile_path_pattern)

@@ -90,11 +90,11 @@ class DataPlane:
     resumption: ResumptionBackoff = field(default_factory=ResumptionBackoff)
     #: (listener, failure reason) -> full-handshake retries after an upstream refused a session.
     resumption_fallbacks: dict[tuple[str, HandshakeFailure], int] = field(default_factory=dict)
-    #: Where HTTP listeners' request records go (proxy.http.records); None: JSON on stdout.
+    #: Where HTTP listeners' request records go (proxy.runtime.http.records); None: JSON on stdout.
     emit_request: Callable[[Any], None] | None = None
-    #: HTTP request metrics (proxy.http.records.HttpMetrics) when metrics are on.
+    #: HTTP request metrics (proxy.runtime.http.records.HttpMetrics) when metrics are on.
     http_metrics: Any = None
-    #: Outbound HTTP listeners' connection pools, by (listener, host, port) (proxy.http.pool).
+    #: Outbound HTTP listeners' connection pools, by (listener, host, port) (proxy.runtime.http.pool).
     http_pools: dict[Any, Any] = field(default_factory=dict)
 
     def count_resumption_fallback(self, listener: str, reason: HandshakeFailure) -> None:

@@ -310,7 +310,7 @@ class _Runner:
     async def _relay(self, action: StartRelay) -> None:
         self.handshake_over()  # a permissive listener's plaintext connection never handshakes
         if self.spec.http is not None:  # protocol: http serves requests, not bytes (proxy.http)
-            from proxy.http.serve import serve_http
+            from proxy.runtime.http.serve import serve_http
 
             await serve_http(self, action)
             return

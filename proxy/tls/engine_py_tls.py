@@ -8,6 +8,7 @@ engine_py.py adds the relay (the part that touches plain sockets).
 from __future__ import annotations
 
 import errno
+import weakref
 import time
 from typing import Any, Mapping, Sequence
 
@@ -202,6 +203,9 @@ class ClientContext(_Context):
 
 class TlsConnection:
     """One TLS connection over a borrowed fd; see proxy.tls.engine for the contract."""
+
+    #: ALPN IDs a server connection accepts, preferred first (offer_alpn); none: no ALPN is selected.
+    _alpn_accept: tuple[bytes, ...] = ()
 
     def __init__(self, context: _Context, fd: int, *, server: bool, session_key: str | None = None) -> None:
         self._context = context
@@ -440,8 +444,9 @@ _ALPN_LISTS = frozenset({("h2", "http/1.1"), ("http/1.1",), ("h2",)})
 
 def _select_alpn(conn: SSL.Connection, offered: list[bytes]) -> Any:
     """Server preference: the first protocol this connection accepts that the client offered."""
-    accepted = conn.get_app_data()
-    for proto in accepted if isinstance(accepted, tuple) else ():
+    ref = conn.get_app_data()  # the TlsConnection, weakly (engine_py_verify.attach)
+    owner = ref() if isinstance(ref, weakref.ref) else None
+    for proto in owner._alpn_accept if isinstance(owner, TlsConnection) else ():
         if proto in offered:
             return bytes(proto)
     return SSL.NO_OVERLAPPING_PROTOCOLS
@@ -461,7 +466,7 @@ def offer_alpn(conn: contract.TlsConnection, protocols: Sequence[str]) -> None:
         raise ValueError(f"unsupported ALPN list {key!r}; one of {sorted(_ALPN_LISTS)}")
     wire = [p.encode("ascii") for p in key]
     if own._server:
-        own.ssl.set_app_data(tuple(wire))
+        own._alpn_accept = tuple(wire)
     else:
         own.ssl.set_alpn_protos(wire)
 

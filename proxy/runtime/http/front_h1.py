@@ -21,9 +21,9 @@ import h11
 
 from proxy.errors import HttpRequestError, RequestRejection
 from proxy.http.detect import HttpVersion
-from proxy.http.exchange import BODIES, REASONS, Handler, Outcome, Recorder, Verdict
 from proxy.http.h1 import Headers, check_head, forwardable
-from proxy.http.streams import ByteStream
+from proxy.runtime.http.exchange import BODIES, REASONS, Handler, Outcome, Recorder, Verdict
+from proxy.runtime.http.streams import ByteStream
 
 #: A refused request's body is read (and dropped) up to this size to keep the connection; beyond, close.
 DRAIN_LIMIT = 65536
@@ -34,7 +34,7 @@ class _Closing(Exception):
 
 
 class H1Exchange:
-    """One request on an HTTP/1.1 connection (``proxy.http.exchange.Exchange``)."""
+    """One request on an HTTP/1.1 connection (``proxy.runtime.http.exchange.Exchange``)."""
 
     version = HttpVersion.H1
     stream_id = None

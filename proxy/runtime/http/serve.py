@@ -8,9 +8,9 @@ to the app with the caller's identity in ``x-forwarded-client-cert``.
 
 Outbound: the app's plaintext connection is served by a front the same
 way, and each request goes to the upstream sidecar over the listener's
-pool of mTLS connections (``proxy.http.pool``).
+pool of mTLS connections (``proxy.runtime.http.pool``).
 
-Either way one access-log line per request (``proxy.http.records``), and
+Either way one access-log line per request (``proxy.runtime.http.records``), and
 the connection's own record when it closes, as on every listener.
 """
 
@@ -25,17 +25,17 @@ from proxy.connection.actions import StartRelay
 from proxy.connection.machine import Direction
 from proxy.errors import CloseReason, HttpRequestError, SidecarError, TlsError, UpstreamError
 from proxy.http.detect import SNIFF_BYTES, HttpVersion, NotHttp, from_alpn, sniff
-from proxy.http.exchange import Exchange, Handler, Outcome, Summary, Verdict, framing
-from proxy.http.front_h1 import H1Front
-from proxy.http.front_h2 import H2Front
 from proxy.http.h1 import Headers, joined, values
 from proxy.http.normalize import normalize_target
-from proxy.http.pool import AppConnections, UpstreamPool
-from proxy.http.records import RequestRecord, print_request
 from proxy.http.settings import HttpSpec
-from proxy.http.streams import ByteStream, PlainStream, TlsStream
 from proxy.http.xfcc import HEADER as XFCC, element, leaf_hash, outgoing_value
 from proxy.policy.http_match import RequestView
+from proxy.runtime.http.exchange import Exchange, Handler, Outcome, Summary, Verdict, framing
+from proxy.runtime.http.front_h1 import H1Front
+from proxy.runtime.http.front_h2 import H2Front
+from proxy.runtime.http.pool import AppConnections, UpstreamPool
+from proxy.runtime.http.records import RequestRecord, print_request
+from proxy.runtime.http.streams import ByteStream, PlainStream, TlsStream
 
 _XFCC = XFCC.encode()
 # hpack logs every header value at DEBUG (Authorization, cookies): never let a debug log level expose them.

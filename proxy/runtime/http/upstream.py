@@ -24,9 +24,9 @@ import h2.exceptions
 import h11
 
 from proxy.errors import UpstreamError
-from proxy.http.exchange import Exchange
 from proxy.http.h1 import HOP_BY_HOP, Headers, forwardable
-from proxy.http.streams import ByteStream
+from proxy.runtime.http.exchange import Exchange
+from proxy.runtime.http.streams import ByteStream
 from proxy.runtime.primitives import Io
 
 

@@ -27,9 +27,9 @@ import h2.settings
 
 from proxy.errors import HttpRequestError, RequestRejection
 from proxy.http.detect import HttpVersion
-from proxy.http.exchange import BODIES, Handler, Outcome, Recorder, Verdict
 from proxy.http.h1 import HOP_BY_HOP, Headers
-from proxy.http.streams import ByteStream
+from proxy.runtime.http.exchange import BODIES, Handler, Outcome, Recorder, Verdict
+from proxy.runtime.http.streams import ByteStream
 from proxy.runtime.primitives import Io, TaskGroup
 
 
@@ -51,7 +51,7 @@ class _StreamState:
 
 
 class H2Exchange:
-    """One request stream (``proxy.http.exchange.Exchange``)."""
+    """One request stream (``proxy.runtime.http.exchange.Exchange``)."""
 
     version = HttpVersion.H2
 

@@ -29,9 +29,9 @@ from proxy.connection.verify import check_expected_peer
 from proxy.errors import SidecarError, UpstreamError
 from proxy.http.detect import ALPN_PROTOCOLS, HttpVersion, from_alpn
 from proxy.http.settings import HttpSettings
-from proxy.http.streams import PlainStream, TlsStream
-from proxy.http.upstream import H1Upstream, H2Upstream
 from proxy.policy.match import PeerMatcher
+from proxy.runtime.http.streams import PlainStream, TlsStream
+from proxy.runtime.http.upstream import H1Upstream, H2Upstream
 from proxy.runtime.primitives import Io
 from proxy.runtime.sockets import close_quietly, open_tcp_connection
 from proxy.tls.engine import DONE, WANT_READ
