@@ -374,3 +374,24 @@ def test_inbound_h1_refusal_drains_a_small_body_and_keeps_the_connection(pair: d
                                b"5\r\nhello\r\n0\r\n\r\nGET /v1/after-chunked-deny HTTP/1.1\r\nHost: a\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 403 ") and b"connection: close" in reply.lower()
     assert "/v1/after-chunked-deny" not in pair["app"].paths()
+
+
+@pytest.mark.parametrize("mode", ["http1.1", "h2c"])
+def test_large_bodies_stream_both_ways_under_flow_control(pair: dict[str, Any], mode: str, tmp_path: Path) -> None:
+    payload = bytes(range(256)) * (3 * 4096 + 7)  # ~3 MiB: several h2 windows each way
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(payload)
+    status, body = curl(pair["a_port"], f"/v1/upload-{mode}", *CURL_MODES[mode], "--data-binary", f"@{upload}",
+                        "-H", "content-type: application/octet-stream")
+    assert status == 200
+    assert body == f"POST /v1/upload-{mode} ok\n".encode() + payload
+    seen = next(s for s in reversed(pair["app"].seen) if s.path == f"/v1/upload-{mode}")
+    assert hashlib.sha256(seen.body).digest() == hashlib.sha256(payload).digest()
+
+
+@pytest.mark.parametrize("mode", ["http1.1", "h2c"])
+def test_head_keeps_its_content_length_and_sends_no_body(pair: dict[str, Any], mode: str) -> None:
+    out = subprocess.run(["curl", "-sS", "-I", *CURL_MODES[mode], f"http://127.0.0.1:{pair['a_port']}/v1/head-{mode}"],
+                         capture_output=True, timeout=30, check=True).stdout.lower()
+    assert out.split(b"\r\n", 1)[0].endswith((b" 200", b" 200 ok", b" 200 "))
+    assert f"content-length: {len(f'HEAD /v1/head-{mode} ok') + 1}".encode() in out
