@@ -395,3 +395,27 @@ def test_head_keeps_its_content_length_and_sends_no_body(pair: dict[str, Any], m
                          capture_output=True, timeout=30, check=True).stdout.lower()
     assert out.split(b"\r\n", 1)[0].endswith((b" 200", b" 200 ok", b" 200 "))
     assert f"content-length: {len(f'HEAD /v1/head-{mode} ok') + 1}".encode() in out
+
+
+def test_an_app_that_is_down_answers_502_promptly_and_the_next_request_recovers(
+        combo: tuple[str, str], tmp_path: Path, ca: pki.Ca) -> None:
+    runtime, engine = combo
+    app_port, b_port, a_port = free_port(), free_port(), free_port()  # nothing listens on app_port yet
+    backend = SidecarHarness(tmp_path, runtime=runtime, engine=engine, identity=Identity.mint(tmp_path, ca, "/backend"),
+                             name="backend", policy=POLICY, inbound=[{
+                                 "name": "api", "listen": f"127.0.0.1:{b_port}", "protocol": "http",
+                                 "forward_to": f"127.0.0.1:{app_port}", "policy": "api"}])
+    frontend = SidecarHarness(tmp_path, runtime=runtime, engine=engine, name="frontend",
+                              identity=Identity.mint(tmp_path, ca, "/frontend"),
+                              outbound=[{"name": "api-out", "listen": f"127.0.0.1:{a_port}", "protocol": "http",
+                                         "connect_to": f"127.0.0.1:{b_port}", "expect": BACKEND}])
+    with running(backend, frontend):
+        for mode in ("http1.1", "h2c"):
+            started = time.monotonic()
+            assert curl(a_port, "/v1/down", *CURL_MODES[mode]) == (502, b"bad gateway\n")
+            assert time.monotonic() - started < 10
+        app = RecordingApp.on_port(app_port)
+        try:
+            assert curl(a_port, "/v1/up-again", "--http1.1")[0] == 200
+        finally:
+            app.close()

@@ -27,7 +27,7 @@ class Seen:
 class RecordingApp:
     """The app behind an inbound HTTP listener."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.seen: list[Seen] = []
         self.lock = threading.Lock()
         app = self
@@ -54,10 +54,15 @@ class RecordingApp:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port: int = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @classmethod
+    def on_port(cls, port: int) -> RecordingApp:
+        """The app on a given port (a test that starts it after the sidecar)."""
+        return cls(port)
 
     def paths(self) -> list[str]:
         with self.lock:
