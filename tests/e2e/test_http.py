@@ -419,3 +419,30 @@ def test_an_app_that_is_down_answers_502_promptly_and_the_next_request_recovers(
             assert curl(a_port, "/v1/up-again", "--http1.1")[0] == 200
         finally:
             app.close()
+
+
+def test_outbound_http_to_a_tcp_inbound_pools_http11_connections_within_pool_size(
+        combo: tuple[str, str], tmp_path: Path, ca: pki.Ca) -> None:
+    """No ALPN from a protocol: tcp inbound: the pool speaks HTTP/1.1, one request per connection at a time."""
+    runtime, engine = combo
+    app = RecordingApp()
+    b_port, a_port = free_port(), free_port()
+    backend = SidecarHarness(tmp_path, runtime=runtime, engine=engine, identity=Identity.mint(tmp_path, ca, "/backend"),
+                             name="backend", policy={"api": [{"name": "frontend", "allow": [FRONTEND]}]},
+                             inbound=[{"name": "api", "listen": f"127.0.0.1:{b_port}",
+                                       "forward_to": f"127.0.0.1:{app.port}", "policy": "api"}])
+    frontend = SidecarHarness(tmp_path, runtime=runtime, engine=engine, admin=True, name="frontend",
+                              identity=Identity.mint(tmp_path, ca, "/frontend"),
+                              outbound=[{"name": "api-out", "listen": f"127.0.0.1:{a_port}", "protocol": "http",
+                                         "connect_to": f"127.0.0.1:{b_port}", "expect": BACKEND,
+                                         "http": {"pool_size": 2}}])
+    try:
+        with running(backend, frontend):
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                codes = list(pool.map(lambda i: curl(a_port, f"/v1/h1pool/{i}", "--http1.1")[0], range(40)))
+            assert codes == [200] * 40
+            assert sorted(app.paths()) == sorted(f"/v1/h1pool/{i}" for i in range(40))
+            assert frontend.metric("spiffe_sidecar_http_pool_handshakes_total") <= 2
+            assert len({s.connection for s in app.seen}) <= 2  # the app saw the pool's connections, reused
+    finally:
+        app.close()

@@ -127,33 +127,23 @@ class UpstreamPool:
         """A connection for one request, and whether it was reused (release it after).
 
         Raises:
-            UpstreamError: connecting, the handshake or the ``expect`` check failed.
+            UpstreamError: no connection freed up before ``deadline``, or connecting, the
+                handshake or the ``expect`` check failed.
         """
         key = (context.generation, expect.patterns)
         self._retire_other_keys(key)
         slot = self.slots.setdefault(key, _Slot())
-        now = time.time()
-        while True:
-            for conn in list(slot.h2):
-                if not conn.usable(now, self.settings.pool_idle_timeout):
-                    slot.h2.remove(conn)
-                    slot.open -= 1
-                    if isinstance(conn.upstream, H2Upstream) and not conn.upstream.streams:
-                        conn.close(self.io)  # else its last stream's release closes it
-                elif isinstance(conn.upstream, H2Upstream) and conn.upstream.capacity > 0:
-                    self.reuses += 1
-                    return conn, True
-            while slot.idle:
-                conn = slot.idle.pop()
-                if conn.usable(now, self.settings.pool_idle_timeout):
-                    self.reuses += 1
-                    return conn, True
-                slot.open -= 1
-                conn.close(self.io)
+        while (kept := self._reuse(slot, time.time())) is None:
             if slot.open < self.settings.pool_size and not (slot.speaks_h2 and slot.connecting):
                 break
-            await self.freed.wait()
-            now = time.time()
+            freed = self.freed
+            waited, _ = await self.io.run_until(deadline, freed.wait)
+            if not waited:
+                raise UpstreamError(f"no pooled connection to {self.host}:{self.port} came free in time"
+                                    f" (pool_size {self.settings.pool_size})")
+        if kept is not None:
+            self.reuses += 1
+            return kept, True
         slot.open += 1
         slot.connecting += 1
         try:
@@ -168,6 +158,24 @@ class UpstreamPool:
         if isinstance(conn.upstream, H2Upstream):
             slot.h2.append(conn)
         return conn, False
+
+    def _reuse(self, slot: _Slot, now: float) -> Pooled | None:
+        """A kept connection fit for one more request (dropping the unfit ones met on the way), or None."""
+        for conn in list(slot.h2):
+            if not conn.usable(now, self.settings.pool_idle_timeout):
+                slot.h2.remove(conn)
+                slot.open -= 1
+                if isinstance(conn.upstream, H2Upstream) and not conn.upstream.streams:
+                    conn.close(self.io)  # else its last stream's release closes it
+            elif isinstance(conn.upstream, H2Upstream) and conn.upstream.capacity > 0:
+                return conn
+        while slot.idle:
+            conn = slot.idle.pop()
+            if conn.usable(now, self.settings.pool_idle_timeout):
+                return conn
+            slot.open -= 1
+            conn.close(self.io)
+        return None
 
     def _wake(self) -> None:
         woken, self.freed = self.freed, self.io.new_event()
