@@ -49,6 +49,9 @@ def check_head(buffer: bytes, max_head: int) -> bool:
     Raises:
         HttpRequestError: HEAD_TOO_LARGE or MALFORMED (see the module docstring).
     """
+    # RFC 9112 section 2.2 lets a server skip empty lines before a request line; the checks must
+    # not take such a line for the end of the head and wave the real head through unchecked.
+    buffer = buffer.lstrip(b"\r\n")
     end = head_end(buffer)
     if end is None:
         if len(buffer) > max_head:

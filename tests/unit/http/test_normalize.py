@@ -86,6 +86,8 @@ from proxy.http.h1 import check_head, forwardable  # noqa: E402
     (b"GET / HTTP/1.1\nHost: a\n\n", "malformed"),
     (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * 2000 + b"\r\n\r\n", "head_too_large"),
     (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * 2000, "head_too_large"),
+    # leading empty lines must not hide the head behind them
+    (b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", "malformed"),
 ])
 def test_smuggling_shapes_are_refused(head: bytes, rejection: str) -> None:
     with pytest.raises(HttpRequestError) as info:
