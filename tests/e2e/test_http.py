@@ -46,19 +46,26 @@ def pair(module_combo: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
     d = tmp_path_factory.mktemp(f"http-{runtime}-{engine}")
     app = RecordingApp()
     b_port, a_port = free_port(), free_port()
+    xfcc_ports = {mode: (free_port(), free_port()) for mode in ("append_forward", "forward_only")}
     front_id = Identity.mint(d, ca, "/frontend")
     backend = SidecarHarness(d, runtime=runtime, engine=engine, identity=Identity.mint(d, ca, "/backend"),
                              name="backend", policy=POLICY, admin=True, inbound=[{
                                  "name": "api", "listen": f"127.0.0.1:{b_port}", "protocol": "http",
                                  "forward_to": f"127.0.0.1:{app.port}", "policy": "api",
-                                 "http": {"max_head_bytes": 8192}}])
+                                 "http": {"max_head_bytes": 8192}}] + [{
+                                     "name": f"api-{mode}", "listen": f"127.0.0.1:{ports[0]}", "protocol": "http",
+                                     "forward_to": f"127.0.0.1:{app.port}", "policy": "api",
+                                     "http": {"xfcc": mode}} for mode, ports in xfcc_ports.items()])
     frontend = SidecarHarness(d, runtime=runtime, engine=engine, identity=front_id, name="frontend", admin=True,
                               outbound=[{"name": "api-out", "listen": f"127.0.0.1:{a_port}", "protocol": "http",
                                          "connect_to": f"127.0.0.1:{b_port}", "expect": BACKEND,
-                                         "http": {"max_head_bytes": 8192}}])
+                                         "http": {"max_head_bytes": 8192}}] + [{
+                                  "name": f"out-{mode}", "listen": f"127.0.0.1:{ports[1]}", "protocol": "http",
+                                  "connect_to": f"127.0.0.1:{ports[0]}", "expect": BACKEND}
+                                  for mode, ports in xfcc_ports.items()])
     with running(backend, frontend):
         yield {"a": frontend, "b": backend, "a_port": a_port, "b_port": b_port, "app": app, "dir": d,
-               "front_id": front_id, "ca": ca}
+               "front_id": front_id, "ca": ca, "xfcc_ports": xfcc_ports}
     app.close()
 
 
@@ -446,3 +453,15 @@ def test_outbound_http_to_a_tcp_inbound_pools_http11_connections_within_pool_siz
             assert len({s.connection for s in app.seen}) <= 2  # the app saw the pool's connections, reused
     finally:
         app.close()
+
+
+@pytest.mark.parametrize("mode", ["append_forward", "forward_only"])
+def test_xfcc_append_forward_and_forward_only_keep_what_the_caller_sent(pair: dict[str, Any], mode: str) -> None:
+    caller = "By=spiffe://example.org/frontend;URI=spiffe://example.org/end-user-proxy"
+    status, _ = curl(pair["xfcc_ports"][mode][1], f"/v1/xfcc-{mode}", "--http1.1",
+                     "-H", f"x-forwarded-client-cert: {caller}")
+    assert status == 200
+    seen = next(s for s in reversed(pair["app"].seen) if s.path == f"/v1/xfcc-{mode}")
+    ours = f"By={BACKEND};Hash={leaf_sha256(pair['front_id'].cert)};URI={FRONTEND}"
+    want = f"{caller},{ours}" if mode == "append_forward" else caller
+    assert [v for k, v in seen.all_headers if k.lower() == "x-forwarded-client-cert"] == [want]
