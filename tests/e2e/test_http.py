@@ -465,3 +465,37 @@ def test_xfcc_append_forward_and_forward_only_keep_what_the_caller_sent(pair: di
     ours = f"By={BACKEND};Hash={leaf_sha256(pair['front_id'].cert)};URI={FRONTEND}"
     want = f"{caller},{ours}" if mode == "append_forward" else caller
     assert [v for k, v in seen.all_headers if k.lower() == "x-forwarded-client-cert"] == [want]
+
+
+def test_a_stream_the_client_resets_leaves_the_pooled_connection_alone(pair: dict[str, Any]) -> None:
+    frontend: SidecarHarness = pair["a"]
+    assert curl(pair["a_port"], "/v1/warm-up", "--http2-prior-knowledge")[0] == 200
+    handshakes = frontend.metric("spiffe_sidecar_http_pool_handshakes_total")
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    conn.initiate_connection()
+    get = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"api")]
+    with socket.create_connection(("127.0.0.1", pair["a_port"]), timeout=30) as sock:
+        # Ask, then walk away at once: the answer meets a stream the client already reset.
+        conn.send_headers(1, [*get, (b":path", b"/v1/asked-then-reset")], end_stream=True)
+        conn.reset_stream(1)
+        sock.sendall(conn.data_to_send())
+        time.sleep(0.5)
+        conn.send_headers(3, [*get, (b":path", b"/v1/after-reset")], end_stream=True)
+        sock.sendall(conn.data_to_send())
+        status = 0
+        while True:
+            data = sock.recv(65536)
+            assert data, "the connection closed before stream 3 was answered"
+            events = conn.receive_data(data)
+            for event in events:
+                if isinstance(event, h2.events.ResponseReceived) and event.stream_id == 3:
+                    status = int(dict(event.headers)[b":status"])
+                if isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            sock.sendall(conn.data_to_send())
+            if any(isinstance(e, h2.events.StreamEnded) and e.stream_id == 3 for e in events):
+                break
+    assert status == 200
+    assert curl(pair["a_port"], "/v1/after-reset-new-connection", "--http2-prior-knowledge")[0] == 200
+    # The reset cancelled one stream upstream; the pooled mTLS connection kept serving.
+    assert frontend.metric("spiffe_sidecar_http_pool_handshakes_total") == handshakes

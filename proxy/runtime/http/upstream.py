@@ -14,7 +14,7 @@ never delays another's response.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import h2.config
 import h2.connection
@@ -99,6 +99,36 @@ class H1Upstream:
         self.stream.close()
 
 
+class _ClientGone(Exception):
+    """Writing to or reading from the client failed while relaying: the next hop is not to blame."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+#: What the client side raises when it goes away (socket errors, its own h2/h11 connection's errors).
+_CLIENT_ERRORS = (OSError, h2.exceptions.ProtocolError, h11.ProtocolError)
+
+
+async def _to_client(op: Awaitable[None]) -> None:
+    try:
+        await op
+    except _CLIENT_ERRORS as exc:
+        raise _ClientGone(exc) from exc
+
+
+async def _from_client(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    while True:
+        try:
+            chunk = await body.__anext__()
+        except StopAsyncIteration:
+            return
+        except _CLIENT_ERRORS as exc:
+            raise _ClientGone(exc) from exc
+        yield chunk
+
+
 class _UpStream:
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] | None = None
@@ -143,19 +173,36 @@ class H2Upstream:
         self.used += 1
         try:
             sid = await self._open(exchange, target, headers)
-            try:
-                if exchange.has_body:
-                    await self._send_body(sid, exchange)
-                await self._relay_response(sid, exchange)
-            finally:
-                self.streams.pop(sid, None)
         except (h2.exceptions.ProtocolError, OSError) as exc:
             self.dead = True
             raise UpstreamError(f"{type(exc).__name__}: {exc}") from exc
+        try:
+            if exchange.has_body:
+                await self._send_body(sid, exchange)
+            await self._relay_response(sid, exchange)
+        except _ClientGone as gone:
+            self._cancel(sid)  # the client went away: this stream only; the connection serves others
+            raise gone.cause from None
+        except (h2.exceptions.ProtocolError, OSError) as exc:
+            self.dead = True
+            raise UpstreamError(f"{type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            self._cancel(sid)  # cancelled, or the client's own error: nothing more is wanted on this stream
+            raise
+        finally:
+            self.streams.pop(sid, None)
+
+    def _cancel(self, sid: int) -> None:
+        """RST_STREAM(CANCEL) without waiting: queued, sent with the next write on the connection."""
+        if not self.dead:
+            try:
+                self.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+            except h2.exceptions.ProtocolError:
+                pass  # already closed both ways
 
     async def _send_body(self, sid: int, exchange: Exchange) -> None:
         try:
-            async for chunk in exchange.body():
+            async for chunk in _from_client(exchange.body()):
                 await self._send_data(sid, memoryview(chunk))
             await self._call(lambda c: c.end_stream(sid))
         except h2.exceptions.StreamClosedError:
@@ -187,17 +234,17 @@ class H2Upstream:
             raise UpstreamError(f"stream reset by the next hop (error {state.reset})" if state.reset is not None
                                 else "the next hop closed the connection")
         status = int(dict(state.headers)[b":status"])
-        await exchange.respond(status, response_headers([(n, v) for n, v in state.headers
-                                                         if not n.startswith(b":")]))
+        await _to_client(exchange.respond(status, response_headers([(n, v) for n, v in state.headers
+                                                                    if not n.startswith(b":")])))
         while True:
             await self._pump_until(lambda: bool(state.chunks) or state.ended or state.reset is not None
                                    or self.dead)
             while state.chunks:
                 data, flow = state.chunks.pop(0)
-                await exchange.send(data)
+                await _to_client(exchange.send(data))
                 await self._call(lambda c: c.acknowledge_received_data(flow, sid))
             if state.ended:
-                await exchange.end()
+                await _to_client(exchange.end())
                 return
             if state.reset is not None or self.dead:
                 raise UpstreamError("the response was cut short by the next hop")
