@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from proxy.connection.close import ConnectionRecord
 from proxy.connection.machine import ConnectionSpec, Direction
@@ -28,6 +28,8 @@ from proxy.tls.contract import Engine
 
 if TYPE_CHECKING:
     from proxy.identity.swap import ContextPair
+    from proxy.runtime.http.pool import UpstreamPool
+    from proxy.runtime.http.records import HttpMetrics, RequestRecord
     from proxy.runtime.offload import RelayThread
 
 _log = logging.getLogger("spiffe_sidecar")
@@ -91,11 +93,11 @@ class DataPlane:
     #: (listener, failure reason) -> full-handshake retries after an upstream refused a session.
     resumption_fallbacks: dict[tuple[str, HandshakeFailure], int] = field(default_factory=dict)
     #: Where HTTP listeners' request records go (proxy.runtime.http.records); None: JSON on stdout.
-    emit_request: Callable[[Any], None] | None = None
+    emit_request: Callable[[RequestRecord], None] | None = None
     #: HTTP request metrics (proxy.runtime.http.records.HttpMetrics) when metrics are on.
-    http_metrics: Any = None
+    http_metrics: HttpMetrics | None = None
     #: Outbound HTTP listeners' connection pools, by (listener, host, port) (proxy.runtime.http.pool).
-    http_pools: dict[Any, Any] = field(default_factory=dict)
+    http_pools: dict[tuple[str, str, int], UpstreamPool] = field(default_factory=dict)
 
     def count_resumption_fallback(self, listener: str, reason: HandshakeFailure) -> None:
         """One full-handshake retry after ``listener``'s upstream refused a session (read at scrape time)."""
