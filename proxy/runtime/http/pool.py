@@ -105,8 +105,9 @@ class _Slot:
     h2: list[Pooled] = field(default_factory=list)
     open: int = 0
     connecting: int = 0
-    #: What the upstream chose last time (ALPN): while an h2 connection is being made, wait for it.
-    speaks_h2: bool = False
+    #: What the upstream chose (ALPN); None until the first connection says. While a connection is
+    #: being made to an upstream that speaks h2, or may, wait for it rather than open another.
+    speaks_h2: bool | None = None
 
 
 class UpstreamPool:
@@ -134,7 +135,7 @@ class UpstreamPool:
         self._retire_other_keys(key)
         slot = self.slots.setdefault(key, _Slot())
         while (kept := self._reuse(slot, time.time())) is None:
-            if slot.open < self.settings.pool_size and not (slot.speaks_h2 and slot.connecting):
+            if slot.open < self.settings.pool_size and not (slot.connecting and slot.speaks_h2 is not False):
                 break
             freed = self.freed
             waited, _ = await self.io.run_until(deadline, freed.wait)
