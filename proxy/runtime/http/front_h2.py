@@ -16,7 +16,7 @@ connection with GOAWAY, as RFC 9113 says.
 from __future__ import annotations
 
 import time
-from typing import Any, AsyncIterator
+from typing import AsyncIterator, Callable
 
 import h2.config
 import h2.connection
@@ -169,7 +169,7 @@ class H2Front:
             if not data:
                 return
 
-    def _dispatch(self, event: Any) -> bool:
+    def _dispatch(self, event: h2.events.Event) -> bool:
         """Handle one h2 event; True when the connection is over."""
         if isinstance(event, h2.events.RequestReceived):
             ended = event.stream_ended is not None
@@ -229,7 +229,7 @@ class H2Front:
 
     # --- writing ---------------------------------------------------------------
 
-    async def call(self, fn: Any) -> None:
+    async def call(self, fn: Callable[[h2.connection.H2Connection], object]) -> None:
         """Apply one h2 operation and send what it produced, in order with every other writer."""
         async with self.lock:
             fn(self.conn)

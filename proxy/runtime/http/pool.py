@@ -23,7 +23,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from proxy.connection.verify import check_expected_peer
 from proxy.errors import SidecarError, UpstreamError
@@ -34,7 +34,7 @@ from proxy.runtime.http.streams import PlainStream, TlsStream
 from proxy.runtime.http.upstream import H1Upstream, H2Upstream
 from proxy.runtime.primitives import Io
 from proxy.runtime.sockets import close_quietly, open_tcp_connection
-from proxy.tls.engine import DONE, WANT_READ
+from proxy.tls.contract import DONE, WANT_READ, ClientContext, Engine, TlsConnection
 
 Upstream = H1Upstream | H2Upstream
 #: Seconds before the peer's NotAfter a pooled connection stops being used.
@@ -47,7 +47,7 @@ class Pooled:
 
     upstream: Upstream
     sock: socket.socket
-    tls: Any
+    tls: TlsConnection
     generation: int
     peer_id: str
     peer_not_after: float
@@ -113,7 +113,7 @@ class _Slot:
 class UpstreamPool:
     """mTLS connections to one upstream for one outbound listener (see the module docstring)."""
 
-    def __init__(self, io: Io, engine: Any, *, listener: str, host: str, port: int, settings: HttpSettings,
+    def __init__(self, io: Io, engine: Engine, *, listener: str, host: str, port: int, settings: HttpSettings,
                  on_handshake: Callable[[str, float], None] | None = None) -> None:
         self.io, self.engine = io, engine
         self.listener, self.host, self.port = listener, host, port
@@ -124,7 +124,7 @@ class UpstreamPool:
         self.handshakes = 0
         self.reuses = 0
 
-    async def acquire(self, context: Any, expect: PeerMatcher, deadline: float) -> tuple[Pooled, bool]:
+    async def acquire(self, context: ClientContext, expect: PeerMatcher, deadline: float) -> tuple[Pooled, bool]:
         """A connection for one request, and whether it was reused (release it after).
 
         Raises:
@@ -220,7 +220,7 @@ class UpstreamPool:
             if slot.open <= 0:
                 del self.slots[other]
 
-    async def _connect(self, context: Any, expect: PeerMatcher, deadline: float) -> Pooled:
+    async def _connect(self, context: ClientContext, expect: PeerMatcher, deadline: float) -> Pooled:
         sock = await self._tcp(deadline)
         tls = None
         try:
@@ -257,7 +257,7 @@ class UpstreamPool:
             raise UpstreamError(f"connecting to {self.host}:{self.port} timed out")
         return sock
 
-    async def _handshake(self, tls: Any, fd: int, deadline: float) -> None:
+    async def _handshake(self, tls: TlsConnection, fd: int, deadline: float) -> None:
         started = time.monotonic()
 
         async def steps() -> None:

@@ -17,12 +17,14 @@ the connection's own record when it closes, as on every listener.
 from __future__ import annotations
 
 import logging
+import socket
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from proxy.connection import events as ev
 from proxy.connection.actions import StartRelay
-from proxy.connection.machine import Direction
+from proxy.connection.events import DecisionLike
+from proxy.connection.machine import Connection, ConnectionSpec, Direction
 from proxy.errors import CloseReason, HttpRequestError, SidecarError, TlsError, UpstreamError
 from proxy.http.detect import SNIFF_BYTES, HttpVersion, NotHttp, from_alpn, sniff
 from proxy.http.h1 import Headers, joined, values
@@ -30,17 +32,55 @@ from proxy.http.normalize import normalize_target
 from proxy.http.settings import HttpSpec
 from proxy.http.xfcc import HEADER as XFCC, element, leaf_hash, outgoing_value
 from proxy.policy.http_match import RequestView
-from proxy.runtime.http.exchange import Exchange, Handler, Outcome, Summary, Verdict, framing
+from proxy.runtime.http.exchange import Exchange, Handler, Outcome, Recorder, Summary, Verdict, framing
 from proxy.runtime.http.front_h1 import H1Front
 from proxy.runtime.http.front_h2 import H2Front
 from proxy.runtime.http.pool import AppConnections, UpstreamPool
 from proxy.runtime.http.records import RequestRecord, print_request
+from proxy.runtime.base import DataPlane, ListenerPlan
 from proxy.runtime.http.streams import ByteStream, PlainStream, TlsStream
+from proxy.runtime.primitives import Io, TaskGroup
+
+if TYPE_CHECKING:
+    from proxy.identity.swap import ContextPair
+from proxy.tls.contract import ByteCounts, TlsConnection
 
 _XFCC = XFCC.encode()
+#: The policy's answer for one request: (peer ID, request) -> decision.
+Decide = Callable[[str, RequestView], DecisionLike]
 # hpack logs every header value at DEBUG (Authorization, cookies): never let a debug log level expose them.
 logging.getLogger("hpack").setLevel(logging.INFO)
 logging.getLogger("h2").setLevel(logging.INFO)
+
+
+class ConnectionRunner(Protocol):
+    """What the HTTP session needs of the connection runner (proxy.runtime.runner._Runner).
+
+    The session takes the relay's place: it reports to the same machine
+    through ``_feed``, lets the runner's idle and lifetime watches run, and
+    takes over the sockets the runner hands it (the app's, on inbound).
+    """
+
+    io: Io
+    plane: DataPlane
+    plan: ListenerPlan
+    spec: ConnectionSpec
+    conn: Connection
+    context: ContextPair | None
+    tls: TlsConnection | None
+    relay: ByteCounts | None
+    group: TaskGroup | None
+    accepted_sock: socket.socket | None
+    upstream: socket.socket | None
+
+    @property
+    def tls_sock(self) -> socket.socket | None: ...
+
+    def _feed(self, event: ev.Event) -> None: ...
+
+    async def _watch_idle(self, idle_timeout: float) -> None: ...
+
+    async def _watch_lifetime(self, deadline: float, kind: ev.DeadlineKind) -> None: ...
 
 
 class _Counted:
@@ -64,7 +104,7 @@ class _Counted:
         pass  # the runner owns the app's socket
 
 
-async def serve_http(runner: Any, action: StartRelay) -> None:
+async def serve_http(runner: ConnectionRunner, action: StartRelay) -> None:
     """Serve one HTTP listener connection to the end, reporting to the machine as the relay would."""
     io = runner.io
     session: _Inbound | _Outbound = _Inbound(runner) if runner.plan.direction is Direction.INBOUND \
@@ -79,7 +119,7 @@ async def serve_http(runner: Any, action: StartRelay) -> None:
     runner.group = None
 
 
-async def _serve_then_report(runner: Any, session: _Inbound | _Outbound) -> None:
+async def _serve_then_report(runner: ConnectionRunner, session: _Inbound | _Outbound) -> None:
     try:
         await session.serve()
     except NotHttp as exc:
@@ -108,16 +148,22 @@ async def _detect(stream: ByteStream, alpn: str) -> tuple[HttpVersion, bytes]:
             return version, first
 
 
-def _front(runner: Any, stream: ByteStream, version: HttpVersion, prefetched: bytes, handler: Handler,
-           record: Any) -> H1Front | H2Front:
-    spec: HttpSpec = runner.spec.http
+def _front(runner: ConnectionRunner, stream: ByteStream, version: HttpVersion, prefetched: bytes, handler: Handler,
+           record: Recorder) -> H1Front | H2Front:
+    spec = _http_spec(runner)
     if version is HttpVersion.H2:
         return H2Front(runner.io, stream, handler, record, max_head=spec.settings.max_head_bytes,
                        prefetched=prefetched)
     return H1Front(stream, handler, record, max_head=spec.settings.max_head_bytes, prefetched=prefetched)
 
 
-def _recorder(runner: Any, peer_id: str | None) -> Any:
+def _http_spec(runner: ConnectionRunner) -> HttpSpec:
+    spec = runner.spec.http
+    assert spec is not None, "serve_http runs on protocol: http listeners only"
+    return spec
+
+
+def _recorder(runner: ConnectionRunner, peer_id: str | None) -> Recorder:
     plane = runner.plane
     sink = plane.emit_request or print_request
     listener, direction = runner.spec.listener, runner.spec.direction.value
@@ -144,29 +190,33 @@ def _with_host(exchange: Exchange, drop: frozenset[bytes] = frozenset()) -> Head
 class _Inbound:
     """One inbound connection's HTTP session (built before any task runs: the idle watch reads its counters)."""
 
-    def __init__(self, runner: Any) -> None:
+    def __init__(self, runner: ConnectionRunner) -> None:
         engine, io = runner.plane.engine, runner.io
-        self.runner = runner
-        self.stream = TlsStream(io, engine, runner.tls, runner.tls_sock.fileno(),
-                                runner.spec.buffer_size or runner.plane.buffer_size)
+        tls, tls_sock, pair = runner.tls, runner.tls_sock, runner.context
+        assert tls is not None and tls_sock is not None and pair is not None, "the handshake came first"
+        self.runner, self.tls, self.http = runner, tls, _http_spec(runner)
+        self.stream = TlsStream(io, engine, tls, tls_sock.fileno(), runner.spec.buffer_size or runner.plane.buffer_size)
         runner.relay = self.stream.relay  # byte counts for the idle watch and the connection record
         self.apps = AppConnections(io, runner.spec.upstream_host, runner.spec.upstream_port, runner.upstream)
         runner.upstream = None  # the app connections are apps' now
         self.peer_id = runner.conn.facts.peer_id or ""
-        self.own = element(by=runner.context.server.material.spiffe_id, uri=self.peer_id,
-                           leaf_sha256=leaf_hash(engine.peer_leaf_der(runner.tls)))
+        self.own = element(by=pair.server.material.spiffe_id, uri=self.peer_id,
+                           leaf_sha256=leaf_hash(engine.peer_leaf_der(tls)))
 
-    def _current_decide(self) -> Any:
+    def _current_decide(self) -> Decide:
         """The policy in force now: a reload reaches the next request of a kept (e.g. pooled) connection."""
         spec = self.runner.plan.spec(None)  # the listener's current spec: a dict lookup, built per reload
-        http = spec.http if spec.http is not None and spec.http.decide is not None else self.runner.spec.http
-        return http.decide
+        decide = spec.http.decide if spec.http is not None else None
+        if decide is None:
+            decide = self.http.decide
+        assert decide is not None, "an inbound HTTP spec always decides"
+        return decide
 
     async def serve(self) -> None:
         runner, stream = self.runner, self.stream
         try:
-            version, prefetched = await _detect(stream, runner.plane.engine.selected_alpn(runner.tls))
-            handler = _inbound_handler(runner.spec.http, self.apps, self.peer_id, self.own, self._current_decide)
+            version, prefetched = await _detect(stream, runner.plane.engine.selected_alpn(self.tls))
+            handler = _inbound_handler(self.http, self.apps, self.peer_id, self.own, self._current_decide)
             await _front(runner, stream, version, prefetched, handler, _recorder(runner, self.peer_id)).serve()
             await stream.finish()
         finally:
@@ -175,7 +225,7 @@ class _Inbound:
 
 
 def _inbound_handler(spec: HttpSpec, apps: AppConnections, peer_id: str, own_xfcc: str,
-                     current_decide: Callable[[], Any]) -> Handler:
+                     current_decide: Callable[[], Decide]) -> Handler:
     mode = spec.settings.xfcc
 
     async def handle(exchange: Exchange) -> Verdict:
@@ -219,20 +269,21 @@ def _inbound_handler(spec: HttpSpec, apps: AppConnections, peer_id: str, own_xfc
 class _Outbound:
     """One app connection's HTTP session on an outbound listener."""
 
-    def __init__(self, runner: Any) -> None:
+    def __init__(self, runner: ConnectionRunner) -> None:
+        assert runner.accepted_sock is not None
         self.runner = runner
         self.counted = _Counted(PlainStream(runner.io, runner.accepted_sock))
         runner.relay = self.counted
 
     async def serve(self) -> None:
         runner = self.runner
-        spec: HttpSpec = runner.spec.http
+        spec = _http_spec(runner)
         version, prefetched = await _detect(self.counted, "")
         handler = _outbound_handler(runner, spec, _pool_for(runner, spec))
         await _front(runner, self.counted, version, prefetched, handler, _recorder(runner, None)).serve()
 
 
-def _pool_for(runner: Any, spec: HttpSpec) -> UpstreamPool:
+def _pool_for(runner: ConnectionRunner, spec: HttpSpec) -> UpstreamPool:
     plane, name = runner.plane, runner.spec.listener
     key = (name, runner.spec.upstream_host, runner.spec.upstream_port)
     pool = plane.http_pools.get(key)
@@ -253,7 +304,7 @@ def _pool_for(runner: Any, spec: HttpSpec) -> UpstreamPool:
     return pool
 
 
-def _outbound_handler(runner: Any, spec: HttpSpec, pool: UpstreamPool) -> Handler:
+def _outbound_handler(runner: ConnectionRunner, spec: HttpSpec, pool: UpstreamPool) -> Handler:
     assert spec.expect is not None
     expect = spec.expect
     metrics = runner.plane.http_metrics

@@ -19,9 +19,10 @@ while others write.
 from __future__ import annotations
 
 import socket
-from typing import Any, Protocol
+from typing import AsyncContextManager, Protocol
 
 from proxy.runtime.primitives import Io
+from proxy.tls.contract import Engine, TlsConnection
 from proxy.runtime.sockets import close_quietly
 
 CHUNK = 65536
@@ -42,7 +43,7 @@ class ByteStream(Protocol):
 class _Waits:
     def __init__(self, io: Io) -> None:
         self.io = io
-        self.locks: dict[tuple[int, bool], Any] = {}
+        self.locks: dict[tuple[int, bool], AsyncContextManager[object]] = {}
 
     async def wait(self, fd: int, readable: bool) -> None:
         lock = self.locks.get((fd, readable))
@@ -90,7 +91,7 @@ class TlsStream:
     belong to whoever made them (the connection runner, or the pool).
     """
 
-    def __init__(self, io: Io, engine: Any, tls: Any, tls_fd: int, buffer_size: int = CHUNK) -> None:
+    def __init__(self, io: Io, engine: Engine, tls: TlsConnection, tls_fd: int, buffer_size: int = CHUNK) -> None:
         self.io, self.engine, self.tls_fd = io, engine, tls_fd
         self.inner, self.outer = socket.socketpair()
         for s in (self.inner, self.outer):

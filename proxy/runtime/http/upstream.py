@@ -14,7 +14,7 @@ never delays another's response.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 import h2.config
 import h2.connection
@@ -286,7 +286,7 @@ class H2Upstream:
         except h2.exceptions.ProtocolError:
             self.dead = True
 
-    def _dispatch(self, event: Any) -> None:
+    def _dispatch(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.ResponseReceived):
             if (s := self.streams.get(event.stream_id)) is not None:
                 s.headers = list(event.headers)
@@ -306,7 +306,7 @@ class H2Upstream:
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.dead = True
 
-    async def _call(self, fn: Callable[[Any], Any]) -> None:
+    async def _call(self, fn: Callable[[h2.connection.H2Connection], object]) -> None:
         async with self.lock:
             fn(self.conn)
             data = self.conn.data_to_send()
