@@ -81,6 +81,17 @@ def leaf_sha256(cert_pem: Path) -> str:
     return hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
+def frontend_leaf_sha256(pair: dict[str, Any]) -> str:
+    """The hash of the leaf the frontend sidecar is serving with (after a rotation test, once it has settled)."""
+    cert: Path = pair["front_id"].cert
+    want = x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    deadline = time.monotonic() + 15
+    while pair["a"].get_json("/identity").get("not_after") != want:
+        assert time.monotonic() < deadline, "the frontend never settled on the certificate in its files"
+        time.sleep(0.1)
+    return leaf_sha256(cert)
+
+
 @pytest.mark.parametrize("mode", CURL_MODES)
 def test_curl_through_the_pair_allows_denies_and_hands_the_caller_to_the_app(pair: dict[str, Any],
                                                                             mode: str) -> None:
@@ -92,7 +103,7 @@ def test_curl_through_the_pair_allows_denies_and_hands_the_caller_to_the_app(pai
     seen = next(s for s in reversed(app.seen) if s.path == f"/v1/orders/{mode}")
     xfcc = [v for k, v in seen.all_headers if k.lower() == "x-forwarded-client-cert"]
     # sanitize (the default): the caller's forged element is gone, ours is the whole header
-    assert xfcc == [f"By={BACKEND};Hash={leaf_sha256(pair['front_id'].cert)};URI={FRONTEND}"]
+    assert xfcc == [f"By={BACKEND};Hash={frontend_leaf_sha256(pair)};URI={FRONTEND}"]
     assert curl(pair["a_port"], "/admin/users", *CURL_MODES[mode]) == (403, b"forbidden\n")
     assert curl(pair["a_port"], "/elsewhere", *CURL_MODES[mode]) == (403, b"forbidden\n")
     assert "/admin/users" not in app.paths() and "/elsewhere" not in app.paths()
@@ -462,13 +473,14 @@ def test_xfcc_append_forward_and_forward_only_keep_what_the_caller_sent(pair: di
                      "-H", f"x-forwarded-client-cert: {caller}")
     assert status == 200
     seen = next(s for s in reversed(pair["app"].seen) if s.path == f"/v1/xfcc-{mode}")
-    ours = f"By={BACKEND};Hash={leaf_sha256(pair['front_id'].cert)};URI={FRONTEND}"
+    ours = f"By={BACKEND};Hash={frontend_leaf_sha256(pair)};URI={FRONTEND}"
     want = f"{caller},{ours}" if mode == "append_forward" else caller
     assert [v for k, v in seen.all_headers if k.lower() == "x-forwarded-client-cert"] == [want]
 
 
 def test_a_stream_the_client_resets_leaves_the_pooled_connection_alone(pair: dict[str, Any]) -> None:
     frontend: SidecarHarness = pair["a"]
+    frontend_leaf_sha256(pair)  # a rotation earlier in the module has settled: no new generation mid-test
     assert curl(pair["a_port"], "/v1/warm-up", "--http2-prior-knowledge")[0] == 200
     handshakes = frontend.metric("spiffe_sidecar_http_pool_handshakes_total")
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
