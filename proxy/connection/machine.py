@@ -194,7 +194,7 @@ class Connection:
         if self.inbound and self.spec.mode is Mode.MTLS:
             return [StartHandshake(deadline=deadline)], None
         if self.spec.mode is Mode.POOLED:
-            return [self._start_relay()], None
+            return self._start_relay(event.now), None
         return [self._connect_upstream(event.now)], None
 
     def _on_first_bytes_peeked(self, event: ev.Event) -> Handled:

@@ -76,11 +76,9 @@ class ConnectionRunner(Protocol):
     @property
     def tls_sock(self) -> socket.socket | None: ...
 
-    def _feed(self, event: ev.Event) -> None: ...
+    def feed(self, event: ev.Event) -> None: ...
 
     async def _watch_idle(self, idle_timeout: float) -> None: ...
-
-    async def _watch_lifetime(self, deadline: float, kind: ev.DeadlineKind) -> None: ...
 
 
 class _Counted:
@@ -115,23 +113,30 @@ async def serve_http(runner: ConnectionRunner, action: StartRelay) -> None:
         if action.idle_timeout:
             group.start_soon(runner._watch_idle, action.idle_timeout)
         if action.lifetime_deadline is not None:
-            group.start_soon(runner._watch_lifetime, action.lifetime_deadline, action.lifetime_kind)
+            # No post-handshake re-authentication on HTTP listeners yet: they close at the bound (the
+            # peer's NotAfter or max_lifetime), as every listener did before issue 11.2.
+            group.start_soon(_watch_lifetime, runner, action.lifetime_deadline, action.lifetime_kind)
     runner.group = None
+
+
+async def _watch_lifetime(runner: ConnectionRunner, deadline: float, kind: ev.DeadlineKind) -> None:
+    await runner.io.sleep(max(0.0, deadline - time.time()))
+    runner.feed(ev.DeadlineExpired(time.time(), kind))
 
 
 async def _serve_then_report(runner: ConnectionRunner, session: _Inbound | _Outbound) -> None:
     try:
         await session.serve()
     except NotHttp as exc:
-        runner._feed(ev.RelayFailed(time.time(), CloseReason.NOT_HTTP, str(exc)))
+        runner.feed(ev.RelayFailed(time.time(), CloseReason.NOT_HTTP, str(exc)))
         return
     except (SidecarError, OSError) as exc:
         reason = CloseReason.RESET if isinstance(exc, (TlsError, OSError)) else CloseReason.INTERNAL
-        runner._feed(ev.RelayFailed(time.time(), reason, str(exc)))
+        runner.feed(ev.RelayFailed(time.time(), reason, str(exc)))
         return
     now = time.time()
-    runner._feed(ev.DirectionFinished(now, ev.RelayDirection.TLS_TO_PLAIN))
-    runner._feed(ev.DirectionFinished(now, ev.RelayDirection.PLAIN_TO_TLS))
+    runner.feed(ev.DirectionFinished(now, ev.RelayDirection.TLS_TO_PLAIN))
+    runner.feed(ev.DirectionFinished(now, ev.RelayDirection.PLAIN_TO_TLS))
 
 
 async def _detect(stream: ByteStream, alpn: str) -> tuple[HttpVersion, bytes]:
