@@ -82,6 +82,10 @@ class SidecarProcess:
         """The connection records written so far (complete lines only)."""
         return self._lines("connection")
 
+    def request_records(self) -> list[dict[str, Any]]:
+        """The per-request records of HTTP listeners written so far (issue 13; same stream, other event)."""
+        return self._lines("request")
+
     def reauth_records(self) -> list[dict[str, Any]]:
         """The re-authentication records written so far (issue 11.2; same stream, other event)."""
         return self._lines("reauthentication")

@@ -107,7 +107,7 @@ def test_curl_through_the_pair_allows_denies_and_hands_the_caller_to_the_app(pai
     assert curl(pair["a_port"], "/admin/users", *CURL_MODES[mode]) == (403, b"forbidden\n")
     assert curl(pair["a_port"], "/elsewhere", *CURL_MODES[mode]) == (403, b"forbidden\n")
     assert "/admin/users" not in app.paths() and "/elsewhere" not in app.paths()
-    record = pair["b"].wait_record(lambda r: r.get("event") == "request" and r["path"] == "/admin/users")
+    record = pair["b"].wait_record(lambda r: r["path"] == "/admin/users", requests=True)
     assert (record["status"], record["rule"], record["decision"], record["reason"], record["peer_id"]) == (
         403, "no-admin", "deny", "deny_rule", FRONTEND)
 
@@ -282,10 +282,10 @@ def _h2_get_all(port: int, paths: list[str]) -> dict[str, tuple[int, bytes]]:
 
 def test_the_access_log_has_one_line_per_request_and_metrics_never_label_the_path(pair: dict[str, Any]) -> None:
     assert curl(pair["a_port"], "/v1/logged", "--http1.1")[0] == 200
-    rec = pair["b"].wait_record(lambda r: r.get("event") == "request" and r["path"] == "/v1/logged")
+    rec = pair["b"].wait_record(lambda r: r["path"] == "/v1/logged", requests=True)
     assert {"method", "path", "status", "peer_id", "rule", "decision", "reason", "bytes_in", "bytes_out",
             "duration"} <= set(rec)
-    out = pair["a"].wait_record(lambda r: r.get("event") == "request" and r["path"] == "/v1/logged")
+    out = pair["a"].wait_record(lambda r: r["path"] == "/v1/logged", requests=True)
     assert out["direction"] == "outbound" and out["upstream"] == BACKEND
     metrics = pair["b"].metrics()
     samples = [labels for (name, labels) in metrics if name == "spiffe_sidecar_http_requests_total"]
@@ -298,7 +298,10 @@ def test_a_connection_that_is_not_http_is_closed_not_relayed(pair: dict[str, Any
     before = len(pair["app"].seen)
     with socket.create_connection(("127.0.0.1", pair["a_port"]), timeout=10) as sock:
         sock.sendall(b"\x16\x03\x01\x00\x05hello-not-http")
-        assert recv_all(sock) == b""
+        try:
+            assert recv_all(sock) == b""  # closed, nothing answered...
+        except ConnectionResetError:
+            pass  # ...or reset: either way nothing was relayed
     rec = pair["a"].wait_record(lambda r: r.get("event") == "connection" and r["close_reason"] == "not_http")
     assert rec["listener"] == "api-out"
     assert len(pair["app"].seen) == before

@@ -150,11 +150,14 @@ class SidecarHarness:
     def reauth_records(self) -> list[dict[str, Any]]:
         return self.process.reauth_records()
 
-    def wait_record(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
-        """The newest record matching ``predicate``; AssertionError with the log on timeout."""
+    def wait_record(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0, *,
+                    requests: bool = False) -> dict[str, Any]:
+        """The newest record matching ``predicate`` (an HTTP request record with ``requests``);
+        AssertionError with the log on timeout."""
         deadline = time.monotonic() + timeout
+        source = self.process.request_records if requests else self.records
         while time.monotonic() < deadline:
-            for record in reversed(self.records()):
+            for record in reversed(source()):
                 if predicate(record):
                     return record
             time.sleep(0.05)
