@@ -142,7 +142,10 @@ def test_path_bypass_attempts_are_refused_or_normalized(pair: dict[str, Any], mo
 
 
 def _raw_inbound(pair: dict[str, Any], payload: bytes) -> bytes:
-    peer = Peer(pair["dir"], pair["ca"], FRONTEND)
+    # Its own directory: minting into the frontend sidecar's would rotate the sidecar's identity.
+    own = pair["dir"] / "raw-peer"
+    own.mkdir(exist_ok=True)
+    peer = Peer(own, pair["ca"], FRONTEND)
     with peer.connect(pair["b_port"], timeout=10) as tls:
         tls.sendall(payload)
         return recv_all(tls)
