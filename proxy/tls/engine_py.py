@@ -51,9 +51,12 @@ a socket object that is borrowed: dropping it detaches, never closes, so
 the runtime stays the fd's only owner (one object per chunk would cost
 about twice the relay's own per-chunk work).
 
-Layout: engine_py_tls.py holds the contexts, the handshake and the
-verification; this module re-exports them and adds the relay, the only
-part that makes syscalls on plain sockets.
+Layout: engine_py_tls.py holds the contexts and the handshake,
+engine_py_verify.py the in-handshake verification, engine_py_reauth.py
+re-authentication, engine_py_spiffe.py the SPIFFE twins, engine_py_alpn.py
+the HTTP layer's TLS facts and engine_py_errors.py the error translation;
+this module re-exports them and adds the relay, the only part that makes
+syscalls on plain sockets.
 """
 
 from __future__ import annotations
@@ -65,18 +68,10 @@ from OpenSSL import SSL
 from proxy.tls import contract
 from proxy.tls.contract import DONE, WANT_READ, WANT_WRITE
 from proxy.tls.engine_py_reauth import CANNOT_REAUTH, ClientIdentity
-from proxy.tls.engine_py_tls import (
-    ClientContext,
-    ServerContext,
-    TlsConnection,
-    offer_alpn,
-    parse_spiffe_id,
-    peer_leaf_der,
-    selected_alpn,
-    spiffe_id_from_der,
-    tls_error,
-    verify_x509_svid_chain,
-)
+from proxy.tls.engine_py_alpn import offer_alpn, peer_leaf_der, selected_alpn
+from proxy.tls.engine_py_spiffe import parse_spiffe_id, spiffe_id_from_der, verify_x509_svid_chain
+from proxy.tls.engine_py_errors import tls_error
+from proxy.tls.engine_py_tls import ClientContext, ServerContext, TlsConnection
 from proxy.tls.openssl_terms import classify_tls_error
 
 NAME = "python"

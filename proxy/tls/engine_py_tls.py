@@ -7,7 +7,6 @@ engine_py.py adds the relay (the part that touches plain sockets).
 
 from __future__ import annotations
 
-import errno
 import weakref
 import time
 from typing import Any, Mapping, Sequence
@@ -22,33 +21,15 @@ from proxy.tls import engine_py_verify
 from proxy.tls.contract import DONE, WANT_READ, WANT_WRITE
 from proxy.tls import contract
 from proxy.tls.engine_py_reauth import IdentityPointers, ServerReauth, offer_post_handshake_auth
+from proxy.tls.engine_py_errors import ssl_detail, tls_error
+from proxy.tls.engine_py_spiffe import check_chain_size, verify_x509_svid_chain
 from proxy.tls.material import TlsMaterial
-from proxy.tls.openssl_terms import (MAX_CERT_LIST, SESSION_ID_CONTEXT, TLS12_CIPHERS, classify_tls_error,
-                                     verify_error_code)
+from proxy.tls.openssl_terms import SESSION_ID_CONTEXT, TLS12_CIPHERS, verify_error_code
 
 # Bounded, so a client talking to many upstream keys cannot grow without limit.
 MAX_CACHED_SESSIONS = 1024  # session keys (upstreams) remembered
 #: Unused sessions kept per key: each is offered once (single-use tickets, see _fastpath_tls.pxi).
 SESSIONS_PER_KEY = 32
-
-
-def _ssl_detail(exc: SSL.Error) -> str:
-    """OpenSSL's reason strings of a pyOpenSSL error, joined (the text both engines report)."""
-    errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
-    return "; ".join(str(e[-1]) for e in errors) or str(exc)
-
-
-def tls_error(exc: SSL.Error) -> Exception:
-    """Translate a pyOpenSSL exception into proxy.errors (or OSError)."""
-    if isinstance(exc, SSL.SysCallError):
-        code, msg = exc.args[0], exc.args[1] if len(exc.args) > 1 else ""
-        if code in (-1, 0, errno.ECONNRESET, errno.EPIPE):
-            return TlsError(HandshakeFailure.PEER_CLOSED, "peer closed the connection")
-        return OSError(code, str(msg))
-    if isinstance(exc, SSL.ZeroReturnError):
-        return TlsError(HandshakeFailure.PEER_CLOSED, "peer sent close_notify")
-    detail = _ssl_detail(exc)
-    return TlsError(classify_tls_error(detail), detail)
 
 
 # --- Contexts -----------------------------------------------------------------
@@ -75,7 +56,7 @@ def _load_identity(ctx: SSL.Context, material: TlsMaterial) -> None:
             else:
                 ctx.add_extra_chain_cert(cert)
         except SSL.Error as exc:
-            raise TlsError(HandshakeFailure.INTERNAL, f"cannot use our chain_der[{i}]: {_ssl_detail(exc)}") from None
+            raise TlsError(HandshakeFailure.INTERNAL, f"cannot use our chain_der[{i}]: {ssl_detail(exc)}") from None
     try:
         key = serialization.load_der_private_key(bytes(material.key_der), password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -86,7 +67,7 @@ def _load_identity(ctx: SSL.Context, material: TlsMaterial) -> None:
         ctx.check_privatekey()
     except (SSL.Error, TypeError) as exc:
         # TypeError: pyOpenSSL refuses key types it cannot wrap (X25519 and the like).
-        detail = _ssl_detail(exc) if isinstance(exc, SSL.Error) else str(exc)
+        detail = ssl_detail(exc) if isinstance(exc, SSL.Error) else str(exc)
         raise TlsError(HandshakeFailure.INTERNAL, f"our key does not match our certificate: {detail}") from None
 
 
@@ -260,7 +241,7 @@ class TlsConnection:
         self.cipher = conn.get_cipher_name() or ""
         # pyOpenSSL has no public "was this resumed" call; the binding does.
         self.resumed = bool(SSL._lib.SSL_session_reused(conn._ssl))  # type: ignore[attr-defined]
-        _check_chain_size(self._peer_chain_der(conn))
+        check_chain_size(self._peer_chain_der(conn))
         if self.resumed:
             self._verify_resumed_peer(conn)
         elif not self.peer_spiffe_id:
@@ -286,7 +267,7 @@ class TlsConnection:
                     raise VerificationError(VerifyFailure.NO_CERTIFICATE, "no readable certificate from the peer")
                 # Before verifying: OpenSSL refuses an oversized Certificate
                 # message before the compiled engine's callback ever runs.
-                _check_chain_size(chain)
+                check_chain_size(chain)
                 peer_id = verify_x509_svid_chain(chain, self._context.bundles)  # now=None: the current time
                 self.peer_not_after = x509.load_der_x509_certificate(chain[0]).not_valid_after_utc.timestamp()
                 self.peer_spiffe_id = peer_id
@@ -396,50 +377,7 @@ class TlsConnection:
                 self._context._store_session(self._session_key, session)
 
 
-def _check_chain_size(chain: Sequence[bytes]) -> None:
-    """Refuse a peer chain over MAX_CERT_LIST bytes, as OpenSSL does for the compiled engine.
-
-    OpenSSL counts the Certificate message (each certificate plus a few
-    bytes of framing); the DER total is the same limit to within those bytes.
-    """
-    size = sum(len(der) for der in chain)
-    if size > MAX_CERT_LIST:
-        raise TlsError(HandshakeFailure.PROTOCOL,
-                       f"excessive message size: the peer's chain is {size} bytes (at most {MAX_CERT_LIST})")
-
-
-# --- Twins of the SPIFFE core -----------------------------------------------------
-
-
-def parse_spiffe_id(s: str) -> tuple[str, str]:
-    """(trust domain name, path) of a strictly parsed SPIFFE ID; raises InvalidSpiffeIdError."""
-    from proxy.spiffe.id import SpiffeId
-
-    sid = SpiffeId.parse(s)
-    return sid.trust_domain.name, sid.path
-
-
-def spiffe_id_from_der(der: bytes) -> str:
-    """The one URI SAN of a DER certificate, strictly parsed; raises VerificationError."""
-    from proxy.spiffe.svid import spiffe_id_from_der as core
-
-    return str(core(der))
-
-
-def verify_x509_svid_chain(chain_der: Sequence[bytes], bundles: Mapping[str, Sequence[bytes]],
-                           now: float | None = None) -> str:
-    """SPIFFE peer verification (the contract's check order); returns the peer's SPIFFE ID.
-
-    ``now=None`` is the current time, as in the compiled twin.
-    """
-    from proxy.spiffe.verify import verify_x509_svid_chain as core
-
-    return str(core(chain_der, bundles, time.time() if now is None else now))
-
-
-# --- The TLS facts the HTTP layer needs (twins of _fastpath_http.pxi) --------------
-
-_ALPN_LISTS = frozenset({("h2", "http/1.1"), ("http/1.1",), ("h2",)})
+# --- The server's ALPN selection (twin of _fastpath_http.pxi; the rest: engine_py_alpn.py)
 
 
 def _select_alpn(conn: SSL.Connection, offered: list[bytes]) -> Any:
@@ -450,33 +388,3 @@ def _select_alpn(conn: SSL.Connection, offered: list[bytes]) -> Any:
         if proto in offered:
             return bytes(proto)
     return SSL.NO_OVERLAPPING_PROTOCOLS
-
-
-def _own(conn: contract.TlsConnection) -> TlsConnection:
-    if not isinstance(conn, TlsConnection):  # as the compiled twin's typed argument refuses a stranger
-        raise TypeError(f"needs this engine's TlsConnection, not {type(conn).__name__}")
-    return conn
-
-
-def offer_alpn(conn: contract.TlsConnection, protocols: Sequence[str]) -> None:
-    """Before the handshake: offer (client) or accept (server, in this preference) these ALPN IDs."""
-    own = _own(conn)
-    key = tuple(protocols)
-    if key not in _ALPN_LISTS:
-        raise ValueError(f"unsupported ALPN list {key!r}; one of {sorted(_ALPN_LISTS)}")
-    wire = [p.encode("ascii") for p in key]
-    if own._server:
-        own._alpn_accept = tuple(wire)
-    else:
-        own.ssl.set_alpn_protos(wire)
-
-
-def selected_alpn(conn: contract.TlsConnection) -> str:
-    """The ALPN protocol the handshake agreed on, or "" when none."""
-    return _own(conn).ssl.get_alpn_proto_negotiated().decode("ascii", "replace")
-
-
-def peer_leaf_der(conn: contract.TlsConnection) -> bytes:
-    """The verified peer's leaf certificate, DER (b"" before the handshake completed)."""
-    leaf = _own(conn).ssl.get_peer_certificate(as_cryptography=True)
-    return b"" if leaf is None else leaf.public_bytes(serialization.Encoding.DER)

@@ -65,6 +65,8 @@ ALLOWED = {
     # It reads the wall clock once per handshake to check the peer's validity,
     # as OpenSSL does inside the compiled engine (time(NULL), below).
     "tls/engine_py_tls.py": {"clock"},
+    # Its verify_x509_svid_chain twin defaults `now` to the wall clock, as the compiled one does.
+    "tls/engine_py_spiffe.py": {"clock"},
     # The identity store is published to from the Workload API thread on the
     # uvloop runtime; a lock makes the one-reference swap safe.
     "identity/store.py": {"threading"},
