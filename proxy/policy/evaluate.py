@@ -10,7 +10,7 @@ does not grow with the number of distinct peers. The semantics are listed in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Mapping, NamedTuple
+from typing import Iterator, Mapping, NamedTuple, Sequence
 
 from proxy.errors import DenyReason
 from proxy.policy.http_match import RequestView
@@ -86,8 +86,13 @@ def evaluate_policy(policy: Policy | None, name: str, peer: SpiffeId | str | Pee
     view = peer if isinstance(peer, PeerView) else PeerView.of(peer)
     if policy is None:
         return Decision(False, None, DenyReason.NO_POLICY, (), None, name, view.text)
+    return _decide(policy.deny_rules, policy.allow_rules, name, view)
+
+
+def _decide(deny_rules: Sequence[Rule], allow_rules: Sequence[Rule], name: str, view: PeerView) -> Decision:
+    """Deny rules first (audit ones only noted), then the first matching allow rule; else no match."""
     audit: tuple[str, ...] = ()
-    for rule in policy.deny_rules:
+    for rule in deny_rules:
         pattern = rule.peers.match(view)
         if pattern is None:
             continue
@@ -95,7 +100,7 @@ def evaluate_policy(policy: Policy | None, name: str, peer: SpiffeId | str | Pee
             audit += (rule.name,)
             continue
         return Decision(False, rule.name, DenyReason.DENY_RULE, audit, pattern, name, view.text, rule.where)
-    for rule in policy.allow_rules:
+    for rule in allow_rules:
         pattern = rule.peers.match(view)
         if pattern is not None:
             return Decision(True, rule.name, None, audit, pattern, name, view.text, rule.where)
@@ -111,20 +116,7 @@ def admit_http_peer(policy: Policy | None, name: str, peer: SpiffeId | str | Pee
     view = peer if isinstance(peer, PeerView) else PeerView.of(peer)
     if policy is None:
         return Decision(False, None, DenyReason.NO_POLICY, (), None, name, view.text)
-    audit: tuple[str, ...] = ()
-    for rule in policy.admit_deny_rules:
-        pattern = rule.peers.match(view)
-        if pattern is None:
-            continue
-        if rule.mode is RuleMode.AUDIT:
-            audit += (rule.name,)
-            continue
-        return Decision(False, rule.name, DenyReason.DENY_RULE, audit, pattern, name, view.text, rule.where)
-    for rule in policy.request_allow_rules:
-        pattern = rule.peers.match(view)
-        if pattern is not None:
-            return Decision(True, rule.name, None, audit, pattern, name, view.text, rule.where)
-    return Decision(False, None, DenyReason.NO_MATCHING_RULE, audit, None, name, view.text)
+    return _decide(policy.admit_deny_rules, policy.request_allow_rules, name, view)
 
 
 def evaluate_request(policy: Policy | None, name: str, peer: SpiffeId | str | PeerView,
